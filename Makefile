@@ -1,0 +1,43 @@
+# The README's two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install install-dev bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# Start the onboarding daemon detached, serve the site in the foreground; on exit
+# (Ctrl-C included) stop the daemon so nothing is left behind.
+run: install
+	$(PY) manage.py migrate --no-input
+	@# A daemon left running by an earlier session is reused, not started twice.
+	$(PY) manage.py daemonstatus onboarding >/dev/null || $(PY) manage.py rundaemon onboarding --detach
+	@trap '$(PY) manage.py stopdaemon onboarding' EXIT; \
+	trap 'exit 0' INT TERM; \
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+test: install-dev
+	$(PY) -m pytest
+
+bench: install-dev
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) bench/memory.py
+
+clean:
+	rm -rf $(VENV) var

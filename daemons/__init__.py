@@ -1,0 +1,8 @@
+"""Daemon Kit for Django: daemons that are management commands."""
+from __future__ import annotations
+
+from . import reporting
+from .base import Daemon, TickResult
+from .registry import register
+
+__all__ = ["Daemon", "TickResult", "register", "reporting"]

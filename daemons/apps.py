@@ -1,0 +1,13 @@
+"""App config: discovers each installed app's daemons when Django starts."""
+from django.apps import AppConfig
+
+
+class DaemonsConfig(AppConfig):
+    name = "daemons"
+    verbose_name = "Daemons"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import registry
+
+        registry.autodiscover()

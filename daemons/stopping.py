@@ -1,0 +1,67 @@
+"""Stopping a daemon: signal the process that holds the PID lock, and only that one."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import pidfile
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    state: str  # "stopped" | "not_running" | "timeout" | "killed"
+    pid: int | None
+    stale_pid: int | None = None
+
+
+def wait_unlocked(path: Path, timeout: float) -> bool:
+    """Wait until nobody holds the lock on `path`; return False at the deadline."""
+    deadline = time.monotonic() + timeout
+    while pidfile.is_locked(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _signal_holder(path: Path, signum: int) -> int | None:
+    """Send `signum` to the lock holder through a pidfd, so a recycled PID can't be hit."""
+    pid = pidfile.read_holder(path)
+    if pid is None:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        # Between reading the PID and opening the pidfd the holder may have died and its
+        # PID been reused: check again that this very process holds the file.
+        if pidfile.read_holder(path, wait=0) != pid:
+            return None
+        signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(pidfd)
+    return pid
+
+
+def stop(path: Path, *, timeout: float = 10.0, kill: bool = False) -> StopOutcome:
+    """SIGTERM the daemon holding `path` and wait up to `timeout` for its lock to go.
+
+    Never signals the PID written in a stale file. With `kill`, a daemon still running at
+    the deadline gets SIGKILL.
+    """
+    pid = _signal_holder(path, signal.SIGTERM)
+    if pid is None:
+        return StopOutcome("not_running", None, stale_pid=pidfile.read_pid(path) if path.exists() else None)
+    if wait_unlocked(path, timeout):
+        return StopOutcome("stopped", pid)
+    if not kill:
+        return StopOutcome("timeout", pid)
+    _signal_holder(path, signal.SIGKILL)
+    wait_unlocked(path, 5.0)
+    return StopOutcome("killed", pid)

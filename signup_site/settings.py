@@ -1,0 +1,141 @@
+"""Settings for the signup site and its daemons, read from the environment (or `.env`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def project_path(value: str | Path) -> Path:
+    """Resolve a path from the environment against the project root unless it is absolute."""
+    path = Path(value)
+    return path if path.is_absolute() else BASE_DIR / path
+
+
+DEBUG = env.bool("DEBUG", default=True)
+
+_DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when DEBUG is off")
+    SECRET_KEY = _DEV_SECRET_KEY
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "daemons",
+    "customers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "signup_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "signup_site.wsgi.application"
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The site and the daemons write to one file from several processes: IMMEDIATE
+    # transactions plus WAL and a busy timeout make writers queue instead of failing
+    # with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=20.0),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = project_path(env.str("STATIC_ROOT", default="var/static"))
+
+# Email: the default writes each message as a file under var/mail/, so a person
+# running `make run` can read the welcome emails without a mail server.
+vars().update(env.email_url("EMAIL_URL", default="filemail:///var/mail"))
+if EMAIL_BACKEND == "django.core.mail.backends.filebased.EmailBackend":  # noqa: F821
+    EMAIL_FILE_PATH = str(project_path(EMAIL_FILE_PATH or "var/mail"))  # noqa: F821
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signup Site <welcome@localhost>")
+
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
+
+# The daemon framework.
+DAEMONS_RUN_DIR = project_path(env.str("DAEMONS_RUN_DIR", default="var/run"))
+DAEMONS_LOG_DIR = project_path(env.str("DAEMONS_LOG_DIR", default="var/log"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "daemon": {
+            "format": "%(asctime)s %(levelname)s pid=%(process)d daemon=%(daemon)s %(name)s: %(message)s",
+        },
+    },
+    "filters": {
+        "daemon_name": {"()": "daemons.logs.DaemonNameFilter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "daemons": {"level": env.str("DAEMONS_LOG_LEVEL", default="INFO")},
+        "customers": {"level": "INFO"},
+    },
+}
+
+# Onboarding (the showcase daemon).
+ONBOARDING_BATCH_SIZE = env.int("ONBOARDING_BATCH_SIZE", default=50)
+ONBOARDING_MAX_ATTEMPTS = env.int("ONBOARDING_MAX_ATTEMPTS", default=5)
+ONBOARDING_LEASE_SECONDS = env.float("ONBOARDING_LEASE_SECONDS", default=60.0)

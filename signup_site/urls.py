@@ -1,0 +1,8 @@
+"""URLs of the signup site."""
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("customers.urls")),
+]

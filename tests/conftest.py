@@ -1,0 +1,141 @@
+"""Shared fixtures: a clock, stop events, and real daemon processes on the test database."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition") -> object:
+    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(0.02)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.value = start
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fixed_now() -> datetime:
+    return datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def stop_event() -> threading.Event:
+    return threading.Event()
+
+
+@dataclass
+class Project:
+    """Runs `manage.py` in real subprocesses against the test database and a temp run dir."""
+
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.env["DAEMONS_RUN_DIR"])
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.env["DAEMONS_LOG_DIR"])
+
+    def pid_file(self, name: str, instance: int = 0) -> Path:
+        return self.run_dir / (f"{name}.{instance}.pid" if instance else f"{name}.pid")
+
+    def log_file(self, name: str, instance: int = 0) -> Path:
+        return self.log_dir / (f"{name}.{instance}.log" if instance else f"{name}.log")
+
+    def manage(self, *args: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=kwargs.pop("stdout", subprocess.PIPE),
+            stderr=kwargs.pop("stderr", subprocess.PIPE),
+            text=True,
+            **kwargs,
+        )
+
+    def start(self, name: str, *extra: str, env: dict[str, str] | None = None) -> int:
+        """`rundaemon NAME --detach`; return the PID it printed."""
+        result = self.manage("rundaemon", name, "--detach", *extra, env=env)
+        assert result.returncode == 0, f"start failed: {result.stdout}{result.stderr}"
+        return int(result.stdout.split("(pid ")[1].split(")")[0])
+
+    def stop_all(self) -> None:
+        from daemons.stopping import stop
+
+        for pid_path in self.run_dir.glob("*.pid"):
+            stop(pid_path, timeout=5, kill=True)
+
+
+def process_env(tmp: Path) -> dict[str, str]:
+    db = settings.DATABASES["default"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DAEMONS_RUN_DIR": str(tmp / "run"),
+            "DAEMONS_LOG_DIR": str(tmp / "log"),
+            "EMAIL_URL": f"filemail:///{tmp / 'mail'}",
+            "TESTAPP_INTERVAL": "0.2",
+        }
+    )
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path, transactional_db) -> Iterator[Project]:
+    """Real `manage.py` processes sharing this test's database (committed, not rolled back)."""
+    proj = Project(tmp_path, process_env(tmp_path))
+    try:
+        yield proj
+    finally:
+        proj.stop_all()

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemons import pidfile
+from daemons.pidfile import AlreadyRunning, PidFile, PidFileError
+
+
+def test_writes_pid_alone_on_first_line_and_removes_on_release(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "x.pid"
+    with PidFile(path):
+        assert path.read_text() == f"{os.getpid()}\n"
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+        assert pidfile.inspect(path) == pidfile.PidState("running", os.getpid())
+    assert not path.exists()
+    assert pidfile.inspect(path).state == "stopped"
+
+
+def test_second_holder_is_refused_with_the_first_pid(tmp_path: Path) -> None:
+    path = tmp_path / "x.pid"
+    with PidFile(path):
+        with pytest.raises(AlreadyRunning, match=f"already running \\(pid {os.getpid()}\\)"):
+            PidFile(path).acquire()
+        assert path.read_text() == f"{os.getpid()}\n"
+
+
+def test_stale_file_does_not_block_and_reused_pid_is_not_alive(tmp_path: Path) -> None:
+    path = tmp_path / "x.pid"
+    # A live, unrelated process whose PID sits in a stale file.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        path.write_text(f"{other.pid}\n")
+        state = pidfile.inspect(path)
+        assert state.state == "stale" and state.pid == other.pid
+        assert pidfile.read_holder(path, wait=0) is None
+        with PidFile(path):
+            assert path.read_text() == f"{os.getpid()}\n"
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_refuses_symlink_and_non_regular_file(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    link = tmp_path / "x.pid"
+    link.symlink_to(target)
+    with pytest.raises(PidFileError, match="symbolic link"):
+        PidFile(link).acquire()
+    assert target.read_text() == "keep me\n"
+
+    fifo = tmp_path / "y.pid"
+    os.mkfifo(fifo)
+    with pytest.raises(PidFileError, match="not a regular file"):
+        PidFile(fifo).acquire()
+
+
+def test_refuses_world_writable_run_dir_without_sticky_bit(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(0o777)
+    with pytest.raises(PidFileError, match="world-writable"):
+        PidFile(run / "x.pid").acquire()
+    assert not (run / "x.pid").exists()
+    run.chmod(0o1777)
+    with PidFile(run / "x.pid"):
+        pass

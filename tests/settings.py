@@ -1,0 +1,16 @@
+"""Test settings: the project's settings plus a test app with daemons made for the tests."""
+import os
+
+from signup_site.settings import *  # noqa: F403
+from signup_site.settings import BASE_DIR, DATABASES, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+# The test database is a real file, so daemon processes started by the tests share it.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("TEST_SQLITE_PATH", str(BASE_DIR / "var" / "test" / "db.sqlite3"))
+    }
+    os.makedirs(os.path.dirname(DATABASES["default"]["TEST"]["NAME"]), exist_ok=True)
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,59 @@
+"""Daemons made for the framework's tests; they know nothing of customers."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from daemons import Daemon, TickResult, register
+
+
+def _interval() -> float:
+    return float(os.environ.get("TESTAPP_INTERVAL", "5"))
+
+
+@register
+class CounterDaemon(Daemon):
+    """Appends one line per tick to $TESTAPP_TICKS_FILE."""
+
+    name = "counter"
+    interval = _interval()
+
+    def tick(self, now: datetime) -> TickResult:
+        path = os.environ.get("TESTAPP_TICKS_FILE")
+        if path:
+            with open(path, "a") as handle:
+                handle.write(f"{now.isoformat()}\n")
+        return TickResult(processed=1, summary="counted 1 tick")
+
+    def status(self) -> str:
+        return "counting"
+
+
+@register
+class FailingDaemon(Daemon):
+    """Raises on every tick."""
+
+    name = "failing"
+    interval = _interval()
+
+    def tick(self, now: datetime) -> TickResult:
+        raise RuntimeError("the failing daemon failed on purpose")
+
+
+@register
+class SlowDaemon(Daemon):
+    """Each tick takes $TESTAPP_TICK_SECONDS and ignores stop requests meanwhile."""
+
+    name = "slow"
+    interval = _interval()
+
+    def tick(self, now: datetime) -> TickResult:
+        marker = os.environ.get("TESTAPP_TICKS_FILE")
+        if marker:
+            Path(marker).write_text("in tick\n")
+        time.sleep(float(os.environ.get("TESTAPP_TICK_SECONDS", "1")))
+        if marker:
+            Path(marker).write_text("tick done\n")
+        return TickResult(processed=1, summary="slept")
