@@ -33,6 +33,8 @@ run: install
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 test: install-dev
+	@# Each script in scripts/test-env.d/ readies one thing the tests need (a server, a browser).
+	@for script in scripts/test-env.d/*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
 	$(PY) -m pytest
 
 bench: install-dev
