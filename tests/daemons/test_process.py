@@ -1,0 +1,145 @@
+"""Real-process tests of rundaemon, stopdaemon and daemonstatus."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from daemons import pidfile
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.process
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_detach_then_status_running_then_stop(project) -> None:
+    pid = project.start("counter")
+    assert alive(pid)
+    assert project.pid_file("counter").read_text() == f"{pid}\n"
+    status = project.manage("daemonstatus", "counter", "--json")
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)
+    assert row["state"] == "running" and row["pid"] == pid and row["rss_kib"] > 1000
+    assert row["info"] == "counting"
+    wait_for(lambda: "counted 1 tick" in project.log_file("counter").read_text(), message="a logged tick")
+
+    stopped = project.manage("stopdaemon", "counter")
+    assert stopped.returncode == 0 and f"stopped (pid {pid})" in stopped.stdout
+    assert not project.pid_file("counter").exists()
+    assert not alive(pid)
+    status = project.manage("daemonstatus", "counter")
+    assert status.returncode == 3 and "stopped" in status.stdout
+
+
+def test_second_start_is_refused_and_first_untouched(project) -> None:
+    pid = project.start("counter")
+    second = project.manage("rundaemon", "counter", "--detach")
+    assert second.returncode != 0
+    assert f"already running (pid {pid})" in second.stderr
+    assert project.pid_file("counter").read_text() == f"{pid}\n"
+    assert alive(pid)
+    foreground = project.manage("rundaemon", "counter")
+    assert foreground.returncode != 0 and f"already running (pid {pid})" in foreground.stderr
+
+
+def test_kill_9_leaves_stale_file_that_does_not_block_restart(project) -> None:
+    pid = project.start("counter")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pidfile.is_locked(project.pid_file("counter")), message="the lock to die with the process")
+    status = project.manage("daemonstatus", "counter")
+    assert status.returncode == 1 and "stale" in status.stdout
+    new_pid = project.start("counter")
+    assert new_pid != pid
+    assert project.manage("daemonstatus", "counter").returncode == 0
+
+
+def test_sigterm_while_idle_exits_within_a_second(project) -> None:
+    pid = project.start("counter", env={"TESTAPP_INTERVAL": "3600"})
+    began = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not alive(pid), timeout=1.0, message="exit within 1 s of SIGTERM")
+    assert time.monotonic() - began < 1.0
+    assert not project.pid_file("counter").exists()
+    assert "stopped" in project.log_file("counter").read_text()
+
+
+def test_foreground_sigint_exits_zero_and_logs_to_stderr(project) -> None:
+    proc = project.popen("rundaemon", "counter")
+    wait_for(lambda: project.pid_file("counter").exists() and pidfile.read_holder(project.pid_file("counter"), 0),
+             message="the foreground daemon to hold its lock")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert "daemon=counter" in err and "started (pid" in err
+    assert not project.pid_file("counter").exists()
+
+
+def test_unwritable_log_directory_fails_the_start_with_its_error(project, tmp_path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = project.manage("rundaemon", "counter", "--detach", env={"DAEMONS_LOG_DIR": str(blocker / "log")})
+    assert result.returncode != 0
+    assert "cannot open log file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not pidfile.is_locked(project.pid_file("counter"))
+
+
+def test_unreachable_database_fails_the_start(project, tmp_path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = project.manage("rundaemon", "counter", "--detach", env={"DATABASE_URL": f"sqlite:///{blocker}/db.sqlite3"})
+    assert result.returncode != 0, result.stdout
+    assert "database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_once_runs_one_tick_and_exits(project, tmp_path) -> None:
+    ticks = tmp_path / "ticks"
+    result = project.manage("rundaemon", "counter", "--once", env={"TESTAPP_TICKS_FILE": str(ticks)})
+    assert result.returncode == 0, result.stderr
+    assert len(ticks.read_text().splitlines()) == 1
+    assert not project.pid_file("counter").exists()
+
+
+def test_unknown_daemon_lists_registered_ones(project) -> None:
+    for command in (["rundaemon", "nope"], ["stopdaemon", "nope"], ["daemonstatus", "nope"]):
+        result = project.manage(*command)
+        assert result.returncode == 1
+        assert "unknown daemon 'nope'; registered daemons:" in result.stderr and "onboarding" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_stop_when_not_running_says_so_and_exits_zero(project) -> None:
+    result = project.manage("stopdaemon", "counter")
+    assert result.returncode == 0 and "not running" in result.stdout
+
+
+def test_stop_never_signals_a_pid_from_a_stale_file(project) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        project.run_dir.mkdir(parents=True, exist_ok=True)
+        project.pid_file("counter").write_text(f"{bystander.pid}\n")
+        result = project.manage("stopdaemon", "counter")
+        assert result.returncode == 0 and "not running" in result.stdout
+        pid = project.start("counter")
+        assert pid != bystander.pid
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
