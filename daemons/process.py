@@ -164,6 +164,7 @@ def serve(daemon_cls: type[Daemon], *, paths: RunPaths, log_to_file: bool, once:
         daemon.teardown()
         connections.close_all()
     log.info("stopped", extra={"action": "stopped"})
+    reporting.flush()
     return 0
 
 

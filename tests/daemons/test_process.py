@@ -143,3 +143,28 @@ def test_stop_never_signals_a_pid_from_a_stale_file(project) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_tick_exception_is_logged_reported_to_sentry_and_daemon_keeps_running(project) -> None:
+    from tests.sentry_sink import SentrySink
+
+    with SentrySink() as sink:
+        pid = project.start("failing", env={"SENTRY_DSN": sink.dsn})
+        wait_for(lambda: project.log_file("failing").read_text().count("Traceback") >= 2, message="two failed ticks")
+        assert alive(pid)
+        wait_for(lambda: sink.events, message="an event at the Sentry sink")
+        event = sink.events[0]
+        assert event["tags"]["daemon"] == "failing"
+        [exc] = event["exception"]["values"]
+        assert exc["type"] == "RuntimeError" and "failed on purpose" in exc["value"]
+        assert "user" not in event or not event["user"].get("email")
+
+
+def test_wake_ends_the_wait_at_once(project, tmp_path, settings) -> None:
+    from daemons.wakeup import wake
+
+    ticks = tmp_path / "ticks"
+    project.start("counter", env={"TESTAPP_INTERVAL": "3600", "TESTAPP_TICKS_FILE": str(ticks)})
+    wait_for(lambda: ticks.exists() and len(ticks.read_text().splitlines()) == 1, message="the first tick")
+    assert wake("counter", project.run_dir) == 1
+    wait_for(lambda: len(ticks.read_text().splitlines()) == 2, timeout=2, message="a tick right after the wake-up")
