@@ -61,5 +61,12 @@ class Daemon:
         """One line for `daemonstatus` and systemd's STATUS=; may query the database."""
         return ""
 
+    def work_in_progress(self) -> str:
+        """What the current tick is doing, in words, for the log when a stop abandons it.
+
+        Called from another thread: read attributes only, no database.
+        """
+        return ""
+
     def teardown(self) -> None:
         """Called once when the daemon stops."""

@@ -89,14 +89,34 @@ class PidFile:
         os.fsync(self.fd)
 
     def release(self) -> None:
+        """Remove the file, then drop the lock.
+
+        A daemon that dropped privileges may not unlink a file in a root-owned run
+        directory; it empties the file instead, which reads as "stopped", not stale.
+        """
         if self.fd is None:
             return
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        except PermissionError:
+            os.ftruncate(self.fd, 0)
         os.close(self.fd)
         self.fd = None
+
+    def release_quietly(self) -> None:
+        """`release()` for exit paths that must not raise."""
+        try:
+            self.release()
+        except OSError:
+            pass
+
+    def forget(self) -> None:
+        """Close our descriptor without unlinking: a forked child holds the lock now."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __enter__(self) -> PidFile:
         self.acquire()
@@ -183,6 +203,7 @@ class PidState:
 def inspect(path: Path) -> PidState:
     if is_locked(path):
         return PidState("running", read_holder(path))
-    if path.exists():
-        return PidState("stale", read_pid(path))
+    pid = read_pid(path)
+    if pid is not None:
+        return PidState("stale", pid)
     return PidState("stopped", None)

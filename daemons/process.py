@@ -1,11 +1,15 @@
 """Running a daemon as a process: foreground or detached, PID lock, logs, signals, readiness."""
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import select
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +18,16 @@ from django.db import DatabaseError, connection, connections
 
 from . import logs, reporting, wakeup
 from .base import Daemon
+from .notify import Notifier
 from .pidfile import PidFile, PidFileError
 from .runner import Runner
+from .watch import Watch
 
 logger = logging.getLogger("daemons.process")
+
+EXIT_ABANDONED = 1
+EXIT_FORCED = 2
+EXIT_CRASHED = 70  # EX_SOFTWARE
 
 
 class StartupError(Exception):
@@ -40,58 +50,103 @@ class RunPaths:
         return cls(pid=run_dir / f"{stem}.pid", log=log_dir / f"{stem}.log", socket=run_dir / f"{stem}.sock")
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """The user and group a daemon started as root runs as."""
+
+    user: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def resolve(cls, user: str | None, group: str | None) -> Credentials | None:
+        """Look up `user`/`group`; None when neither is given. Raises StartupError."""
+        if user is None and group is None:
+            return None
+        if os.geteuid() != 0:
+            raise StartupError(f"--user/--group need root; this process runs as uid {os.geteuid()}")
+        try:
+            entry = pwd.getpwnam(user) if user is not None else pwd.getpwuid(0)
+        except KeyError:
+            raise StartupError(f"unknown user {user!r}") from None
+        gid = entry.pw_gid
+        if group is not None:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise StartupError(f"unknown group {group!r}") from None
+        return cls(entry.pw_name, entry.pw_uid, gid)
+
+    def apply(self) -> None:
+        """Drop to these credentials for good; a failed drop is a failed start."""
+        try:
+            os.setgroups([])
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+        except OSError as exc:
+            raise StartupError(f"cannot drop privileges to {self.user}: {exc.strerror}") from None
+        if self.uid != 0:
+            try:
+                os.setuid(0)
+            except PermissionError:
+                pass
+            else:
+                raise StartupError(f"dropping privileges to {self.user} did not stick")
+        if os.getuid() != self.uid or os.geteuid() != self.uid or os.getegid() != self.gid:
+            raise StartupError(f"dropping privileges to {self.user} did not stick")
+
+
 class SignalStop:
     """The stop event of a real process, driven by signals and wake-up datagrams.
 
     Handlers only set flags; `signal.set_wakeup_fd` makes a signal end `wait()` at once.
     SIGHUP (reopen logs) and SIGUSR1 (toggle DEBUG) are acted on inside `wait()`, that is
-    in the main loop, never in the handler.
+    in the main loop, never in the handler. A second SIGTERM or SIGINT during a graceful
+    stop calls `force_exit`, the one thing a handler does beyond setting a flag.
     """
 
     HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
-    def __init__(self, wake_socket=None) -> None:
-        self._stop = False
+    def __init__(self, wake_socket=None, force_exit: Callable[[], None] | None = None) -> None:
+        self.stop_requested_at: float | None = None
         self._pending: set[int] = set()
+        self._woken = False
         self._wake_socket = wake_socket
+        self._force_exit = force_exit
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._old_wakeup_fd = signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
         self._old_handlers = {sig: signal.signal(sig, self._handle) for sig in self.HANDLED}
 
     def _handle(self, signum: int, frame: object) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
-            self._stop = True
+            if self.stop_requested_at is not None and self._force_exit is not None:
+                self._force_exit()
+            self.stop_requested_at = self.stop_requested_at or time.monotonic()
         else:
             self._pending.add(signum)
 
     def is_set(self) -> bool:
-        return self._stop
+        return self.stop_requested_at is not None
 
     def set(self) -> None:
-        self._stop = True
+        self.stop_requested_at = self.stop_requested_at or time.monotonic()
+
+    def consume_wakeup(self) -> bool:
+        woken, self._woken = self._woken, False
+        return woken
 
     def wait(self, timeout: float | None = None) -> bool:
-        if self._stop:
+        if self.is_set():
             return True
         fds = [self._rfd] + ([self._wake_socket] if self._wake_socket is not None else [])
-        try:
-            ready, _, _ = select.select(fds, [], [], timeout)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
-            ready = []
+        ready, _, _ = select.select(fds, [], [], timeout)
         if self._rfd in ready:
-            try:
-                while os.read(self._rfd, 512):
-                    pass
-            except BlockingIOError:
-                pass
+            _drain(lambda: os.read(self._rfd, 512))
         if self._wake_socket is not None and self._wake_socket in ready:
-            try:
-                while self._wake_socket.recv(64):
-                    pass
-            except BlockingIOError:
-                pass
+            _drain(lambda: self._wake_socket.recv(64))
+            self._woken = True
         self._act_on_pending()
-        return self._stop
+        return self.is_set()
 
     def _act_on_pending(self) -> None:
         while self._pending:
@@ -111,6 +166,14 @@ class SignalStop:
         os.close(self._wfd)
 
 
+def _drain(read: Callable[[], bytes]) -> None:
+    try:
+        while read():
+            pass
+    except BlockingIOError:
+        pass
+
+
 def check_database() -> None:
     """Make one query, so a daemon never reports ready without a working database."""
     try:
@@ -120,66 +183,118 @@ def check_database() -> None:
         raise StartupError(f"cannot reach the database: {exc}") from None
 
 
-def prepare_log(path: Path) -> None:
+def prepare_log(path: Path, owner: Credentials | None) -> None:
+    """Create the log directory and file (0640), owned by the user the daemon will run as."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, logs.LOG_FILE_MODE)
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, logs.LOG_FILE_MODE)
+        try:
+            if owner is not None:
+                os.fchown(fd, owner.uid, owner.gid)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise StartupError(f"cannot open log file {path}: {exc.strerror}") from None
 
 
-def serve(daemon_cls: type[Daemon], *, paths: RunPaths, log_to_file: bool, once: bool, instance: int,
-          on_ready=None) -> int:
+def stop_timeout() -> float:
+    return float(getattr(settings, "DAEMONS_STOP_TIMEOUT", 8.0))
+
+
+def serve(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, log_to_file: bool, once: bool,
+          instance: int, credentials: Credentials | None = None, on_ready: Callable[[], None] | None = None) -> int:
     """Everything after the PID lock is held (and after the fork, when detached).
 
-    Sets up logging, Sentry and the database in this process, reports readiness through
-    `on_ready`, then runs the loop until a stop. Returns the exit code.
+    Opens the log, binds the wake-up socket, drops privileges, starts Sentry, checks the
+    database, then reports readiness (`on_ready`, and READY=1 to systemd) and runs the
+    loop until a stop. Startup failures raise `StartupError`; a crash after that is
+    logged with its traceback and reported, and gives a non-zero exit code.
     """
     if log_to_file:
-        prepare_log(paths.log)
+        prepare_log(paths.log, credentials)
     logs.configure(daemon_cls.name, paths.log if log_to_file else None)
-    reporting.init_sentry(daemon_cls.name)
-    check_database()
-    daemon = daemon_cls(instance)
-    daemon.setup()
-    sock = None if once else wakeup.bind(paths.socket)
-    stop = SignalStop(wake_socket=sock)
-    runner = Runner(daemon, instance=instance)
-    log = logging.getLogger(f"daemons.{daemon.name}")
-    log.info("started (pid %d)", os.getpid(), extra={"action": "started"})
-    if on_ready is not None:
-        on_ready()
+    log = logging.getLogger(f"daemons.{daemon_cls.name}")
+    sock = None if once else wakeup.bind(paths.socket, owner=(credentials.uid, credentials.gid) if credentials else None)
     try:
-        runner.run(stop, once=once)
-        runner.write_heartbeat(stopped=True)
+        if credentials is not None:
+            credentials.apply()
+        reporting.init_sentry(daemon_cls.name)
+        check_database()
+        notifier = Notifier()
+        daemon = daemon_cls(instance)
+        try:
+            daemon.setup()
+        except Exception as exc:
+            raise StartupError(f"setup failed: {type(exc).__name__}: {exc}") from exc
+        runner = Runner(daemon, instance=instance, notifier=notifier)
+
+        def force_exit() -> None:
+            pidfile.release_quietly()
+            os._exit(EXIT_FORCED)
+
+        stop = SignalStop(wake_socket=sock, force_exit=force_exit)
+        timeout = stop_timeout()
+
+        def abandon(what: str) -> None:
+            log.error("stop deadline of %g s passed; abandoning %s", timeout, what, extra={"action": "stop_abandoned"})
+            reporting.flush()
+            pidfile.release_quietly()
+            os._exit(EXIT_ABANDONED)
+
+        watch = Watch(runner, stop_requested_at=lambda: stop.stop_requested_at, stop_timeout=timeout, abandon=abandon)
+        log.info("started (pid %d)", os.getpid(), extra={"action": "started"})
+        notifier.ready()
+        if on_ready is not None:
+            on_ready()
+        watch.start()
+        try:
+            runner.run(stop, once=once)
+            if stop.is_set():
+                notifier.stopping()
+                log.info("stopping on signal", extra={"action": "stopping"})
+            daemon.teardown()
+            runner.write_heartbeat(stopped=True)
+        finally:
+            watch.finish()
+            stop.close()
+            notifier.close()
+    except StartupError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and not exc.code:
+            raise
+        log.critical("daemon crashed: %s", exc, exc_info=exc, extra={"action": "crashed"})
+        reporting.capture(exc, daemon=daemon_cls.name, kind="crash")
+        reporting.flush()
+        return EXIT_CRASHED
     finally:
-        stop.close()
         if sock is not None:
             sock.close()
             try:
                 os.unlink(paths.socket)
-            except FileNotFoundError:
+            except OSError:
                 pass
-        daemon.teardown()
         connections.close_all()
     log.info("stopped", extra={"action": "stopped"})
     reporting.flush()
     return 0
 
 
-def run_foreground(daemon_cls: type[Daemon], *, paths: RunPaths, once: bool = False, instance: int = 0) -> int:
+def run_foreground(daemon_cls: type[Daemon], *, paths: RunPaths, once: bool = False, instance: int = 0,
+                   credentials: Credentials | None = None) -> int:
     """Run in this process, logging to stderr: the mode for systemd, supervisord and containers."""
     pidfile = PidFile(paths.pid)
     pidfile.acquire()
     try:
         pidfile.write()
-        return serve(daemon_cls, paths=paths, log_to_file=False, once=once, instance=instance)
+        return serve(daemon_cls, paths=paths, pidfile=pidfile, log_to_file=False, once=once, instance=instance,
+                     credentials=credentials)
     finally:
         pidfile.release()
 
 
-def run_detached(daemon_cls: type[Daemon], *, paths: RunPaths, instance: int = 0) -> int:
+def run_detached(daemon_cls: type[Daemon], *, paths: RunPaths, instance: int = 0,
+                 credentials: Credentials | None = None) -> int:
     """Daemonize with python-daemon and return once the daemon is really up.
 
     The PID lock is taken here, before the fork, so a conflict is reported by the command
@@ -198,12 +313,11 @@ def run_detached(daemon_cls: type[Daemon], *, paths: RunPaths, instance: int = 0
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the daemon, measured by process tests
         os.close(read_fd)
-        os._exit(_daemon_main(daemon_cls, paths=paths, pidfile=pidfile, ready_fd=write_fd, instance=instance))
+        os._exit(_daemon_main(daemon_cls, paths=paths, pidfile=pidfile, ready_fd=write_fd, instance=instance,
+                              credentials=credentials))
     os.close(write_fd)
     # The daemon holds the lock through its inherited descriptor; ours must only be closed.
-    assert pidfile.fd is not None
-    os.close(pidfile.fd)
-    pidfile.fd = None
+    pidfile.forget()
     message = _read_all(read_fd)
     os.waitpid(child, 0)
     kind, _, detail = message.partition(" ")
@@ -222,8 +336,8 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def _daemon_main(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, ready_fd: int,
-                 instance: int) -> int:  # pragma: no cover - runs in the daemon
+def _daemon_main(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, ready_fd: int, instance: int,
+                 credentials: Credentials | None) -> int:  # pragma: no cover - runs in the daemon
     import daemon as python_daemon
 
     def send(line: str) -> None:
@@ -245,16 +359,14 @@ def _daemon_main(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile,
         )
         context.open()
         pidfile.write()
-        code = serve(daemon_cls, paths=paths, log_to_file=True, once=False, instance=instance,
-                     on_ready=lambda: send(f"READY {os.getpid()}\n"))
+        code = serve(daemon_cls, paths=paths, pidfile=pidfile, log_to_file=True, once=False, instance=instance,
+                     credentials=credentials, on_ready=lambda: send(f"READY {os.getpid()}\n"))
     except (StartupError, PidFileError) as exc:
         send(f"ERROR {exc}\n")
         code = 1
     except BaseException as exc:
-        logging.getLogger(f"daemons.{daemon_cls.name}").critical("daemon crashed", exc_info=True)
-        reporting.capture(exc, daemon=daemon_cls.name)
-        reporting.flush()
         send(f"ERROR {type(exc).__name__}: {exc}\n")
-        code = 1
-    pidfile.release()
+        code = EXIT_CRASHED
+    send(f"ERROR the daemon exited during startup with status {code}; see {paths.log}\n")
+    pidfile.release_quietly()
     return code

@@ -43,8 +43,11 @@ def wake(name: str, run_dir: Path | None = None) -> int:
     return reached
 
 
-def bind(path: Path) -> socket.socket | None:
-    """Bind the daemon's wake-up socket at `path`, or return None if the path is too long."""
+def bind(path: Path, owner: tuple[int, int] | None = None) -> socket.socket | None:
+    """Bind the daemon's wake-up socket at `path`, or return None if the path is too long.
+
+    `owner` (uid, gid) hands the socket to the user a root-started daemon will run as.
+    """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         logger.warning("wake-up socket path %s is too long; the daemon will only poll", path)
         return None
@@ -55,4 +58,6 @@ def bind(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sock.bind(str(path))
+    if owner is not None:
+        os.chown(path, *owner)
     return sock

@@ -142,3 +142,7 @@ LOGGING = {
 ONBOARDING_BATCH_SIZE = env.int("ONBOARDING_BATCH_SIZE", default=50)
 ONBOARDING_MAX_ATTEMPTS = env.int("ONBOARDING_MAX_ATTEMPTS", default=5)
 ONBOARDING_LEASE_SECONDS = env.float("ONBOARDING_LEASE_SECONDS", default=60.0)
+
+# How long a stopping daemon may take to finish or release its work before it gives up
+# and exits non-zero; under supervisord's default 10 s wait before SIGKILL.
+DAEMONS_STOP_TIMEOUT = env.float("DAEMONS_STOP_TIMEOUT", default=8.0)

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from daemons import registry
 from daemons.pidfile import PidFileError
-from daemons.process import RunPaths, StartupError, run_detached, run_foreground
+from daemons.process import Credentials, RunPaths, StartupError, run_detached, run_foreground
 
 
 def instance_type(value: str) -> int:
@@ -30,18 +30,24 @@ class Command(BaseCommand):
         mode.add_argument("--once", action="store_true", help="run one tick and exit")
         parser.add_argument("--instance", type=instance_type, default=0,
                             help="instance number, to run several copies on one host (default 0)")
+        parser.add_argument("--user", help="when started as root, run as this user")
+        parser.add_argument("--group", help="when started as root, run with this group")
 
-    def handle(self, *args, name: str, detach: bool, once: bool, instance: int, **options) -> None:
+    def handle(self, *args, name: str, detach: bool, once: bool, instance: int, user: str | None,
+               group: str | None, **options) -> None:
         try:
             daemon_cls = registry.get(name)
         except registry.UnknownDaemon as exc:
             raise CommandError(str(exc)) from None
         paths = RunPaths.for_daemon(name, instance)
         try:
+            credentials = Credentials.resolve(user, group)
             if detach:
-                pid = run_detached(daemon_cls, paths=paths, instance=instance)
+                pid = run_detached(daemon_cls, paths=paths, instance=instance, credentials=credentials)
                 self.stdout.write(f"{name} started (pid {pid}); log: {paths.log}")
-            else:
-                run_foreground(daemon_cls, paths=paths, once=once, instance=instance)
+                return
+            code = run_foreground(daemon_cls, paths=paths, once=once, instance=instance, credentials=credentials)
         except (PidFileError, StartupError) as exc:
             raise CommandError(f"{name}: {exc}") from None
+        if code:
+            raise CommandError(f"{name} exited with status {code}; see its log", returncode=code)
