@@ -121,6 +121,8 @@ class Runner:
         interval = self.daemon.interval_seconds()
         watchdog = self.notifier.watchdog_interval
         woken = getattr(stop, "consume_wakeup", lambda: False)
+        if self.heartbeat and not once:
+            self.write_heartbeat()
         next_tick = self.clock()
         next_ping = self.clock()
         while True:

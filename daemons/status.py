@@ -13,11 +13,16 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from . import pidfile, registry
+from .runner import heartbeat_period
 
 # LSB exit codes for a status action.
 EXIT_RUNNING = 0
 EXIT_STALE = 1
 EXIT_STOPPED = 3
+EXIT_UNKNOWN = 4  # running but hung: LSB's "status unknown"
+
+# A running daemon whose heartbeat is older than this many heartbeat periods is hung.
+HUNG_AFTER_PERIODS = 3
 
 
 @dataclass
@@ -25,7 +30,7 @@ class DaemonStatus:
     name: str
     instance: int
     host: str
-    state: str  # running | stopped | stale
+    state: str  # running | hung | stopped | stale
     pid: int | None = None
     started_at: datetime | None = None
     uptime_seconds: float | None = None
@@ -39,7 +44,7 @@ class DaemonStatus:
 
     @property
     def exit_code(self) -> int:
-        return {"running": EXIT_RUNNING, "stale": EXIT_STALE}.get(self.state, EXIT_STOPPED)
+        return {"running": EXIT_RUNNING, "stale": EXIT_STALE, "hung": EXIT_UNKNOWN}.get(self.state, EXIT_STOPPED)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -88,7 +93,9 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
     """The status of daemon `name` (instance `instance`) on this host.
 
     The state comes from the PID lock, never from `kill -0`: a reused PID in a stale
-    file reads as `stale`. Counters and tick times come from the heartbeat row.
+    file reads as `stale`. Counters and tick times come from the heartbeat row. A daemon
+    that holds its lock but whose heartbeat is older than three heartbeat periods (three
+    intervals, between 1 and 30 s each) reads as `hung`.
     """
     from .models import Heartbeat
     from .process import RunPaths
@@ -110,6 +117,12 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
             status.processed = beat.processed
             status.errors = beat.errors
             status.last_error = beat.last_error
+            if status.started_at is None and status.state == "running":
+                status.started_at = beat.started_at
+            if status.state == "running" and beat.pid == status.pid:
+                limit = HUNG_AFTER_PERIODS * heartbeat_period(daemon_cls.interval_seconds())
+                if (timezone.now() - beat.last_heartbeat).total_seconds() > limit:
+                    status.state = "hung"
         status.info = daemon_cls().status()
     except DatabaseError as exc:
         status.info = f"database unavailable: {exc}"

@@ -49,6 +49,9 @@ class SlowDaemon(Daemon):
     name = "slow"
     interval = _interval()
 
+    def work_in_progress(self) -> str:
+        return "sleeping on purpose"
+
     def tick(self, now: datetime) -> TickResult:
         marker = os.environ.get("TESTAPP_TICKS_FILE")
         if marker:
@@ -57,3 +60,33 @@ class SlowDaemon(Daemon):
         if marker:
             Path(marker).write_text("tick done\n")
         return TickResult(processed=1, summary="slept")
+
+
+@register
+class IdleDaemon(Daemon):
+    """Never has work: every tick is an idle tick, logged at DEBUG."""
+
+    name = "idle"
+    interval = _interval()
+
+    def tick(self, now: datetime) -> TickResult:
+        return TickResult()
+
+
+class Fatal(BaseException):
+    """Not an Exception: escapes the tick guard like a bug in the framework would."""
+
+
+@register
+class CrashingDaemon(Daemon):
+    """Crashes the process on its second tick."""
+
+    name = "crashing"
+    interval = _interval()
+    ticks = 0
+
+    def tick(self, now: datetime) -> TickResult:
+        CrashingDaemon.ticks += 1
+        if CrashingDaemon.ticks >= 2:
+            raise Fatal("the crashing daemon crashed on purpose")
+        return TickResult()

@@ -9,11 +9,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from daemons import registry
-from daemons.status import EXIT_RUNNING, EXIT_STALE, EXIT_STOPPED, format_duration, instances, read_status
+from daemons.status import EXIT_RUNNING, EXIT_STALE, EXIT_STOPPED, EXIT_UNKNOWN, format_duration, instances, read_status
 
 
 class Command(BaseCommand):
-    help = "Report each daemon's state. Exit 0 if all are running, 1 on a stale PID file, 3 if not running."
+    help = ("Report each daemon's state. Exit 0 if all are running, 1 on a stale PID file, 3 if one is not "
+            "running, 4 if one is hung.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME")
@@ -31,22 +32,25 @@ class Command(BaseCommand):
         else:
             self.stdout.write(self.table(rows))
         codes = {row.exit_code for row in rows}
-        code = EXIT_RUNNING if codes <= {EXIT_RUNNING} else EXIT_STALE if EXIT_STALE in codes else EXIT_STOPPED
+        code = max(codes, key=[EXIT_RUNNING, EXIT_UNKNOWN, EXIT_STALE, EXIT_STOPPED].index)
         if code:
             sys.exit(code)
 
     def table(self, rows) -> str:
         now = timezone.now()
-        lines = [f"{'NAME':<16} {'STATE':<8} {'PID':>7} {'UPTIME':>8} {'RSS':>8} {'LAST TICK':>10}  INFO"]
+        lines = [f"{'NAME':<16} {'STATE':<14} {'PID':>7} {'UPTIME':>8} {'RSS':>8} {'LAST TICK':>10} "
+                 f"{'DONE':>7} {'ERRORS':>6}  INFO"]
         for row in rows:
             label = row.name if not row.instance else f"{row.name}.{row.instance}"
             rss = f"{row.rss_kib / 1024:.1f}M" if row.rss_kib else "-"
             last = f"{format_duration((now - row.last_tick_at).total_seconds())} ago" if row.last_tick_at else "never"
             state = {"stale": "stale PID file"}.get(row.state, row.state)
             lines.append(
-                f"{label:<16} {state:<8} {row.pid or '-':>7} {format_duration(row.uptime_seconds):>8} "
-                f"{rss:>8} {last:>10}  {row.info}"
+                f"{label:<16} {state:<14} {row.pid or '-':>7} {format_duration(row.uptime_seconds):>8} "
+                f"{rss:>8} {last:>10} {row.processed:>7} {row.errors:>6}  {row.info}"
             )
+            if row.last_error and row.errors:
+                lines.append(f"{'':<16} last error: {row.last_error.splitlines()[-1][:200]}")
         return "\n".join(lines)
 
 

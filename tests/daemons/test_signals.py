@@ -1,0 +1,110 @@
+"""Real signals to real daemon processes: stop deadlines, forced stops, log rotation, log level."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.daemons.test_process import alive
+
+pytestmark = pytest.mark.process
+
+
+def test_graceful_stop_lets_the_tick_in_progress_finish(project, tmp_path) -> None:
+    marker = tmp_path / "marker"
+    proc = project.popen("rundaemon", "slow", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "1"})
+    wait_for(lambda: marker.exists() and marker.read_text() == "in tick\n", message="a tick in progress")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert marker.read_text() == "tick done\n"
+    assert not project.pid_file("slow").exists()
+
+
+def test_stop_deadline_abandons_the_tick_logs_it_and_exits_non_zero(project, tmp_path) -> None:
+    marker = tmp_path / "marker"
+    proc = project.popen("rundaemon", "slow", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "60",
+                                                   "DAEMONS_STOP_TIMEOUT": "1"})
+    wait_for(lambda: marker.exists(), message="a tick in progress")
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1
+    assert time.monotonic() - began < 3
+    assert "stop deadline of 1 s passed; abandoning a tick running for" in err
+    assert "sleeping on purpose" in err
+    assert marker.read_text() == "in tick\n"
+    assert not project.pid_file("slow").exists()
+
+
+def test_second_sigterm_during_graceful_stop_exits_at_once(project, tmp_path) -> None:
+    marker = tmp_path / "marker"
+    pid = project.start("slow", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "60",
+                                     "DAEMONS_STOP_TIMEOUT": "30"})
+    wait_for(lambda: marker.exists(), message="a tick in progress")
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.2)  # the scenario: a second signal arrives while the first stop is under way
+    assert alive(pid)
+    began = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not alive(pid), timeout=1, message="exit right after the second SIGTERM")
+    assert time.monotonic() - began < 1
+    assert not project.pid_file("slow").exists()
+
+
+def test_sighup_reopens_the_log_after_rotation_and_no_line_is_lost(project, tmp_path) -> None:
+    ticks = tmp_path / "ticks"
+    log = project.log_file("counter")
+    pid = project.start("counter", env={"TESTAPP_INTERVAL": "0.005", "TESTAPP_TICKS_FILE": str(ticks)})
+    wait_for(lambda: log.read_text().count("counted 1 tick") > 20, message="lines in the log")
+    rotated = log.with_name("counter.log.1")
+    log.rename(rotated)
+    # logrotate's `create` mode: a new, empty file with the old mode.
+    fd = os.open(log, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o640)
+    os.close(fd)
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: log.read_text().count("counted 1 tick") > 20, message="lines in the new log after SIGHUP")
+    assert project.manage("stopdaemon", "counter").returncode == 0
+    written = len(ticks.read_text().splitlines())
+    old_lines = rotated.read_text().count("counted 1 tick")
+    new_lines = log.read_text().count("counted 1 tick")
+    assert old_lines + new_lines == written
+    assert "reopened log files on SIGHUP" in log.read_text()
+
+
+def test_sigusr1_toggles_debug_logging(project) -> None:
+    log = project.log_file("idle")
+    pid = project.start("idle")
+    wait_for(lambda: "started" in log.read_text(), message="the daemon to start")
+    assert "idle tick" not in log.read_text()
+    os.kill(pid, signal.SIGUSR1)
+    wait_for(lambda: "idle tick" in log.read_text(), message="DEBUG lines after SIGUSR1")
+    assert "log level is now DEBUG" in log.read_text()
+    os.kill(pid, signal.SIGUSR1)
+    wait_for(lambda: "log level is now INFO" in log.read_text(), message="back to INFO")
+    after = log.read_text().split("log level is now INFO", 1)[1]
+    ticks_before = log.read_text().count("idle tick")
+    wait_for(lambda: project.manage("daemonstatus", "idle").returncode == 0, message="status")
+    # Several ticks later still no new DEBUG lines.
+    from daemons.models import Heartbeat
+
+    ticks_seen = Heartbeat.objects.get(name="idle").last_tick_at
+    wait_for(lambda: Heartbeat.objects.get(name="idle").last_tick_at != ticks_seen, message="more ticks")
+    assert log.read_text().count("idle tick") == ticks_before
+    assert "idle tick" not in after
+
+
+def test_crash_outside_a_tick_is_logged_reported_and_exits_non_zero(project) -> None:
+    from tests.sentry_sink import SentrySink
+
+    with SentrySink() as sink:
+        proc = project.popen("rundaemon", "crashing", env={"SENTRY_DSN": sink.dsn})
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 70
+        assert "daemon crashed: the crashing daemon crashed on purpose" in err and "Traceback" in err
+        wait_for(lambda: sink.events, message="the crash at the Sentry sink")
+        assert sink.events[0]["tags"]["kind"] == "crash"
+    assert not project.pid_file("crashing").exists()

@@ -1,0 +1,55 @@
+"""daemonstatus: the PID lock combined with the heartbeat."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from daemons.models import Heartbeat
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.process
+
+
+def status_json(project, name: str) -> tuple[int, dict]:
+    result = project.manage("daemonstatus", name, "--json")
+    [row] = json.loads(result.stdout)
+    return result.returncode, row
+
+
+def test_json_has_the_monitoring_fields_and_counters(project) -> None:
+    pid = project.start("failing")
+    wait_for(lambda: status_json(project, "failing")[1]["errors"] >= 2, message="errors counted in the heartbeat")
+    code, row = status_json(project, "failing")
+    assert code == 0
+    assert {"name", "host", "pid", "state", "started_at", "last_heartbeat", "processed", "errors"} <= row.keys()
+    assert (row["name"], row["pid"], row["state"]) == ("failing", pid, "running")
+    assert "failed on purpose" in row["last_error"]
+    table = project.manage("daemonstatus", "failing").stdout
+    assert "last error: RuntimeError: the failing daemon failed on purpose" in table
+
+
+def test_a_stopped_process_holding_its_lock_shows_hung(project) -> None:
+    pid = project.start("counter")
+    wait_for(lambda: Heartbeat.objects.filter(name="counter", pid=pid).exists(), message="a first heartbeat")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Interval 0.2 s: heartbeats every 1 s, hung after 3 s without one.
+        wait_for(lambda: status_json(project, "counter")[1]["state"] == "hung", timeout=8, message="state hung")
+        assert project.manage("daemonstatus", "counter").returncode == 4
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: status_json(project, "counter")[1]["state"] == "running", message="running again")
+
+
+def test_heartbeat_stays_fresh_during_a_long_tick(project, tmp_path) -> None:
+    marker = tmp_path / "marker"
+    project.start("slow", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "4",
+                               "TESTAPP_INTERVAL": "1"})
+    wait_for(lambda: marker.exists(), message="the first tick")
+    # Heartbeats come every second (the interval); this tick lasts four.
+    wait_for(lambda: Heartbeat.objects.get(name="slow").last_outcome == "busy", timeout=3,
+             message="a mid-tick heartbeat")
+    assert status_json(project, "slow")[1]["state"] == "running"
