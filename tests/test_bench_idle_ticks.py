@@ -1,0 +1,16 @@
+"""A small run of bench/idle_ticks.py: idle ticks must not grow memory or leak descriptors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from django.conf import settings
+
+
+def test_idle_ticks_keep_rss_and_descriptors_flat() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/idle_ticks.py", "--ticks", "1000", "--runs", "1", "--warmup", "200"],
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fd change 0" in result.stdout and "PASS" in result.stdout
