@@ -63,5 +63,16 @@ def stop(path: Path, *, timeout: float = 10.0, kill: bool = False) -> StopOutcom
     if not kill:
         return StopOutcome("timeout", pid)
     _signal_holder(path, signal.SIGKILL)
-    wait_unlocked(path, 5.0)
+    if wait_unlocked(path, 5.0):
+        _remove_stale(path)
     return StopOutcome("killed", pid)
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the file a killed daemon left, taking its lock first so no new owner loses it."""
+    stale = pidfile.PidFile(path)
+    try:
+        stale.acquire()
+    except pidfile.PidFileError:
+        return
+    stale.release()

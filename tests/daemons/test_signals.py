@@ -108,3 +108,31 @@ def test_crash_outside_a_tick_is_logged_reported_and_exits_non_zero(project) -> 
         wait_for(lambda: sink.events, message="the crash at the Sentry sink")
         assert sink.events[0]["tags"]["kind"] == "crash"
     assert not project.pid_file("crashing").exists()
+
+
+def test_stopdaemon_times_out_then_kill_escalates(project, tmp_path) -> None:
+    marker = tmp_path / "marker"
+    pid = project.start("slow", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "60",
+                                     "DAEMONS_STOP_TIMEOUT": "30"})
+    wait_for(lambda: marker.exists(), message="a tick in progress")
+    result = project.manage("stopdaemon", "slow", "--timeout", "0.5")
+    assert result.returncode == 1
+    assert f"slow (pid {pid}) did not stop within 0.5s; try --kill" in result.stderr
+    assert alive(pid)
+    # A second stopdaemon is a second SIGTERM: the daemon exits at once.
+    result = project.manage("stopdaemon", "slow", "--timeout", "2")
+    assert result.returncode == 0 and f"stopped (pid {pid})" in result.stdout
+
+    marker.unlink()
+    pid = project.start("slow", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "60",
+                                     "DAEMONS_STOP_TIMEOUT": "30"})
+    wait_for(lambda: marker.exists(), message="a tick in progress")
+    result = project.manage("stopdaemon", "slow", "--timeout", "0.5", "--kill")
+    assert result.returncode == 0 and f"did not stop within 0.5s; killed (pid {pid})" in result.stdout
+    assert not alive(pid)
+    assert not project.pid_file("slow").exists()
+
+
+def test_stopdaemon_rejects_a_bad_timeout(project) -> None:
+    result = project.manage("stopdaemon", "counter", "--timeout", "soon")
+    assert result.returncode == 2 and "timeout must be a number of seconds, got 'soon'" in result.stderr
