@@ -142,3 +142,6 @@ LOGGING = {
 ONBOARDING_BATCH_SIZE = env.int("ONBOARDING_BATCH_SIZE", default=50)
 ONBOARDING_MAX_ATTEMPTS = env.int("ONBOARDING_MAX_ATTEMPTS", default=5)
 ONBOARDING_LEASE_SECONDS = env.float("ONBOARDING_LEASE_SECONDS", default=60.0)
+
+# The daily digest (customers/digest.py): addresses to send it to; empty means active staff users.
+DIGEST_RECIPIENTS = env.list("DIGEST_RECIPIENTS", default=[])
