@@ -163,7 +163,8 @@ def daemon_plan(*, name: str, base_dir: Path, app_label: str | None = None,
 
     if cron is not None:
         schedule.cron(cron)  # raises ValueError for a bad expression
-        needed = {"datetime": "datetime", "register": "daemons", "ScheduledDaemon": "daemons.jobs", "job": "daemons.jobs"}
+        needed = {"datetime": "datetime", "register": "daemons", "ScheduledDaemon": "daemons.jobs",
+                  "job": "daemons.jobs"}
         values = {"cron": cron}
         daemon_template, test_template = "daemon_cron.py-tpl", "test_cron.py-tpl"
     else:

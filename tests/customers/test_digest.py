@@ -90,7 +90,7 @@ def test_at_eight_the_daemon_emails_the_digest_once(daemon_harness, staff, mailo
     sent = harness.logs.assert_action("digest_sent", day="2026-11-26")
     assert (sent.signups, sent.failures) == (2, 1)
     harness.logs.assert_action("job_done", job="daily_digest", processed=2)
-    assert harness.status_text().startswith("daily_digest: 1 runs, 0 errors, last 2026-11-27 08:00, next 2026-11-28 08:00")
+    assert harness.status_text() == "daily_digest: 1 runs, 0 errors, last 2026-11-27 08:00, next 2026-11-28 08:00"
 
 
 def test_a_digest_missed_while_down_goes_out_once_at_start(daemon_harness, staff, mailoutbox) -> None:

@@ -90,7 +90,8 @@ def test_daemonconfig_refuses_an_unknown_daemon_and_a_missing_kind() -> None:
     assert result.returncode == 1 and result.stderr.strip().startswith("CommandError: unknown daemon 'nope'")
     result = subprocess.run([sys.executable, "manage.py", "daemonconfig", "onboarding"], cwd=BASE_DIR,
                             capture_output=True, text=True, timeout=30, env={**os.environ})
-    assert result.returncode == 2 and "one of the arguments --systemd --supervisor --logrotate is required" in result.stderr
+    assert result.returncode == 2
+    assert "one of the arguments --systemd --supervisor --logrotate is required" in result.stderr
 
 
 @pytest.mark.process

@@ -26,7 +26,8 @@ def test_refusals_are_one_clear_line(kwargs, message) -> None:
     base_dir = Path(settings.BASE_DIR)
     if message is None:
         plan = daemon_plan(base_dir=base_dir, **kwargs)
-        assert plan.class_name == "CounterTwoDaemon" and plan.test_file == base_dir / "tests/testapp/test_counter_two_daemon.py"
+        assert plan.class_name == "CounterTwoDaemon"
+        assert plan.test_file == base_dir / "tests" / "testapp" / "test_counter_two_daemon.py"
         assert not plan.test_file.exists()
         return
     with pytest.raises(GeneratorError, match=message) as info:

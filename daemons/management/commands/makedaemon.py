@@ -47,5 +47,6 @@ class Command(BaseCommand):
         self.stdout.write(f"{verb} {made.class_name} in {made.daemons_file.relative_to(base_dir)}")
         self.stdout.write(f"Wrote {made.test_file.relative_to(base_dir)}")
         if not generator.testing_plugin_enabled(base_dir):
-            self.stdout.write('Add `pytest_plugins = ["daemons.testing"]` to your conftest.py for the test\'s fixtures.')
+            self.stdout.write('Add `pytest_plugins = ["daemons.testing"]` to your conftest.py '
+                              "for the test's fixtures.")
         self.stdout.write(f"Next: put the business logic in a service, then `manage.py rundaemon {name} --once`.")
