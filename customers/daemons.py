@@ -87,3 +87,6 @@ class OnboardingDaemon(Daemon):
 
     def status(self) -> str:
         return f"{selectors.customers_waiting_count()} waiting, {selectors.customers_failed_count()} failed"
+
+
+from . import digest  # noqa: F401

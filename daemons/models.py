@@ -29,3 +29,25 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}[{self.instance}]@{self.host} pid {self.pid}"
+
+
+class JobRun(models.Model):
+    """The last run and the counters of one scheduled job, kept so catch-up survives a restart."""
+
+    daemon = models.CharField(max_length=100)
+    job = models.CharField(max_length=100)
+    last_run_at = models.DateTimeField(null=True, blank=True)  # when the last run was due
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=20, blank=True)  # "ok" or "error"
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["daemon", "job"], name="daemons_jobrun_unique_job")]
+
+    def __str__(self) -> str:
+        return f"{self.daemon}.{self.job}"

@@ -146,3 +146,6 @@ ONBOARDING_LEASE_SECONDS = env.float("ONBOARDING_LEASE_SECONDS", default=60.0)
 # How long a stopping daemon may take to finish or release its work before it gives up
 # and exits non-zero; under supervisord's default 10 s wait before SIGKILL.
 DAEMONS_STOP_TIMEOUT = env.float("DAEMONS_STOP_TIMEOUT", default=8.0)
+
+# The daily digest (customers/digest.py): addresses to send it to; empty means active staff users.
+DIGEST_RECIPIENTS = env.list("DIGEST_RECIPIENTS", default=[])

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+pytest_plugins = ["daemons.testing"]
+
 BASE_DIR = Path(settings.BASE_DIR)
 
 

@@ -1,0 +1,47 @@
+"""`manage.py daemonconfig NAME --systemd | --supervisor | --logrotate`: print a service-manager file."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from daemons import deployment, registry
+
+
+def seconds_type(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, got {value!r}") from None
+    if not 1 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"expected 1 to 86400 seconds, got {seconds}")
+    return seconds
+
+
+class Command(BaseCommand):
+    help = "Print a systemd unit, a supervisord program section or a logrotate stanza for a daemon."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", help="the daemon's registered name")
+        kind = parser.add_mutually_exclusive_group(required=True)
+        for option in deployment.RENDERERS:
+            kind.add_argument(f"--{option}", dest="kind", action="store_const", const=option)
+        parser.add_argument("--project-dir", type=Path, help="the project on the server (default: this one)")
+        parser.add_argument("--python", type=Path, help="the interpreter (default: PROJECT_DIR/.venv/bin/python)")
+        parser.add_argument("--user", help="run as this user (default: the owner of the project directory)")
+        parser.add_argument("--group", help="run as this group (default: the user's primary group)")
+        parser.add_argument("--env-file", type=Path, help="environment file (default: PROJECT_DIR/.env)")
+        parser.add_argument("--watchdog", type=seconds_type, help="systemd WatchdogSec (default: 3 intervals, >= 30)")
+
+    def handle(self, *args, name: str, kind: str, project_dir: Path | None, python: Path | None, user: str | None,
+               group: str | None, env_file: Path | None, watchdog: int | None, **options) -> None:
+        try:
+            daemon_cls = registry.get(name)
+        except registry.UnknownDaemon as exc:
+            raise CommandError(str(exc)) from None
+        if project_dir is not None and not project_dir.is_absolute():
+            raise CommandError(f"--project-dir must be an absolute path, got {project_dir}")
+        d = deployment.deployment_for(daemon_cls, project_dir=project_dir, python=python, user=user, group=group,
+                                      env_file=env_file, watchdog_seconds=watchdog)
+        self.stdout.write(deployment.RENDERERS[kind](d), ending="")

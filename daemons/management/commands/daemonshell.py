@@ -1,0 +1,46 @@
+"""`manage.py daemonshell NAME`: Django's shell with the daemon constructed and its logging on."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import CommandError
+from django.core.management.commands.shell import Command as ShellCommand
+from django.utils import timezone
+
+from daemons import logs, registry
+from daemons.base import Daemon, TickResult
+
+
+class Command(ShellCommand):
+    help = ("Open Django's shell with `daemon` (the daemon object, not set up) and `tick()` (one tick now, "
+            "for real, logging to the terminal). Takes the shell's options, e.g. -c CODE.")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", help="the daemon's registered name")
+        parser.add_argument("--instance", type=int, default=0)
+        super().add_arguments(parser)
+
+    def handle(self, *args: Any, name: str, instance: int, **options: Any) -> None:
+        try:
+            daemon_cls = registry.get(name)
+        except registry.UnknownDaemon as exc:
+            raise CommandError(str(exc)) from None
+        # The daemon's own log format on stderr, so a tick typed here reads like the real one.
+        logs.configure(name, None)
+        self.daemon: Daemon = daemon_cls(instance)
+        return super().handle(**options)
+
+    def get_namespace(self, **options: Any) -> dict[str, Any]:
+        daemon = self.daemon
+
+        def tick() -> TickResult:
+            """Run one tick of `daemon` now, as the runner would (setup() is yours to call)."""
+            return daemon.tick(timezone.now()) or TickResult()
+
+        namespace = super().get_namespace(**options)
+        namespace.update(daemon=daemon, tick=tick, now=timezone.now)
+        if not options.get("command") and options.get("verbosity", 1) > 0:
+            self.stdout.write(f"daemon = {type(daemon).__name__}(instance={daemon.instance}); "
+                              "tick() runs one tick now; daemon.status() is its status line.")
+        return namespace

@@ -1,0 +1,74 @@
+"""The helpers daemon authors test with: ticks at given times, status text, log assertions."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from daemons import Daemon, TickResult
+from daemons.testing import DaemonHarness, LogCapture, tick_times
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+
+
+class Echo(Daemon):
+    name = "echo"
+
+    def __init__(self, instance: int = 0) -> None:
+        super().__init__(instance)
+        self.seen: list[datetime] = []
+        self.events: list[str] = []
+
+    def setup(self) -> None:
+        self.events.append("setup")
+
+    def tick(self, now: datetime) -> TickResult:
+        self.seen.append(now)
+        logging.getLogger("daemons.echo").info("echo", extra={"action": "echoed", "n": len(self.seen)})
+        if now.minute == 59:
+            raise ValueError("bad minute")
+        return TickResult(processed=1)
+
+    def status(self) -> str:
+        return f"{len(self.seen)} seen"
+
+    def teardown(self) -> None:
+        self.events.append("teardown")
+
+
+def test_tick_times() -> None:
+    assert tick_times(T0, 30, 3) == [T0, T0 + timedelta(seconds=30), T0 + timedelta(seconds=60)]
+    assert tick_times(T0, timedelta(hours=1), 2)[1] == T0 + timedelta(hours=1)
+
+
+def test_harness_ticks_at_given_times_with_setup_status_and_logs(daemon_harness) -> None:
+    harness = daemon_harness(Echo)
+    results = harness.run_ticks(tick_times(T0, 5, 4))
+    assert harness.daemon.seen == tick_times(T0, 5, 4)
+    assert [r.processed for r in results] == [1, 1, 1, 1] and harness.processed == 4
+    assert harness.daemon.events == ["setup"]
+    assert harness.status_text() == "4 seen"
+    assert harness.logs.actions() == ["echoed"] * 4
+    assert harness.logs.assert_action("echoed", n=3).levelname == "INFO"
+    harness.logs.assert_no_action("echoed", n=5)
+    harness.close()
+    assert harness.daemon.events == ["setup", "teardown"]
+
+
+def test_an_exception_in_a_tick_reaches_the_test() -> None:
+    harness = DaemonHarness(Echo())
+    with pytest.raises(ValueError, match="bad minute"):
+        harness.tick(T0.replace(minute=59))
+
+
+def test_log_assertions_explain_what_was_logged() -> None:
+    with LogCapture() as logs:
+        logging.getLogger("daemons.x").debug("d", extra={"action": "one"})
+        logging.getLogger("daemons.x").info("i", extra={"action": "two"})
+    logging.getLogger("daemons.x").info("after", extra={"action": "three"})
+    assert logs.actions() == ["one", "two"]
+    with pytest.raises(AssertionError, match=r"action='three'.*found 0; actions logged: \['one', 'two'\]"):
+        logs.assert_action("three")
+    with pytest.raises(AssertionError, match="expected no log record with action='one'"):
+        logs.assert_no_action("one")
