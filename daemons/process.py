@@ -131,6 +131,10 @@ class SignalStop:
     def set(self) -> None:
         self.stop_requested_at = self.stop_requested_at or time.monotonic()
 
+    def attach(self, wake_socket) -> None:
+        """Also end `wait()` when a datagram arrives on `wake_socket`."""
+        self._wake_socket = wake_socket
+
     def consume_wakeup(self) -> bool:
         woken, self._woken = self._woken, False
         return woken
@@ -210,16 +214,30 @@ def serve(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, log_to
     loop until a stop. Startup failures raise `StartupError`; a crash after that is
     logged with its traceback and reported, and gives a non-zero exit code.
     """
-    if log_to_file:
-        prepare_log(paths.log, credentials)
-    logs.configure(daemon_cls.name, paths.log if log_to_file else None)
-    log = logging.getLogger(f"daemons.{daemon_cls.name}")
-    sock = None if once else wakeup.bind(paths.socket, owner=(credentials.uid, credentials.gid) if credentials else None)
+    def force_exit() -> None:
+        pidfile.release_quietly()
+        os._exit(EXIT_FORCED)
+
+    # Handlers first: from the moment the PID file names us, a stop must be a clean stop.
+    stop = SignalStop(force_exit=force_exit)
+    sock = None
     try:
+        pidfile.write()
+        if log_to_file:
+            prepare_log(paths.log, credentials)
+        logs.configure(daemon_cls.name, paths.log if log_to_file else None)
+        log = logging.getLogger(f"daemons.{daemon_cls.name}")
+        if not once:
+            sock = wakeup.bind(paths.socket, owner=(credentials.uid, credentials.gid) if credentials else None)
+            stop.attach(sock)
         if credentials is not None:
             credentials.apply()
         reporting.init_sentry(daemon_cls.name)
         check_database()
+    except BaseException:
+        _close_events(stop, sock, paths.socket)
+        raise
+    try:
         notifier = Notifier()
         daemon = daemon_cls(instance)
         try:
@@ -227,12 +245,6 @@ def serve(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, log_to
         except Exception as exc:
             raise StartupError(f"setup failed: {type(exc).__name__}: {exc}") from exc
         runner = Runner(daemon, instance=instance, notifier=notifier)
-
-        def force_exit() -> None:
-            pidfile.release_quietly()
-            os._exit(EXIT_FORCED)
-
-        stop = SignalStop(wake_socket=sock, force_exit=force_exit)
         timeout = stop_timeout()
 
         def abandon(what: str) -> None:
@@ -248,7 +260,8 @@ def serve(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, log_to
             on_ready()
         watch.start()
         try:
-            runner.run(stop, once=once)
+            if not stop.is_set():
+                runner.run(stop, once=once)
             if stop.is_set():
                 notifier.stopping()
                 log.info("stopping on signal", extra={"action": "stopping"})
@@ -256,7 +269,6 @@ def serve(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, log_to
             runner.write_heartbeat(stopped=True)
         finally:
             watch.finish()
-            stop.close()
             notifier.close()
     except StartupError:
         raise
@@ -268,16 +280,21 @@ def serve(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile, log_to
         reporting.flush()
         return EXIT_CRASHED
     finally:
-        if sock is not None:
-            sock.close()
-            try:
-                os.unlink(paths.socket)
-            except OSError:
-                pass
+        _close_events(stop, sock, paths.socket)
         connections.close_all()
     log.info("stopped", extra={"action": "stopped"})
     reporting.flush()
     return 0
+
+
+def _close_events(stop: SignalStop, sock, socket_path: Path) -> None:
+    stop.close()
+    if sock is not None:
+        sock.close()
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
 
 
 def run_foreground(daemon_cls: type[Daemon], *, paths: RunPaths, once: bool = False, instance: int = 0,
@@ -286,7 +303,6 @@ def run_foreground(daemon_cls: type[Daemon], *, paths: RunPaths, once: bool = Fa
     pidfile = PidFile(paths.pid)
     pidfile.acquire()
     try:
-        pidfile.write()
         return serve(daemon_cls, paths=paths, pidfile=pidfile, log_to_file=False, once=once, instance=instance,
                      credentials=credentials)
     finally:
@@ -358,7 +374,6 @@ def _daemon_main(daemon_cls: type[Daemon], *, paths: RunPaths, pidfile: PidFile,
             prevent_core=False,
         )
         context.open()
-        pidfile.write()
         code = serve(daemon_cls, paths=paths, pidfile=pidfile, log_to_file=True, once=False, instance=instance,
                      credentials=credentials, on_ready=lambda: send(f"READY {os.getpid()}\n"))
     except (StartupError, PidFileError) as exc:
