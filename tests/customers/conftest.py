@@ -7,12 +7,14 @@ import gzip
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -51,6 +53,7 @@ class SinkHandler:
     reject: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    replied: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
@@ -72,6 +75,8 @@ class SinkHandler:
             )
         if self.delay:
             await asyncio.sleep(self.delay)
+        with self.lock:
+            self.replied += 1
         return "250 Message accepted for delivery"
 
 
@@ -187,6 +192,43 @@ def onboarding_env(project: Project, sink: SmtpSink, **settings: object) -> dict
     env.update({f"ONBOARDING_{key.upper()}": str(value) for key, value in settings.items()})
     project.env.update(env)
     return env
+
+
+def customers_seed(count: int, *, prefix: str = "c") -> list[int]:
+    """Create `count` customers at once, as a backlog; return their ids, oldest first."""
+    from customers.models import Customer
+
+    Customer.objects.bulk_create(
+        [Customer(name=f"Customer {i}", email=f"{prefix}{i}@example.com") for i in range(count)], batch_size=500
+    )
+    return list(Customer.objects.order_by("created_at", "id").values_list("id", flat=True))
+
+
+def claims_past_lease(slack: float = 0.5) -> list[tuple[int, str]]:
+    """Unfinished customers still held by someone more than `slack` seconds after the lease ended."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from customers.models import Customer
+
+    return list(
+        Customer.objects.exclude(claimed_by="")
+        .filter(onboarded_at__isnull=True, claim_expires_at__lt=timezone.now() - timedelta(seconds=slack))
+        .values_list("id", "claimed_by")
+    )
+
+
+@contextmanager
+def sqlite_write_lock(path: str) -> Iterator[None]:
+    """Hold the SQLite database's write lock, as a long write by another process would."""
+    conn = sqlite3.connect(path, timeout=20, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
