@@ -24,7 +24,17 @@ else
     owner="$(id -un)"
 fi
 
-mkdir -p "$ROOT"
+mkdir -p "$ROOT" 2>/dev/null || true
+if [ "$owner" = postgres ] && ! runuser -u postgres -- test -x "$PWD/var" 2>/dev/null; then
+    # The checkout is somewhere the postgres user can't enter (under /root, say): keep the
+    # cluster outside it, and leave var/pg pointing there.
+    rmdir "$ROOT" 2>/dev/null || true
+    outside="/var/tmp/daemonkit-test-pg-$PORT"
+    mkdir -p "$outside"
+    [ -e "$ROOT" ] || ln -s "$outside" "$ROOT"
+    ROOT="$outside"
+    DATA="$ROOT/data"
+fi
 chown "$owner" "$ROOT"
 chmod 700 "$ROOT"
 
