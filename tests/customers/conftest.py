@@ -54,7 +54,20 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     replied: int = 0
+    # hold_next(): the next message is recorded, then its 250 waits for `release`.
+    holding: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold_next(self) -> None:
+        self.release.clear()
+        self.held.clear()
+        self.holding.set()
+
+    def release_held(self) -> None:
+        self.holding.clear()
+        self.release.set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
         with self.lock:
@@ -75,6 +88,9 @@ class SinkHandler:
             )
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.holding.is_set() and not self.held.is_set():
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
         with self.lock:
             self.replied += 1
         return "250 Message accepted for delivery"
@@ -97,6 +113,7 @@ class SmtpSink:
         self.controller.start()
 
     def stop(self) -> None:
+        self.handler.release.set()  # a held reply must not keep the server from stopping
         if self.controller is not None:
             self.controller.stop()
             self.controller = None

@@ -45,12 +45,17 @@ def test_kill_9_at_random_moments_loses_nobody_and_records_nobody_twice(project,
     for kill in range(KILLS):
         sent = smtp_sink.count()
         if kill % 3 == 0:
-            # Between send and commit: hold the write lock so the daemon's commit waits,
-            # let one email be accepted, and kill while the daemon waits to record it.
+            # Between send and commit. The sink holds back its 250 for the next email, so
+            # the daemon is mid-send; we take the write lock, let the 250 go, and kill the
+            # daemon while its commit waits for the lock.
+            handler = smtp_sink.handler
+            handler.hold_next()
+            wait_for(handler.held.is_set, timeout=10, message="an email held before its 250")
+            accepted = smtp_sink.received()[-1]
             with sqlite_write_lock(db_path):
-                replied = smtp_sink.handler.replied
-                wait_for(lambda: smtp_sink.handler.replied > replied, timeout=10, message="an email accepted")
-                accepted = smtp_sink.received()[-1]
+                replied = handler.replied
+                handler.release_held()
+                wait_for(lambda: handler.replied > replied, message="the 250 to go out")
                 kill_9(project, pid)
             [address] = accepted.to
             customer = Customer.objects.get(email=address)
