@@ -7,13 +7,19 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.mail import get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
 from daemons import Daemon, TickResult, register, reporting
 
 from . import selectors, services
+from .services import Outcome
 
 logger = logging.getLogger("daemons.onboarding")
+
+
+class OnboardingFailure(Exception):
+    """What Sentry gets for one customer's failure: its id and a redacted error, no address."""
 
 
 @register
@@ -22,68 +28,97 @@ class OnboardingDaemon(Daemon):
 
     A tick keeps claiming until nobody is due, so a backlog clears at full speed. The
     lease on claims is renewed while a batch runs, so a slow mail server can't make a
-    claim expire under us.
+    claim expire under us. When the mail server is down the tick gives its claims back
+    and ends; the next tick tries again, and no customer's attempts are used up.
     """
 
     name = "onboarding"
-    interval = 5.0
+    interval = settings.ONBOARDING_INTERVAL_SECONDS
 
     def setup(self) -> None:
         self.owner = services.Owner.current(self.instance)
+        self.mail_down = False
         # Holding our PID lock proves any predecessor with our host and instance is dead.
         released = services.claims_release_predecessors(owner=self.owner)
         if released:
             logger.info("took back %d claims of a dead predecessor", released, extra={"action": "claims_reclaimed"})
 
     def tick(self, now: datetime) -> TickResult:
-        owner = getattr(self, "owner", None) or services.Owner.current(self.instance)
+        if not hasattr(self, "owner"):
+            self.setup()
+        owner = self.owner
         batch_size = settings.ONBOARDING_BATCH_SIZE
         renew_every = services.lease_duration().total_seconds() / 3
-        onboarded = failed = 0
-        mail = None
+        counts = {outcome: 0 for outcome in Outcome}
+        mail: BaseEmailBackend | None = None
         try:
             while not self.stop_requested():
                 batch = services.customers_claim(owner=owner, now=now, limit=batch_size)
                 if not batch:
                     break
                 if mail is None:
-                    # Opened only when there is mail to send: an idle tick touches no server.
-                    mail = get_connection()
-                    mail.open()
+                    # Made only when there is mail to send: an idle tick touches no server.
+                    mail = get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
                 renewed_at = time.monotonic()
                 for customer in batch:
                     if self.stop_requested():
                         break
-                    if time.monotonic() - renewed_at > renew_every:
+                    if time.monotonic() - renewed_at >= renew_every:
                         services.claims_renew(owner=owner, now=timezone.now())
                         renewed_at = time.monotonic()
                     try:
-                        if services.customer_onboard(customer=customer, owner=owner, connection=mail):
-                            onboarded += 1
-                    except Exception as exc:
-                        failed += 1
-                        self.record_failure(customer, owner, exc)
-                        # The SMTP session may be broken; the next send reconnects.
+                        result = services.customer_onboard(customer=customer, owner=owner, mail=mail)
+                    except services.MailServerUnavailable as exc:
+                        self.mail_unavailable(exc)
+                        return self.summary(counts, suffix="mail server unavailable")
+                    self.mail_available()
+                    counts[result.outcome] += 1
+                    if result.outcome in (Outcome.RETRY, Outcome.FAILED):
+                        self.record_failure(result)
+                        # The SMTP session may be in any state; the next send opens a new one.
                         mail.close()
                 now = timezone.now()
         finally:
             if mail is not None:
                 mail.close()
-            # Whatever a stop interrupted goes back at once rather than after the lease.
+            # Whatever a stop or an outage interrupted goes back at once, not after the lease.
             services.claims_release(owner=owner)
-        summary = f"onboarded {onboarded} customer{'s' if onboarded != 1 else ''}"
-        if failed:
-            summary += f", {failed} failed"
-        return TickResult(processed=onboarded + failed, summary=summary)
+        return self.summary(counts)
 
-    def record_failure(self, customer, owner: services.Owner, exc: Exception) -> None:
-        row = services.customer_onboarding_failed(customer=customer, owner=owner, error=exc, now=timezone.now())
+    @staticmethod
+    def summary(counts: dict[Outcome, int], suffix: str = "") -> TickResult:
+        onboarded = counts[Outcome.ONBOARDED]
+        failed = counts[Outcome.RETRY] + counts[Outcome.FAILED]
+        text = f"onboarded {onboarded} customer{'s' if onboarded != 1 else ''}"
+        if failed:
+            text += f", {failed} failed"
+        if suffix:
+            text += f"; {suffix}"
+        return TickResult(processed=onboarded + failed, summary=text)
+
+    def record_failure(self, result: services.OnboardResult) -> None:
+        customer = result.customer
+        retry = result.outcome is Outcome.RETRY
         logger.warning(
-            "onboarding customer %s failed (attempt %d): %s", customer.pk, row.attempts, exc,
-            extra={"action": "onboard_failed", "customer_id": customer.pk},
+            "onboarding customer %s failed (attempt %d), %s: %s",
+            customer.pk, customer.attempts, "will retry" if retry else "gave up", result.error,
+            extra={"action": "onboard_retry" if retry else "onboard_failed", "customer_id": customer.pk},
         )
-        # The customer id identifies the case; the address stays out of Sentry.
-        reporting.capture(exc, daemon=self.name, customer_id=customer.pk)
+        # A fresh exception without the traceback: the original's frames hold the address.
+        reporting.capture(OnboardingFailure(f"customer {customer.pk}: {result.error}"),
+                          daemon=self.name, customer_id=customer.pk)
+
+    def mail_unavailable(self, exc: services.MailServerUnavailable) -> None:
+        if not self.mail_down:
+            self.mail_down = True
+            logger.warning("mail server unavailable, will retry: %s", exc, extra={"action": "mail_unavailable"})
+            # A fresh exception: the original's chain has frames that hold addresses.
+            reporting.capture(services.MailServerUnavailable(str(exc)), daemon=self.name)
+
+    def mail_available(self) -> None:
+        if self.mail_down:
+            self.mail_down = False
+            logger.info("mail server available again", extra={"action": "mail_available"})
 
     def status(self) -> str:
         return f"{selectors.customers_waiting_count()} waiting, {selectors.customers_failed_count()} failed"

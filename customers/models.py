@@ -33,6 +33,8 @@ class Customer(models.Model):
         ]
         indexes = [
             models.Index(fields=["onboarded_at", "failed_at", "created_at"], name="customer_pending_idx"),
+            # Every tick renews and releases by owner; without this each would scan the table.
+            models.Index(fields=["claimed_by"], name="customer_claimed_by_idx"),
         ]
 
     def __str__(self) -> str:

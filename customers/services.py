@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import enum
 import random
+import re
 import smtplib
 import socket
 import unicodedata
@@ -12,6 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
@@ -88,33 +91,36 @@ def lease_duration() -> timedelta:
 def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer]:
     """Claim up to `limit` due customers for `owner`, oldest first, in one short transaction.
 
-    A customer is claimable when nobody holds it, its lease expired, or it is held by a
-    dead predecessor of `owner` (same host and instance: holding the PID lock proves the
-    predecessor is dead). On PostgreSQL rows locked by another claimer are skipped
-    (`SKIP LOCKED`); on SQLite one conditional UPDATE decides, under the write lock.
+    A customer is claimable when nobody holds it, its lease expired before `now`, or it
+    is held by `owner`'s host and instance (a dead predecessor: holding the PID lock
+    proves it dead). Each claim records `owner` and a lease ending at `now` + the lease.
+
+    On PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
+    claimers take disjoint rows without waiting for each other. On SQLite the transaction
+    is `IMMEDIATE` and so holds the single write lock from its first statement. On both,
+    the UPDATE repeats the claimable filter, so a row claimed by someone else in between
+    is never taken twice, and only the rows this UPDATE really took are returned.
     """
     expires = now + lease_duration()
     claimable = selectors.customers_due(now=now).filter(
         Q(claimed_by="") | Q(claim_expires_at__lt=now) | Q(claimed_by__startswith=owner.prefix)
     )
     with transaction.atomic():
+        candidates = claimable.order_by("created_at", "id")
         if connection.features.has_select_for_update_skip_locked:
-            ids = list(
-                claimable.select_for_update(skip_locked=True).order_by("created_at", "id").values_list("id", flat=True)[
-                    :limit
-                ]
-            )
-        else:
-            ids = list(claimable.order_by("created_at", "id").values_list("id", flat=True)[:limit])
+            candidates = candidates.select_for_update(skip_locked=True)
+        ids = list(candidates.values_list("id", flat=True)[:limit])
         if not ids:
             return []
-        # The filter is repeated in the UPDATE so a row taken meanwhile is not taken twice.
         claimable.filter(id__in=ids).update(claimed_by=str(owner), claim_expires_at=expires)
         return list(Customer.objects.filter(id__in=ids, claimed_by=str(owner)).order_by("created_at", "id"))
 
 
 def claims_renew(*, owner: Owner, now: datetime) -> int:
-    """Extend the lease on everything `owner` holds; return how many claims were renewed."""
+    """Extend to `now` + the lease every unfinished claim `owner` still holds; return how many.
+
+    A claim someone else took after it expired is not ours any more and is left alone.
+    """
     with transaction.atomic():
         return Customer.objects.filter(claimed_by=str(owner), onboarded_at__isnull=True).update(
             claim_expires_at=now + lease_duration()
@@ -128,7 +134,7 @@ def claims_release(*, owner: Owner) -> int:
 
 
 def claims_release_predecessors(*, owner: Owner) -> int:
-    """Free the claims of dead processes with `owner`'s host and instance.
+    """Free the claims of dead processes with `owner`'s host and instance; return how many.
 
     Call only while holding the instance's PID lock, which proves those processes dead.
     """
@@ -141,7 +147,11 @@ def claims_release_predecessors(*, owner: Owner) -> int:
 
 
 def welcome_message_id(customer: Customer) -> str:
-    """The same Message-ID for every copy of a customer's welcome email."""
+    """The same Message-ID for every copy of a customer's welcome email.
+
+    It is derived from the customer alone, so a copy sent again after a crash carries
+    the ID of the first and mail systems can drop it as a repeat.
+    """
     domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip(">") or "localhost"
     return f"<welcome-{customer.pk}-{int(customer.created_at.timestamp())}@{domain}>"
 
@@ -158,18 +168,64 @@ def welcome_email(customer: Customer) -> EmailMultiAlternatives:
     return message
 
 
-def customer_onboard(*, customer: Customer, owner: Owner, now: datetime | None = None, connection=None) -> bool:
+class MailServerUnavailable(Exception):
+    """The mail server can't be reached or refuses everyone; no customer is to blame."""
+
+
+class Outcome(enum.Enum):
+    ONBOARDED = "onboarded"
+    NOT_OURS = "not_ours"  # the claim was lost; whoever holds it now finishes the customer
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OnboardResult:
+    outcome: Outcome
+    customer: Customer
+    error: str = ""  # the failure, with addresses redacted: safe for logs and Sentry
+
+
+def customer_onboard(
+    *, customer: Customer, owner: Owner, mail: BaseEmailBackend | None = None, now: datetime | None = None
+) -> OnboardResult:
     """Send the welcome email, then record the onboarding, exactly once.
 
-    The email goes out first, outside any transaction. The record and `onboarded_at`
-    commit together, and only while `owner` still holds the claim; the unique key on
-    `Onboarding.customer` stops a second record whatever happens. Returns False if the
-    claim was lost (another process finished the customer).
+    The email goes out first, outside any transaction, through `mail` (opened here if it
+    is not open). The `Onboarding` record and `onboarded_at` then commit together, and
+    only while `owner` still holds the claim; the unique key on `Onboarding.customer`
+    stops a second record whatever happens. A kill between the two leaves the customer
+    claimed but not onboarded, so it is sent again: with the same Message-ID.
+
+    A failure to send that belongs to this customer (a refused recipient, a bad
+    template) is recorded by `customer_onboarding_failed`. A failure of the mail server
+    itself raises `MailServerUnavailable` and records nothing against the customer.
+    Database errors propagate.
     """
-    message = welcome_email(customer)
-    message.connection = connection
-    message.send(fail_silently=False)
-    now = now or timezone.now()
+    try:
+        message = welcome_email(customer)
+        if mail is not None:
+            mail.open()
+        message.connection = mail
+        message.send(fail_silently=False)
+    except Exception as exc:
+        if is_mail_outage(exc):
+            raise MailServerUnavailable(error_describe(exc)) from exc
+        row = customer_onboarding_failed(customer=customer, owner=owner, error=exc, now=now or timezone.now())
+        if row is None:
+            return OnboardResult(Outcome.NOT_OURS, customer, error_describe(exc))
+        return OnboardResult(Outcome.FAILED if row.failed_at else Outcome.RETRY, row, error_describe(exc))
+    if customer_onboarding_complete(customer=customer, owner=owner, now=now or timezone.now()):
+        return OnboardResult(Outcome.ONBOARDED, customer)
+    return OnboardResult(Outcome.NOT_OURS, customer)
+
+
+def customer_onboarding_complete(*, customer: Customer, owner: Owner, now: datetime) -> bool:
+    """Commit the onboarding record and `onboarded_at` together, if `owner` holds the claim.
+
+    Returns False, changing nothing, when the claim was lost to another process or the
+    customer is already onboarded.
+    """
     with transaction.atomic():
         won = Customer.objects.filter(pk=customer.pk, claimed_by=str(owner), onboarded_at__isnull=True).update(
             onboarded_at=now, claimed_by="", claim_expires_at=None, next_attempt_at=None
@@ -182,6 +238,19 @@ def customer_onboard(*, customer: Customer, owner: Owner, now: datetime | None =
     return True
 
 
+_ADDRESS = re.compile(r"[^\s<>'\"(),;:\[\]]+@[^\s<>'\"(),;:\[\]]+")
+
+
+def error_describe(exc: BaseException) -> str:
+    """One line about `exc` with every email address replaced by `<address>`.
+
+    SMTP errors quote the recipient; this text goes to logs, the admin and Sentry, which
+    get the customer id instead.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    return _ADDRESS.sub("<address>", " ".join(text.split()))[:2000]
+
+
 def is_permanent(exc: BaseException) -> bool:
     """True for an SMTP 5xx rejection, which no retry will cure."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -192,29 +261,58 @@ def is_permanent(exc: BaseException) -> bool:
     return False
 
 
-def retry_delay(attempts: int, *, base: float = 30.0, cap: float = 3600.0, rng: random.Random | None = None) -> timedelta:
-    """Exponential backoff with full jitter: a random delay up to base * 2^(attempts-1), capped."""
+def is_mail_outage(exc: BaseException) -> bool:
+    """True when sending failed for a reason no single customer causes.
+
+    The server is unreachable, hung up, timed out, says it is unavailable (421), or
+    refuses our login or sender address: every other customer would fail the same way,
+    so no customer's attempt is counted.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return False
+    if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError,
+                        smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError)):
+        return True
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, OSError)
+
+
+def retry_delay(
+    attempts: int, *, base: float | None = None, cap: float | None = None, rng: random.Random | None = None
+) -> timedelta:
+    """Exponential backoff with jitter, after the `attempts`-th failed attempt.
+
+    The ceiling is base * 2^(attempts-1), capped at `cap`; the delay is drawn uniformly
+    from the upper half of it, so retries of many customers spread out but the wait
+    still grows with each attempt. `base` and `cap` default to the settings
+    ONBOARDING_RETRY_BASE_SECONDS and ONBOARDING_RETRY_MAX_SECONDS.
+    """
+    base = settings.ONBOARDING_RETRY_BASE_SECONDS if base is None else base
+    cap = settings.ONBOARDING_RETRY_MAX_SECONDS if cap is None else cap
     ceiling = min(cap, base * 2 ** max(0, attempts - 1))
     return timedelta(seconds=(rng or random).uniform(ceiling / 2, ceiling))
 
 
-def customer_onboarding_failed(*, customer: Customer, owner: Owner, error: BaseException, now: datetime) -> Customer:
+def customer_onboarding_failed(
+    *, customer: Customer, owner: Owner, error: BaseException, now: datetime
+) -> Customer | None:
     """Record a failed attempt: count it, schedule a retry, or mark the customer failed.
 
-    A permanent SMTP rejection fails the customer at once; otherwise the customer fails
-    after ONBOARDING_MAX_ATTEMPTS attempts. The claim is given back either way.
+    A permanent SMTP rejection (5xx) fails the customer at once; otherwise the customer
+    fails after ONBOARDING_MAX_ATTEMPTS attempts, and before that waits `retry_delay`.
+    The claim is given back either way. Returns the updated customer, or None, recording
+    nothing, when `owner` no longer holds the claim.
     """
-    max_attempts = settings.ONBOARDING_MAX_ATTEMPTS
-    text = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
         row = Customer.objects.select_for_update().get(pk=customer.pk)
         if row.onboarded_at is not None or row.claimed_by != str(owner):
-            return row
+            return None
         row.attempts += 1
-        row.last_error = text
+        row.last_error = error_describe(error)
         row.claimed_by = ""
         row.claim_expires_at = None
-        if is_permanent(error) or row.attempts >= max_attempts:
+        if is_permanent(error) or row.attempts >= settings.ONBOARDING_MAX_ATTEMPTS:
             row.failed_at = now
             row.next_attempt_at = None
         else:

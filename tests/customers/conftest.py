@@ -1,0 +1,302 @@
+"""Fixtures for onboarding tests: a real SMTP sink, a Sentry sink, PostgreSQL databases."""
+from __future__ import annotations
+
+import asyncio
+import email
+import gzip
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.conftest import BASE_DIR, Project
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message the sink accepted."""
+
+    to: tuple[str, ...]
+    message_id: str
+    at: float
+
+
+@dataclass
+class SinkHandler:
+    """aiosmtpd handler: records every accepted message, then waits `delay` before saying 250.
+
+    Recording before the reply means a client killed during the delay leaves a message
+    the mail server accepted but the client never heard accepted: the window between
+    "sent" and "committed". `reject` maps an address to the reply to give at RCPT and
+    how many times to give it (None: always); after that the address is accepted.
+    """
+
+    delay: float = 0.0
+    reject: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    replied: int = 0
+    # hold_next(): the next message is recorded, then its 250 waits for `release`.
+    holding: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold_next(self) -> None:
+        self.release.clear()
+        self.held.clear()
+        self.holding.set()
+
+    def release_held(self) -> None:
+        self.holding.clear()
+        self.release.set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
+        with self.lock:
+            reply, times = self.reject.get(address.lower(), ("", 0))
+            if reply and (times is None or times > 0):
+                if times is not None:
+                    self.reject[address.lower()] = (reply, times - 1)
+                self.refused.append((address.lower(), reply))
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        message = email.message_from_bytes(envelope.original_content or envelope.content)
+        with self.lock:
+            self.received.append(
+                Received(tuple(a.lower() for a in envelope.rcpt_tos), message["Message-ID"] or "", time.monotonic())
+            )
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.holding.is_set() and not self.held.is_set():
+            self.held.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+        with self.lock:
+            self.replied += 1
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    """A real SMTP server on loopback that can be stopped and started on the same port."""
+
+    def __init__(self, handler: SinkHandler) -> None:
+        self.handler = handler
+        self.port = free_port()
+        self.controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.handler.release.set()  # a held reply must not keep the server from stopping
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def count(self) -> int:
+        with self.handler.lock:
+            return len(self.handler.received)
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink(SinkHandler())
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+class SentrySink(ThreadingHTTPServer):
+    """Receives what sentry-sdk sends, so tests read the real events; no network leaves the host."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _SentryRequest)
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://publickey@127.0.0.1:{self.server_address[1]}/1"
+
+    def events(self) -> list[dict]:
+        """Every event item in the envelopes received so far."""
+        found = []
+        with self.lock:
+            bodies = list(self.bodies)
+        for body in bodies:
+            lines = body.split(b"\n")
+            for header, payload in zip(lines[1::2], lines[2::2]):
+                if json.loads(header).get("type") == "event":
+                    found.append(json.loads(payload))
+        return found
+
+    def raw(self) -> bytes:
+        with self.lock:
+            return b"\n".join(self.bodies)
+
+
+class _SentryRequest(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        with self.server.lock:
+            self.server.bodies.append(body)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def sentry_sink() -> Iterator[SentrySink]:
+    server = SentrySink()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def onboarding_env(project: Project, sink: SmtpSink, **settings: object) -> dict[str, str]:
+    """Environment for onboarding daemons in `project`: mail to `sink`, quick ticks and retries."""
+    env = {
+        "EMAIL_URL": sink.url,
+        "ONBOARDING_INTERVAL_SECONDS": "0.2",
+        "ONBOARDING_RETRY_BASE_SECONDS": "0.2",
+        "ONBOARDING_RETRY_MAX_SECONDS": "1",
+        "ONBOARDING_SMTP_TIMEOUT_SECONDS": "2",
+        "ONBOARDING_LEASE_SECONDS": "30",
+    }
+    env.update({f"ONBOARDING_{key.upper()}": str(value) for key, value in settings.items()})
+    project.env.update(env)
+    return env
+
+
+def customers_seed(count: int, *, prefix: str = "c") -> list[int]:
+    """Create `count` customers at once, as a backlog; return their ids, oldest first."""
+    from customers.models import Customer
+
+    Customer.objects.bulk_create(
+        [Customer(name=f"Customer {i}", email=f"{prefix}{i}@example.com") for i in range(count)], batch_size=500
+    )
+    return list(Customer.objects.order_by("created_at", "id").values_list("id", flat=True))
+
+
+def claims_past_lease(slack: float = 0.5) -> list[tuple[int, str]]:
+    """Unfinished customers still held by someone more than `slack` seconds after the lease ended."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from customers.models import Customer
+
+    return list(
+        Customer.objects.exclude(claimed_by="")
+        .filter(onboarded_at__isnull=True, claim_expires_at__lt=timezone.now() - timedelta(seconds=slack))
+        .values_list("id", "claimed_by")
+    )
+
+
+@contextmanager
+def sqlite_write_lock(path: str) -> Iterator[None]:
+    """Hold the SQLite database's write lock, as a long write by another process would."""
+    conn = sqlite3.connect(path, timeout=20, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "54329"))
+PG_ROLE = "daemonkit"
+
+
+def pg_url(database: str) -> str:
+    return f"postgres://{PG_ROLE}@127.0.0.1:{PG_PORT}/{database}"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The URL of the test cluster's maintenance database (scripts/test-env.d/postgres.sh).
+
+    Outside CI a missing cluster skips the test; in CI it fails it, since `make test`
+    starts the cluster there.
+    """
+    import psycopg
+
+    url = pg_url(PG_ROLE)
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        if in_ci():
+            pytest.fail(f"PostgreSQL test cluster unreachable at {url}: {exc}")
+        pytest.skip(f"no PostgreSQL test cluster at {url}; run scripts/test-env.d/postgres.sh")
+    return url
+
+
+@pytest.fixture
+def pg_database(pg_server: str) -> Iterator[str]:
+    """A fresh PostgreSQL database, migrated, for this test alone; its DATABASE_URL."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = pg_url(name)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
+        env.update({"DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": url})
+        result = subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        yield url
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

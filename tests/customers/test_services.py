@@ -1,0 +1,302 @@
+"""In-process tests of the customer services: claiming, leases, completion, failures, backoff."""
+from __future__ import annotations
+
+import random
+import smtplib
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.db import IntegrityError, transaction
+
+from customers import selectors, services
+from customers.daemons import OnboardingDaemon
+from customers.models import Customer, Onboarding
+from customers.services import Outcome, Owner
+
+A = Owner("host-a", 0, 100)
+B = Owner("host-b", 0, 200)
+C = Owner("host-c", 0, 300)
+
+
+def make_customers(count: int, start, *, step=timedelta(seconds=1)) -> list[Customer]:
+    """`count` customers created `step` apart from `start`, oldest first."""
+    customers = []
+    for i in range(count):
+        customer, _ = services.customer_create(name=f"Customer {i}", email=f"c{i}@example.com")
+        Customer.objects.filter(pk=customer.pk).update(created_at=start + i * step)
+        customers.append(Customer.objects.get(pk=customer.pk))
+    return customers
+
+
+@pytest.fixture
+def smtp_settings(settings, smtp_sink):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = smtp_sink.port
+    return smtp_sink
+
+
+# --- claiming ------------------------------------------------------------------------------
+
+
+def test_claim_takes_the_oldest_first(db, fixed_now) -> None:
+    customers = make_customers(5, fixed_now - timedelta(hours=1))
+    # Created last but dated first: order is by signup time, not by id.
+    Customer.objects.filter(pk=customers[4].pk).update(created_at=fixed_now - timedelta(days=1))
+    claimed = services.customers_claim(owner=A, now=fixed_now, limit=3)
+    assert [c.pk for c in claimed] == [customers[4].pk, customers[0].pk, customers[1].pk]
+    assert all(c.claimed_by == str(A) and c.claim_expires_at == fixed_now + timedelta(seconds=60) for c in claimed)
+
+
+def test_claimed_customers_are_not_claimed_again_by_another_owner(db, fixed_now) -> None:
+    make_customers(4, fixed_now - timedelta(hours=1))
+    first = services.customers_claim(owner=A, now=fixed_now, limit=3)
+    second = services.customers_claim(owner=B, now=fixed_now, limit=3)
+    assert len(first) == 3 and len(second) == 1
+    assert not {c.pk for c in first} & {c.pk for c in second}
+    assert services.customers_claim(owner=C, now=fixed_now, limit=3) == []
+
+
+def test_an_expired_lease_lets_another_owner_claim_and_finish(db, fixed_now) -> None:
+    [customer] = make_customers(1, fixed_now - timedelta(hours=1))
+    assert services.customers_claim(owner=A, now=fixed_now, limit=10)
+    assert services.customers_claim(owner=B, now=fixed_now + timedelta(seconds=59), limit=10) == []
+    [taken] = services.customers_claim(owner=B, now=fixed_now + timedelta(seconds=61), limit=10)
+    assert taken.claimed_by == str(B)
+    # A comes back late: its completion must not count, B's does.
+    assert not services.customer_onboarding_complete(customer=customer, owner=A, now=fixed_now)
+    assert services.customer_onboarding_complete(customer=customer, owner=B, now=fixed_now)
+    assert Onboarding.objects.get().onboarded_by == str(B)
+
+
+def test_renewal_keeps_the_lease_and_touches_only_our_claims(db, fixed_now) -> None:
+    make_customers(3, fixed_now - timedelta(hours=1))
+    services.customers_claim(owner=A, now=fixed_now, limit=2)
+    services.customers_claim(owner=B, now=fixed_now, limit=2)
+    later = fixed_now + timedelta(seconds=50)
+    assert services.claims_renew(owner=A, now=later) == 2
+    # B's claim expired and C takes it; A's renewed ones stay A's.
+    [taken] = services.customers_claim(owner=C, now=fixed_now + timedelta(seconds=70), limit=10)
+    assert taken.claim_expires_at == fixed_now + timedelta(seconds=130)
+    assert set(Customer.objects.filter(claimed_by=str(A)).values_list("claim_expires_at", flat=True)) == {
+        later + timedelta(seconds=60)
+    }
+
+
+def test_a_restarted_instance_takes_back_its_dead_predecessors_claims_at_once(db, fixed_now) -> None:
+    make_customers(3, fixed_now - timedelta(hours=1))
+    dead = Owner("host-a", 1, 100)
+    other_instance = Owner("host-a", 2, 300)
+    services.customers_claim(owner=dead, now=fixed_now, limit=2)
+    services.customers_claim(owner=other_instance, now=fixed_now, limit=1)
+    successor = Owner("host-a", 1, 101)
+    assert services.claims_release_predecessors(owner=successor) == 2
+    assert list(Customer.objects.exclude(claimed_by="").values_list("claimed_by", flat=True)) == [str(other_instance)]
+    assert len(services.customers_claim(owner=successor, now=fixed_now, limit=10)) == 2
+
+
+def test_release_gives_back_only_the_owners_claims(db, fixed_now) -> None:
+    make_customers(2, fixed_now - timedelta(hours=1))
+    services.customers_claim(owner=A, now=fixed_now, limit=1)
+    services.customers_claim(owner=B, now=fixed_now, limit=1)
+    assert services.claims_release(owner=A) == 1
+    assert len(services.customers_claim(owner=C, now=fixed_now, limit=10)) == 1
+
+
+def test_a_retry_is_not_claimed_before_it_is_due(db, fixed_now) -> None:
+    [customer] = make_customers(1, fixed_now - timedelta(hours=1))
+    Customer.objects.filter(pk=customer.pk).update(attempts=1, next_attempt_at=fixed_now + timedelta(seconds=30))
+    assert services.customers_claim(owner=A, now=fixed_now, limit=10) == []
+    assert services.customers_claim(owner=A, now=fixed_now + timedelta(seconds=30), limit=10)
+
+
+# --- completion ----------------------------------------------------------------------------
+
+
+def test_onboard_sends_with_a_stable_message_id_then_records_once(db, fixed_now) -> None:
+    [customer] = make_customers(1, fixed_now)
+    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
+    result = services.customer_onboard(customer=customer, owner=A, now=fixed_now)
+    assert result.outcome is Outcome.ONBOARDED
+    [message] = mail.outbox
+    assert message.to == [customer.email]
+    assert message.extra_headers["Message-ID"] == services.welcome_message_id(customer)
+    record = Onboarding.objects.get(customer=customer)
+    assert record.message_id == services.welcome_message_id(customer) and record.onboarded_by == str(A)
+    customer.refresh_from_db()
+    assert customer.onboarded_at == fixed_now and customer.claimed_by == "" and customer.claim_expires_at is None
+    # A second completion, as after a lost reply, changes nothing.
+    assert not services.customer_onboarding_complete(customer=customer, owner=A, now=fixed_now + timedelta(1))
+    assert Onboarding.objects.count() == 1
+
+
+def test_the_database_refuses_a_second_onboarding_record(db, fixed_now) -> None:
+    [customer] = make_customers(1, fixed_now)
+    Onboarding.objects.create(customer=customer, onboarded_at=fixed_now, message_id="x", onboarded_by="a")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Onboarding.objects.create(customer=customer, onboarded_at=fixed_now, message_id="x", onboarded_by="b")
+
+
+def test_message_id_depends_only_on_the_customer(db, fixed_now) -> None:
+    first, second = make_customers(2, fixed_now)
+    assert services.welcome_message_id(first) == services.welcome_message_id(Customer.objects.get(pk=first.pk))
+    assert services.welcome_message_id(first) != services.welcome_message_id(second)
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+def test_a_temporary_rejection_schedules_a_retry_and_frees_the_claim(db, fixed_now, smtp_settings) -> None:
+    [customer] = make_customers(1, fixed_now)
+    smtp_settings.handler.reject["c0@example.com"] = ("451 4.3.0 try later, c0@example.com", None)
+    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
+    result = services.customer_onboard(customer=customer, owner=A, now=fixed_now)
+    assert result.outcome is Outcome.RETRY
+    customer.refresh_from_db()
+    assert customer.attempts == 1 and customer.failed_at is None and customer.claimed_by == ""
+    assert fixed_now + timedelta(seconds=15) <= customer.next_attempt_at <= fixed_now + timedelta(seconds=30)
+    assert "451" in customer.last_error and "@" not in customer.last_error and "@" not in result.error
+    assert not Onboarding.objects.exists()
+
+
+def test_a_permanent_rejection_fails_at_once(db, fixed_now, smtp_settings) -> None:
+    [customer] = make_customers(1, fixed_now)
+    smtp_settings.handler.reject["c0@example.com"] = ("550 5.1.1 no such user", None)
+    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
+    assert services.customer_onboard(customer=customer, owner=A, now=fixed_now).outcome is Outcome.FAILED
+    customer.refresh_from_db()
+    assert customer.attempts == 1 and customer.failed_at == fixed_now and customer.next_attempt_at is None
+    assert selectors.customers_failed_count() == 1 and selectors.customers_waiting_count() == 0
+
+
+def test_max_attempts_then_failed(db, fixed_now, settings, smtp_settings) -> None:
+    settings.ONBOARDING_MAX_ATTEMPTS = 3
+    [customer] = make_customers(1, fixed_now)
+    smtp_settings.handler.reject["c0@example.com"] = ("451 busy", None)
+    now = fixed_now
+    outcomes = []
+    for _ in range(3):
+        [customer] = services.customers_claim(owner=A, now=now, limit=1)
+        outcomes.append(services.customer_onboard(customer=customer, owner=A, now=now).outcome)
+        now += timedelta(hours=2)
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.FAILED]
+    customer.refresh_from_db()
+    assert customer.attempts == 3 and customer.failed_at is not None
+    assert services.customers_claim(owner=A, now=now, limit=1) == []
+
+
+def test_a_failure_after_losing_the_claim_records_nothing(db, fixed_now) -> None:
+    [customer] = make_customers(1, fixed_now)
+    services.customers_claim(owner=A, now=fixed_now, limit=1)
+    services.customers_claim(owner=B, now=fixed_now + timedelta(minutes=2), limit=1)
+    error = smtplib.SMTPRecipientsRefused({customer.email: (550, b"no")})
+    assert services.customer_onboarding_failed(customer=customer, owner=A, error=error, now=fixed_now) is None
+    customer.refresh_from_db()
+    assert customer.attempts == 0 and customer.failed_at is None and customer.claimed_by == str(B)
+
+
+def test_an_unreachable_mail_server_blames_no_customer(db, fixed_now, settings, smtp_sink) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_sink.port
+    smtp_sink.stop()
+    [customer] = make_customers(1, fixed_now)
+    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
+    with pytest.raises(services.MailServerUnavailable):
+        services.customer_onboard(customer=customer, owner=A, now=fixed_now)
+    customer.refresh_from_db()
+    assert customer.attempts == 0 and customer.last_error == "" and customer.onboarded_at is None
+
+
+def test_retry_onboarding_puts_a_failed_customer_back(db, fixed_now) -> None:
+    [customer] = make_customers(1, fixed_now)
+    Customer.objects.filter(pk=customer.pk).update(attempts=5, failed_at=fixed_now, last_error="x")
+    services.customer_retry_onboarding(customer=customer)
+    assert services.customers_claim(owner=A, now=fixed_now, limit=1)
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent", "outage"),
+    [
+        (smtplib.SMTPRecipientsRefused({"a@x.example": (550, b"no such user")}), True, False),
+        (smtplib.SMTPRecipientsRefused({"a@x.example": (451, b"greylisted")}), False, False),
+        (smtplib.SMTPDataError(554, b"rejected as spam"), True, False),
+        (smtplib.SMTPDataError(452, b"mailbox full"), False, False),
+        (smtplib.SMTPResponseException(421, b"shutting down"), False, True),
+        (smtplib.SMTPServerDisconnected("gone"), False, True),
+        (smtplib.SMTPSenderRefused(553, b"bad sender", "welcome@localhost"), True, True),
+        (ConnectionRefusedError(111, "Connection refused"), False, True),
+        (TimeoutError("timed out"), False, True),
+        (ValueError("bad template"), False, False),
+    ],
+)
+def test_is_permanent_and_is_mail_outage(error, permanent, outage) -> None:
+    assert services.is_permanent(error) is permanent
+    assert services.is_mail_outage(error) is outage
+
+
+def test_error_describe_redacts_every_address() -> None:
+    error = smtplib.SMTPRecipientsRefused({"Jane.Doe+x@Example.COM": (550, b"5.1.1 <Jane.Doe+x@Example.COM> unknown")})
+    text = services.error_describe(error)
+    assert "SMTPRecipientsRefused" in text and "550" in text and "unknown" in text
+    assert "@" not in text and "Jane" not in text
+
+
+@pytest.mark.parametrize(("attempts", "low", "high"), [(1, 15, 30), (2, 30, 60), (4, 120, 240), (30, 1800, 3600)])
+def test_retry_delay_grows_exponentially_with_jitter_and_a_cap(attempts, low, high) -> None:
+    rng = random.Random(4)
+    delays = [services.retry_delay(attempts, base=30, cap=3600, rng=rng).total_seconds() for _ in range(200)]
+    assert low <= min(delays) and max(delays) <= high
+    assert len(set(delays)) > 100, "jitter spreads retries out"
+
+
+def test_retry_delay_reads_its_settings(settings) -> None:
+    settings.ONBOARDING_RETRY_BASE_SECONDS = 2
+    settings.ONBOARDING_RETRY_MAX_SECONDS = 5
+    assert 1 <= services.retry_delay(1).total_seconds() <= 2
+    assert 2.5 <= services.retry_delay(10).total_seconds() <= 5
+
+
+# --- the daemon's tick, in process ------------------------------------------------------------
+
+
+def test_a_tick_claims_batch_after_batch_until_nobody_waits(db, fixed_now, settings, monkeypatch) -> None:
+    settings.ONBOARDING_BATCH_SIZE = 3
+    make_customers(7, fixed_now - timedelta(hours=1))
+    batches: list[int] = []
+    claim = services.customers_claim
+
+    def recording_claim(**kwargs):
+        claimed = claim(**kwargs)
+        batches.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(services, "customers_claim", recording_claim)
+    result = OnboardingDaemon().tick(fixed_now)
+    assert batches == [3, 3, 1, 0]
+    assert result.processed == 7 and result.summary == "onboarded 7 customers"
+    assert len(mail.outbox) == 7 and Onboarding.objects.count() == 7
+    assert not Customer.objects.exclude(claimed_by="").exists()
+
+
+def test_one_customers_failure_does_not_stop_the_batch(db, fixed_now, smtp_settings, caplog) -> None:
+    make_customers(3, fixed_now - timedelta(hours=1))
+    smtp_settings.handler.reject["c1@example.com"] = ("550 5.1.1 unknown user c1@example.com", None)
+    result = OnboardingDaemon().tick(fixed_now)
+    assert result.summary == "onboarded 2 customers, 1 failed"
+    assert sorted(to for r in smtp_settings.received() for to in r.to) == ["c0@example.com", "c2@example.com"]
+    [record] = [r for r in caplog.records if getattr(r, "action", "") == "onboard_failed"]
+    assert record.customer_id == Customer.objects.get(email="c1@example.com").pk
+    assert "@" not in record.getMessage()
+    assert OnboardingDaemon().status() == "0 waiting, 1 failed"
+
+
+def test_a_stop_mid_batch_gives_the_rest_back_at_once(db, fixed_now) -> None:
+    make_customers(5, fixed_now - timedelta(hours=1))
+    daemon = OnboardingDaemon()
+    sent = iter(range(100))
+    daemon.stop_requested = lambda: next(sent) >= 3  # the loop checks once per batch, then per customer
+    daemon.tick(fixed_now)
+    assert Onboarding.objects.count() == 2
+    assert not Customer.objects.exclude(claimed_by="").exists()
+    assert OnboardingDaemon().status() == "3 waiting, 0 failed"
