@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-pytest_plugins = ["daemons.testing"]
+pytest_plugins = ["daemons.testing", "tests.pg", "tests.sentry_sink"]
 
 BASE_DIR = Path(settings.BASE_DIR)
 

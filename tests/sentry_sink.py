@@ -1,53 +1,71 @@
-"""A local Sentry DSN sink: an HTTP server on loopback that records the envelopes it gets."""
+"""A local Sentry DSN sink: an HTTP server on loopback that keeps the envelopes it gets."""
 from __future__ import annotations
 
 import gzip
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+import pytest
 
 
-class SentrySink:
+class SentrySink(ThreadingHTTPServer):
+    """Receives what sentry-sdk sends, so tests read the real events; no network leaves the host."""
+
+    daemon_threads = True
+
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                sink.record(body)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(("127.0.0.1", 0), _SentryRequest)
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
 
     @property
     def dsn(self) -> str:
-        return f"http://public@127.0.0.1:{self.server.server_address[1]}/1"
+        return f"http://publickey@127.0.0.1:{self.server_address[1]}/1"
 
-    def record(self, body: bytes) -> None:
-        # An envelope: a header line, then (item header, payload) line pairs.
-        lines = body.split(b"\n")
-        for header, payload in zip(lines[1::2], lines[2::2]):
-            try:
+    def events(self) -> list[dict]:
+        """Every event item in the envelopes received so far."""
+        found = []
+        with self.lock:
+            bodies = list(self.bodies)
+        for body in bodies:
+            lines = body.split(b"\n")
+            for header, payload in zip(lines[1::2], lines[2::2]):
                 if json.loads(header).get("type") == "event":
-                    self.events.append(json.loads(payload))
-            except ValueError:
-                continue
+                    found.append(json.loads(payload))
+        return found
+
+    def raw(self) -> bytes:
+        with self.lock:
+            return b"\n".join(self.bodies)
 
     def __enter__(self) -> SentrySink:
-        self.thread.start()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.shutdown()
+        self.server_close()
+
+
+class _SentryRequest(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        with self.server.lock:
+            self.server.bodies.append(body)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def sentry_sink() -> Iterator[SentrySink]:
+    with SentrySink() as sink:
+        yield sink

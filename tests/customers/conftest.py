@@ -3,25 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import email
-import gzip
-import json
-import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.conftest import BASE_DIR, Project
+from tests.conftest import Project
 
 
 def free_port() -> int:
@@ -137,65 +130,6 @@ def smtp_sink() -> Iterator[SmtpSink]:
         sink.stop()
 
 
-class SentrySink(ThreadingHTTPServer):
-    """Receives what sentry-sdk sends, so tests read the real events; no network leaves the host."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _SentryRequest)
-        self.bodies: list[bytes] = []
-        self.lock = threading.Lock()
-
-    @property
-    def dsn(self) -> str:
-        return f"http://publickey@127.0.0.1:{self.server_address[1]}/1"
-
-    def events(self) -> list[dict]:
-        """Every event item in the envelopes received so far."""
-        found = []
-        with self.lock:
-            bodies = list(self.bodies)
-        for body in bodies:
-            lines = body.split(b"\n")
-            for header, payload in zip(lines[1::2], lines[2::2]):
-                if json.loads(header).get("type") == "event":
-                    found.append(json.loads(payload))
-        return found
-
-    def raw(self) -> bytes:
-        with self.lock:
-            return b"\n".join(self.bodies)
-
-
-class _SentryRequest(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        with self.server.lock:
-            self.server.bodies.append(body)
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def sentry_sink() -> Iterator[SentrySink]:
-    server = SentrySink()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def onboarding_env(project: Project, sink: SmtpSink, **settings: object) -> dict[str, str]:
     """Environment for onboarding daemons in `project`: mail to `sink`, quick ticks and retries."""
     env = {
@@ -248,55 +182,3 @@ def sqlite_write_lock(path: str) -> Iterator[None]:
         conn.close()
 
 
-# --- PostgreSQL ---------------------------------------------------------------------------
-
-PG_PORT = int(os.environ.get("TEST_PG_PORT", "54329"))
-PG_ROLE = "daemonkit"
-
-
-def pg_url(database: str) -> str:
-    return f"postgres://{PG_ROLE}@127.0.0.1:{PG_PORT}/{database}"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> str:
-    """The URL of the test cluster's maintenance database (scripts/test-env.d/postgres.sh).
-
-    Outside CI a missing cluster skips the test; in CI it fails it, since `make test`
-    starts the cluster there.
-    """
-    import psycopg
-
-    url = pg_url(PG_ROLE)
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if in_ci():
-            pytest.fail(f"PostgreSQL test cluster unreachable at {url}: {exc}")
-        pytest.skip(f"no PostgreSQL test cluster at {url}; run scripts/test-env.d/postgres.sh")
-    return url
-
-
-@pytest.fixture
-def pg_database(pg_server: str) -> Iterator[str]:
-    """A fresh PostgreSQL database, migrated, for this test alone; its DATABASE_URL."""
-    import psycopg
-
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = pg_url(name)
-    try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
-        env.update({"DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": url})
-        result = subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, env=env,
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        yield url
-    finally:
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -47,8 +47,29 @@ def test_locked_sqlite_file_is_an_outage_the_daemon_survives(project) -> None:
         assert text.count("database unavailable") == 1
         assert "database is locked" in text
         assert alive(pid)
-        wait_for(lambda: sink.events, message="the outage at Sentry")
-        assert [e["tags"].get("kind") for e in sink.events] == ["db_outage"]
+        wait_for(lambda: sink.events(), message="the outage at Sentry")
+        assert [e["tags"].get("kind") for e in sink.events()] == ["db_outage"]
         failures = int(text.split("database is back after ")[1].split()[0])
         assert 2 <= failures <= 4
     assert project.manage("daemonstatus", "onboarding").returncode == 0
+
+
+def test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives(project, pg_database) -> None:
+    from tests.pg import pg_ctl
+
+    log = project.log_file("onboarding")
+    pid = project.start("onboarding", env={"DATABASE_URL": pg_database})
+    wait_for(lambda: "started" in log.read_text(), message="the daemon to start")
+    pg_ctl("stop")
+    try:
+        from daemons.wakeup import wake
+
+        wake("onboarding", project.run_dir)
+        wait_for(lambda: "database unavailable" in log.read_text(), message="the outage in the log")
+        time.sleep(2)  # the scenario: the server stays down across a couple of retries
+    finally:
+        pg_ctl("start")
+    wait_for(lambda: "database is back after" in log.read_text(), timeout=15, message="recovery")
+    assert log.read_text().count("database unavailable") == 1
+    assert alive(pid)
+    assert project.manage("daemonstatus", "onboarding", env={"DATABASE_URL": pg_database}).returncode == 0

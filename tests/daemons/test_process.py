@@ -155,8 +155,8 @@ def test_tick_exception_is_logged_reported_to_sentry_and_daemon_keeps_running(pr
         assert alive(pid)
         # The traceback is logged once; the repeats are summarised, not flooded.
         assert log.read_text().count("Traceback") == 1
-        wait_for(lambda: sink.events, message="an event at the Sentry sink")
-        [event] = sink.events
+        wait_for(lambda: sink.events(), message="an event at the Sentry sink")
+        [event] = sink.events()
         assert event["tags"]["daemon"] == "failing"
         [exc] = event["exception"]["values"]
         assert exc["type"] == "RuntimeError" and "failed on purpose" in exc["value"]

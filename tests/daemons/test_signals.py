@@ -105,8 +105,8 @@ def test_crash_outside_a_tick_is_logged_reported_and_exits_non_zero(project) -> 
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 70
         assert "daemon crashed: the crashing daemon crashed on purpose" in err and "Traceback" in err
-        wait_for(lambda: sink.events, message="the crash at the Sentry sink")
-        assert sink.events[0]["tags"]["kind"] == "crash"
+        wait_for(lambda: sink.events(), message="the crash at the Sentry sink")
+        assert sink.events()[0]["tags"]["kind"] == "crash"
     assert not project.pid_file("crashing").exists()
 
 
