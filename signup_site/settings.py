@@ -155,6 +155,11 @@ STORAGES = {
     },
 }
 
+# In development WhiteNoise finds files in the apps, as runserver does, and needs no
+# collectstatic; in production it serves only what collectstatic put in STATIC_ROOT.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
 # The cache holds the signup rate-limit counters. Several server processes must share
 # one cache for the limit to hold across them (see docs/production.md).
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://signup-site")}
