@@ -30,8 +30,9 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
 def init_sentry() -> bool:
     """Start sentry-sdk for the web site if SENTRY_DSN is set; return whether it is on.
 
-    `send_default_pii=False` keeps out cookies, user data and client addresses; the
-    `before_send` hook removes addresses that reach messages or exception text.
+    `send_default_pii=False` keeps out cookies, user data and client addresses; request
+    bodies are never attached; the `before_send` hook removes addresses that reach
+    messages, exception text, local variables or breadcrumbs.
     """
     dsn = getattr(settings, "SENTRY_DSN", "")
     if not dsn:
@@ -43,6 +44,10 @@ def init_sentry() -> bool:
         dsn=dsn,
         environment=getattr(settings, "SENTRY_ENVIRONMENT", None),
         send_default_pii=False,
+        # Form bodies hold names and addresses: never attach them to an event.
+        max_request_body_size="never",
+        # Frames' local variables hold the name and address being saved, and SQL parameters.
+        include_local_variables=False,
         before_send=before_send,
         before_send_transaction=before_send,
         integrations=[DjangoIntegration()],

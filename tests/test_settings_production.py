@@ -186,3 +186,77 @@ def test_fifty_concurrent_identical_signups_make_one_row(production_site) -> Non
     assert len(statuses) == 50
     assert list(Customer.objects.values_list("email", flat=True)) == ["Ada@example.com"]
     assert "Traceback" not in production_site.log.read_text()
+
+
+# --- Sentry ----------------------------------------------------------------------------------
+
+SENTRY_PROBE = r"""
+import sys
+from signup_site.wsgi import application  # starts Sentry, as gunicorn would
+import sentry_sdk
+from django.test import Client
+
+# The database has no tables, so the signup fails inside the view: a real server error.
+response = Client(raise_request_exception=False).post("/", {"name": "Ada Lovelace", "email": "ada@example.com"})
+sys.stdout.write(f"status {response.status_code}\n")
+try:
+    raise RuntimeError("could not mail ada@example.com")
+except RuntimeError:
+    sentry_sdk.capture_exception()
+sentry_sdk.capture_message("welcome for <ada@example.com> bounced")
+sentry_sdk.flush(5)
+"""
+
+
+@pytest.fixture
+def sentry_sink():
+    """A local stand-in for Sentry's ingest endpoint that keeps each envelope it is sent."""
+    import gzip
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            received.append(body)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sentry_never_receives_names_or_addresses(tmp_path: Path, sentry_sink) -> None:
+    port, received = sentry_sink
+    env = production_env(
+        tmp_path, SENTRY_DSN=f"http://publickey@127.0.0.1:{port}/1", DEBUG="true", ALLOWED_HOSTS="testserver",
+        SECURE_SSL_REDIRECT="false", CACHE_URL="locmemcache://",
+    )
+    result = subprocess.run([sys.executable, "-c", SENTRY_PROBE], cwd=BASE_DIR, env=env, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert "status 500" in result.stdout, result.stdout + result.stderr
+    events = [body.decode("utf-8", "replace") for body in received]
+    assert len([e for e in events if '"type":"event"' in e.replace(" ", "")]) >= 3, events
+    everything = "\n".join(events)
+    assert "no such table" in everything  # the server error did arrive
+    assert "ada@example.com" not in everything and "Ada Lovelace" not in everything
+    assert "[email]" in everything
+
+
+def test_scrub_replaces_addresses_everywhere() -> None:
+    from signup_site.sentry import scrub
+
+    event = {"message": "to a.b+c@example.co.uk", "tags": {"who": "x@y.z"}, "extra": [("ada@example.com", 1)]}
+    assert scrub(event) == {"message": "to [email]", "tags": {"who": "[email]"}, "extra": [("[email]", 1)]}
