@@ -2,29 +2,71 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.utils.text import Truncator
 
-from .models import Customer, Onboarding
+from .models import Customer, Onboarding, OnboardingState
 from .services import customer_retry_onboarding
+
+# Each state as a query; the same rules as Customer.onboarding_state.
+STATE_FILTERS = {
+    OnboardingState.WAITING: Q(onboarded_at__isnull=True, failed_at__isnull=True, attempts=0),
+    OnboardingState.RETRYING: Q(onboarded_at__isnull=True, failed_at__isnull=True, attempts__gt=0),
+    OnboardingState.ONBOARDED: Q(onboarded_at__isnull=False),
+    OnboardingState.FAILED: Q(onboarded_at__isnull=True, failed_at__isnull=False),
+}
+
+
+class OnboardingStateFilter(admin.SimpleListFilter):
+    title = "onboarding state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(state.value, state.label) for state in STATE_FILTERS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> QuerySet[Customer]:
+        value = self.value()
+        if value in STATE_FILTERS:
+            return queryset.filter(STATE_FILTERS[OnboardingState(value)])
+        return queryset
 
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
-    list_display = ["name", "email", "created_at", "onboarding_state", "attempts", "last_error"]
+    list_display = ["name", "email", "signed_up", "onboarding_state", "attempts", "short_last_error"]
+    list_filter = [OnboardingStateFilter, ("created_at", admin.DateFieldListFilter)]
     search_fields = ["name", "email"]
-    list_filter = ["created_at"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at", "-id"]
     readonly_fields = ["created_at", "onboarded_at", "attempts", "last_error", "next_attempt_at", "failed_at",
                        "claimed_by", "claim_expires_at"]
     actions = ["retry_onboarding"]
+    list_per_page = 50
+
+    @admin.display(description="signed up", ordering="created_at")
+    def signed_up(self, obj: Customer):
+        return obj.created_at
 
     @admin.display(description="onboarding")
     def onboarding_state(self, obj: Customer) -> str:
         return obj.onboarding_state.label
 
+    @admin.display(description="last error")
+    def short_last_error(self, obj: Customer) -> str:
+        # The admin escapes it; truncation keeps a long SMTP transcript from swamping the list.
+        return Truncator(obj.last_error).chars(120) if obj.last_error else "-"
+
     @admin.action(description="Retry onboarding")
-    def retry_onboarding(self, request, queryset) -> None:
-        for customer in queryset:
+    def retry_onboarding(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        pending = list(queryset.filter(onboarded_at__isnull=True))
+        for customer in pending:
             customer_retry_onboarding(customer=customer)
-        self.message_user(request, f"{queryset.count()} customer(s) queued for onboarding again.")
+        skipped = queryset.count() - len(pending)
+        message = f"{len(pending)} customer(s) queued for onboarding again."
+        if skipped:
+            message += f" {skipped} already onboarded, left alone."
+        self.message_user(request, message)
 
 
 @admin.register(Onboarding)

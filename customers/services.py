@@ -27,14 +27,24 @@ logger = logging.getLogger("customers.onboarding")
 
 
 def email_normalize(email: str) -> str:
-    """The stored form of an address: NFKC, trimmed, with the domain lower-cased.
+    """The stored form of an address: NFKC, trimmed, with the domain lower-cased and in ASCII.
 
-    The local part keeps its case (mail goes to the address as given); uniqueness
-    ignores case through the database's `Lower(email)` constraint.
+    NFKC folds look-alikes such as full-width letters; the domain is IDNA-encoded so
+    `bücher.de` and `xn--bcher-kva.de` are one domain and the stored address is ASCII
+    whenever the local part is. The local part keeps its case (mail goes to the address
+    as given); uniqueness ignores case through the database's `Lower(email)` constraint.
+    A domain IDNA refuses stays as typed (lower-cased), for the validator to reject.
     """
     email = unicodedata.normalize("NFKC", email).strip()
     local, at, domain = email.rpartition("@")
-    return f"{local}@{domain.lower()}" if at else email
+    if not at:
+        return email
+    domain = domain.lower()
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return f"{local}@{domain}"
 
 
 @transaction.atomic

@@ -1,3 +1,4 @@
+"""URLs of the public signup pages."""
 from django.urls import path
 
 from . import views

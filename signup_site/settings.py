@@ -1,6 +1,7 @@
 """Settings for the signup site and its daemons, read from the environment (or `.env`)."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -21,13 +22,52 @@ def project_path(value: str | Path) -> Path:
 DEBUG = env.bool("DEBUG", default=True)
 
 _DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
+_KEY_ADVICE = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+
+
+def secret_key_weakness(key: str) -> str:
+    """Why `key` is unfit for production, or "" if it is strong (Django's own deploy-check rule)."""
+    if key.startswith("django-insecure"):
+        return "it is a development key"
+    if len(key) < 50:
+        return f"it has {len(key)} characters, fewer than 50"
+    if len(set(key)) < 5:
+        return "it has fewer than 5 different characters"
+    return ""
+
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when DEBUG is off")
+if not DEBUG:
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(f"SECRET_KEY must be set in the environment when DEBUG is off; {_KEY_ADVICE}")
+    if weakness := secret_key_weakness(SECRET_KEY):
+        raise ImproperlyConfigured(f"SECRET_KEY is too weak ({weakness}); {_KEY_ADVICE}")
+elif not SECRET_KEY:
     SECRET_KEY = _DEV_SECRET_KEY
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS. Each defaults to on in production and can be switched off from the
+# environment (a site behind a TLS-terminating proxy keeps them on and sets
+# SECURE_PROXY_SSL_HEADER so Django knows the original request was HTTPS).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https")
+    SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# Bodies beyond these limits are refused with 400 before any form sees them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -42,6 +82,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "signup_site.middleware.charset_guard",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -102,6 +144,36 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = project_path(env.str("STATIC_ROOT", default="var/static"))
+# Production serves static files with WhiteNoise from STATIC_ROOT (`collectstatic`), with
+# hashed names so browsers may cache them forever; development serves them as they are.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# In development WhiteNoise finds files in the apps, as runserver does, and needs no
+# collectstatic; in production it serves only what collectstatic put in STATIC_ROOT.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# The cache holds the signup rate-limit counters. Several server processes must share
+# one cache for the limit to hold across them (see docs/production.md).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://signup-site")}
+
+# Signups per client IP per window; the next one gets a 429 page. 0 switches the limit off.
+SIGNUP_RATE_LIMIT = env.int("SIGNUP_RATE_LIMIT", default=10)
+SIGNUP_RATE_WINDOW = env.int("SIGNUP_RATE_WINDOW", default=60)
+# Proxies (addresses or networks) whose X-Forwarded-For is believed. Empty: the client is
+# REMOTE_ADDR, whatever headers say.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+try:
+    TRUSTED_PROXY_NETWORKS = [ipaddress.ip_network(proxy, strict=False) for proxy in TRUSTED_PROXIES]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from None
 
 # Email: the default writes each message as a file under var/mail/, so a person
 # running `make run` can read the welcome emails without a mail server.

@@ -1,0 +1,74 @@
+"""Real-browser fixtures: one headless Debian Chromium per session, a fresh context per test."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+
+from tests.conftest import BASE_DIR
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARTIFACTS = BASE_DIR / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+INSTALL_HINT = "install it with: sudo apt-get update && sudo apt-get install -y chromium (make test does this as root)"
+
+
+def chromium_or_skip() -> str:
+    """The Chromium binary. Absent: a skip for a user who can't install it, a failure for root (and CI)."""
+    if os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    if os.geteuid() == 0:
+        pytest.fail(f"{CHROMIUM} is missing; run `bash scripts/test-env.d/chromium.sh` ({INSTALL_HINT})")
+    pytest.skip(f"{CHROMIUM} is missing; {INSTALL_HINT}")
+
+
+# Playwright's sync API runs an event loop in this thread, so Django sees an "async
+# context" and would refuse the tests' own ORM calls; the tests never share a connection
+# with the event loop, so that guard does not apply here.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server) -> Iterator:
+    """A page in a fresh browser context (no cookies), with actions failing after 10 s."""
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1024, "height": 800})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    """Rate-limit counters live in the cache; no test may inherit another's."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+

@@ -1,0 +1,262 @@
+"""Production settings: the deploy check, refusing weak keys, and the site under gunicorn with WhiteNoise."""
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from customers.models import Customer
+from tests.conftest import BASE_DIR
+from tests.webserver import gunicorn
+
+PRODUCTION_ENV = BASE_DIR / "deploy" / "production.env"
+HTTPS = {"X-Forwarded-Proto": "https"}
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines as a shell or systemd's EnvironmentFile= reads them (comments skipped, quotes removed)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def strong_key() -> str:
+    return secrets.token_urlsafe(50)
+
+
+def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a production host: deploy/production.env plus the real-environment secrets.
+
+    DATABASE_URL points into `tmp_path` so a test never creates the example's /srv path.
+    """
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    return {
+        **base,
+        **env_file(PRODUCTION_ENV),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DJANGO_SETTINGS_MODULE": "signup_site.settings",
+        "SECRET_KEY": strong_key(),
+        **overrides,
+    }
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_production_env_sets_everything_and_holds_no_secret() -> None:
+    values = env_file(PRODUCTION_ENV)
+    assert "SECRET_KEY" not in values and "SENTRY_DSN" not in values
+    assert values["DEBUG"] == "false"
+    for key in ["ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE",
+                "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_PROXY_SSL_HEADER", "TRUSTED_PROXIES",
+                "CACHE_URL", "DATABASE_URL", "STATIC_ROOT", "EMAIL_URL", "SIGNUP_RATE_LIMIT"]:
+        assert values.get(key), key
+    for value in values.values():
+        assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value), f"a password in {value!r}"
+
+
+def test_check_deploy_passes_with_the_production_env(tmp_path: Path) -> None:
+    result = manage(production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("variable", ["SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"])
+def test_check_deploy_fails_when_a_security_setting_is_off(tmp_path: Path, variable: str) -> None:
+    result = manage(production_env(tmp_path, **{variable: "false"}), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize(
+    "key, reason",
+    [
+        (None, "SECRET_KEY must be set in the environment"),
+        ("", "SECRET_KEY must be set in the environment"),
+        ("short-key", "fewer than 50"),
+        ("a" * 60, "fewer than 5 different"),
+        ("django-insecure-" + "x1y2z3" * 10, "development key"),
+    ],
+)
+def test_missing_or_weak_secret_key_fails_in_one_clear_line(tmp_path: Path, key: str | None, reason: str) -> None:
+    env = production_env(tmp_path)
+    del env["SECRET_KEY"]
+    if key is not None:
+        env["SECRET_KEY"] = key
+    result = manage(env, "check")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("configuration error: SECRET_KEY") and reason in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_trusted_proxy_fails_in_one_clear_line(tmp_path: Path) -> None:
+    result = manage(production_env(tmp_path, TRUSTED_PROXIES="not-an-ip"), "check")
+    assert result.returncode == 2
+    assert result.stderr.startswith("configuration error: TRUSTED_PROXIES") and result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def production_site(tmp_path: Path, transactional_db):
+    """gunicorn with deploy/production.env on the test database, static files collected first.
+
+    The real TLS proxy is played by the client, which sends X-Forwarded-Proto itself.
+    """
+    from django.conf import settings
+
+    env = production_env(
+        tmp_path,
+        ALLOWED_HOSTS="127.0.0.1",
+        STATIC_ROOT=str(tmp_path / "static"),
+        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        CACHE_URL="locmemcache://",
+        DAEMONS_RUN_DIR=str(tmp_path / "run"),
+        DAEMONS_LOG_DIR=str(tmp_path / "log"),
+        EMAIL_URL=f"filemail:///{tmp_path / 'mail'}",
+        SIGNUP_RATE_LIMIT="0",  # the concurrency test sends 50 signups from one address
+    )
+    collected = manage(env, "collectstatic", "--no-input")
+    assert collected.returncode == 0, collected.stderr
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=3, threads=4) as server:
+        yield server
+
+
+@pytest.mark.process
+def test_production_site_redirects_to_https_and_sets_security_headers(production_site) -> None:
+    plain = production_site.request("GET", "/", keep_cookies=False)
+    assert plain.status == 301 and plain.headers["location"] == "https://127.0.0.1/"
+
+    page = production_site.request("GET", "/", headers=HTTPS)
+    assert page.status == 200
+    assert page.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains; preload"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    cookie = page.headers["set-cookie"]
+    assert "csrftoken=" in cookie and "Secure" in cookie
+
+    # WhiteNoise serves the collected, hashed stylesheet with a far-future cache lifetime.
+    css_path = re.search(r'href="(/static/customers/site\.[0-9a-f]{12}\.css)"', page.text).group(1)
+    css = production_site.request("GET", css_path, headers={**HTTPS, "Accept-Encoding": "gzip"})
+    assert css.status == 200 and css.headers["content-type"].startswith("text/css")
+    assert "max-age=315360000" in css.headers["cache-control"]
+    assert css.headers.get("content-encoding") == "gzip"
+
+    missing = production_site.request("GET", "/no-such-page/", headers=HTTPS)
+    assert missing.status == 404 and "Page not found" in missing.text and "Traceback" not in missing.text
+
+
+@pytest.mark.process
+def test_fifty_concurrent_identical_signups_make_one_row(production_site) -> None:
+    token = production_site.csrf_token(headers=HTTPS)
+    body = f"csrfmiddlewaretoken={token}&name=Ada+Lovelace&email=Ada%40Example.com".encode()
+    headers = {**HTTPS, "Content-Type": "application/x-www-form-urlencoded", "Referer": "https://127.0.0.1/"}
+    start = threading.Barrier(50)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def sign_up() -> None:
+        try:
+            start.wait(timeout=30)
+            statuses.append(production_site.request("POST", "/", body, headers, keep_cookies=False).status)
+        except BaseException as exc:  # reported below; a thread can't fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sign_up) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert not errors, errors
+    assert sorted(set(statuses)) == [302], statuses
+    assert len(statuses) == 50
+    assert list(Customer.objects.values_list("email", flat=True)) == ["Ada@example.com"]
+    assert "Traceback" not in production_site.log.read_text()
+
+
+# --- Sentry ----------------------------------------------------------------------------------
+
+SENTRY_PROBE = r"""
+import sys
+from signup_site.wsgi import application  # starts Sentry, as gunicorn would
+import sentry_sdk
+from django.test import Client
+
+# The database has no tables, so the signup fails inside the view: a real server error.
+response = Client(raise_request_exception=False).post("/", {"name": "Ada Lovelace", "email": "ada@example.com"})
+sys.stdout.write(f"status {response.status_code}\n")
+try:
+    raise RuntimeError("could not mail ada@example.com")
+except RuntimeError:
+    sentry_sdk.capture_exception()
+sentry_sdk.capture_message("welcome for <ada@example.com> bounced")
+sentry_sdk.flush(5)
+"""
+
+
+@pytest.fixture
+def sentry_sink():
+    """A local stand-in for Sentry's ingest endpoint that keeps each envelope it is sent."""
+    import gzip
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            received.append(body)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sentry_never_receives_names_or_addresses(tmp_path: Path, sentry_sink) -> None:
+    port, received = sentry_sink
+    env = production_env(
+        tmp_path, SENTRY_DSN=f"http://publickey@127.0.0.1:{port}/1", DEBUG="true", ALLOWED_HOSTS="testserver",
+        SECURE_SSL_REDIRECT="false", CACHE_URL="locmemcache://",
+    )
+    result = subprocess.run([sys.executable, "-c", SENTRY_PROBE], cwd=BASE_DIR, env=env, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert "status 500" in result.stdout, result.stdout + result.stderr
+    events = [body.decode("utf-8", "replace") for body in received]
+    assert len([e for e in events if '"type":"event"' in e.replace(" ", "")]) >= 3, events
+    everything = "\n".join(events)
+    assert "no such table" in everything  # the server error did arrive
+    assert "ada@example.com" not in everything and "Ada Lovelace" not in everything
+    assert "[email]" in everything
+
+
+def test_scrub_replaces_addresses_everywhere() -> None:
+    from signup_site.sentry import scrub
+
+    event = {"message": "to a.b+c@example.co.uk", "tags": {"who": "x@y.z"}, "extra": [("ada@example.com", 1)]}
+    assert scrub(event) == {"message": "to [email]", "tags": {"who": "[email]"}, "extra": [("[email]", 1)]}
