@@ -7,6 +7,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "signup_site.settings")
 
 application = get_wsgi_application()
 
-from signup_site.sentry import init_sentry  # noqa: E402  (needs the settings loaded above)
+from daemons.reporting import init_sentry  # noqa: E402  (needs the settings loaded above)
 
 init_sentry()

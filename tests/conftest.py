@@ -141,3 +141,13 @@ def project(tmp_path: Path, transactional_db) -> Iterator[Project]:
         yield proj
     finally:
         proj.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Rate-limit counters live in the cache: no test may inherit another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
