@@ -40,6 +40,7 @@ test: install-dev
 bench: install-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/memory.py
+	$(PY) bench/idle_ticks.py
 
 clean:
 	rm -rf $(VENV) var

@@ -51,11 +51,13 @@ class OnboardingDaemon(Daemon):
         renew_every = services.lease_duration().total_seconds() / 3
         counts = {outcome: 0 for outcome in Outcome}
         mail: BaseEmailBackend | None = None
+        claimed_any = False
         try:
             while not self.stop_requested():
                 batch = services.customers_claim(owner=owner, now=now, limit=batch_size)
                 if not batch:
                     break
+                claimed_any = True
                 if mail is None:
                     # Made only when there is mail to send: an idle tick touches no server.
                     mail = get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
@@ -82,7 +84,8 @@ class OnboardingDaemon(Daemon):
             if mail is not None:
                 mail.close()
             # Whatever a stop or an outage interrupted goes back at once, not after the lease.
-            services.claims_release(owner=owner)
+            if claimed_any:
+                services.claims_release(owner=owner)
         return self.summary(counts)
 
     @staticmethod

@@ -115,6 +115,10 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     claimable = selectors.customers_due(now=now).filter(
         Q(claimed_by="") | Q(claim_expires_at__lt=now) | Q(claimed_by__startswith=owner.prefix)
     )
+    # An idle tick is the common case: answer it with a plain read, without taking
+    # SQLite's write lock (or PostgreSQL row locks) just to find nothing.
+    if not claimable.exists():
+        return []
     with transaction.atomic():
         candidates = claimable.order_by("created_at", "id")
         if connection.features.has_select_for_update_skip_locked:

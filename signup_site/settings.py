@@ -112,6 +112,11 @@ TEMPLATES = [
 WSGI_APPLICATION = "signup_site.wsgi.application"
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
+# Daemons call close_old_connections() around every tick: keep a connection for a minute
+# rather than reconnecting each tick, and check it before reuse so a restarted server
+# costs nothing but a reconnect.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The site and the daemons write to one file from several processes: IMMEDIATE
     # transactions plus WAL and a busy timeout make writers queue instead of failing

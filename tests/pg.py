@@ -13,7 +13,15 @@ import pytest
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-PG_PORT = int(os.environ.get("TEST_PG_PORT", "54329"))
+def _port() -> int:
+    """The port scripts/test-env.d/postgres.sh started the cluster on (it moves on if 54329 is taken)."""
+    recorded = BASE_DIR / "var" / "pg" / "port"
+    if recorded.exists():
+        return int(recorded.read_text().strip())
+    return int(os.environ.get("TEST_PG_PORT", "54329"))
+
+
+PG_PORT = _port()
 PG_ROLE = "daemonkit"
 
 
@@ -71,7 +79,7 @@ def pg_ctl(action: str) -> None:
     data = (BASE_DIR / "var" / "pg").resolve() / "data"
     command = [binary, "-D", str(data), "-w", "-t", "60", "-m", "fast", action]
     if action == "start":
-        command = [*command[:-3], "-l", str(data.parent / "server.log"), "start"]
+        command = [*command[:-3], "-l", str(data.parent / "server.log"), "-o", f"-p {PG_PORT}", "start"]
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
     subprocess.run(command, check=True, capture_output=True, timeout=90)

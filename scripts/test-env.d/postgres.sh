@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PORT="${TEST_PG_PORT:-54329}"
+LAST_PORT=$((PORT + 20))
 BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 ROOT="$PWD/var/pg"
 DATA="$ROOT/data"
@@ -54,13 +55,19 @@ max_connections = 200
 CONF
 fi
 
-if ! as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-        fail "port $PORT is taken by another server; set TEST_PG_PORT to a free port"
-    fi
-    as_owner "$BIN/pg_ctl" -D "$DATA" -l "$ROOT/server.log" -w -t 60 start >/dev/null \
+if as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+    PORT="$(cat "$ROOT/port" 2>/dev/null || echo "$PORT")"
+else
+    # Another server (a leftover cluster of another checkout, say) may hold the port:
+    # take the next free one and tell the tests through var/pg/port.
+    while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+        PORT=$((PORT + 1))
+        [ "$PORT" -le "$LAST_PORT" ] || fail "no free port for PostgreSQL up to $LAST_PORT; set TEST_PG_PORT"
+    done
+    as_owner "$BIN/pg_ctl" -D "$DATA" -l "$ROOT/server.log" -o "-p $PORT" -w -t 60 start >/dev/null \
         || fail "the server did not start; see $ROOT/server.log"
 fi
+echo "$PORT" >"$ROOT/port"
 
 psql() { "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres "$@"; }
 if [ "$(psql -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$ROLE'")" != 1 ]; then

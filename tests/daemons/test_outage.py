@@ -26,9 +26,9 @@ def test_backoff_doubles_and_is_capped_at_60_seconds(fixed_now) -> None:
 
 @pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3", reason="SQLite lock")
 def test_locked_sqlite_file_is_an_outage_the_daemon_survives(project) -> None:
-    log = project.log_file("onboarding")
+    log = project.log_file("writer")
     with SentrySink() as sink:
-        pid = project.start("onboarding", env={"SQLITE_BUSY_TIMEOUT": "0.1", "SENTRY_DSN": sink.dsn})
+        pid = project.start("writer", env={"SQLITE_BUSY_TIMEOUT": "0.1", "SENTRY_DSN": sink.dsn})
         wait_for(lambda: "started" in log.read_text(), message="the daemon to start")
         locker = sqlite3.connect(settings.DATABASES["default"]["NAME"], isolation_level=None)
         try:
@@ -36,7 +36,7 @@ def test_locked_sqlite_file_is_an_outage_the_daemon_survives(project) -> None:
             # The daemon wakes on a datagram, so the outage is seen at once.
             from daemons.wakeup import wake
 
-            wake("onboarding", project.run_dir)
+            wake("writer", project.run_dir)
             wait_for(lambda: "database unavailable" in log.read_text(), message="the outage in the log")
             time.sleep(3.5)  # the scenario: an outage that lasts a few retries (1 s, 2 s)
         finally:
@@ -51,7 +51,7 @@ def test_locked_sqlite_file_is_an_outage_the_daemon_survives(project) -> None:
         assert [e["tags"].get("kind") for e in sink.events()] == ["db_outage"]
         failures = int(text.split("database is back after ")[1].split()[0])
         assert 2 <= failures <= 4
-    assert project.manage("daemonstatus", "onboarding").returncode == 0
+    assert project.manage("daemonstatus", "writer").returncode == 0
 
 
 def test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives(project, pg_database) -> None:

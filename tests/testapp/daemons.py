@@ -90,3 +90,20 @@ class CrashingDaemon(Daemon):
         if CrashingDaemon.ticks >= 2:
             raise Fatal("the crashing daemon crashed on purpose")
         return TickResult()
+
+
+@register
+class WriterDaemon(Daemon):
+    """Takes the database's write lock on every tick, so a locked SQLite file stops it."""
+
+    name = "writer"
+    interval = _interval()
+
+    def tick(self, now: datetime) -> TickResult:
+        from django.db import transaction
+
+        from daemons.models import Heartbeat
+
+        with transaction.atomic():
+            Heartbeat.objects.filter(name="").update(pid=0)
+        return TickResult()
