@@ -41,6 +41,7 @@ bench: install-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/memory.py
 	$(PY) bench/idle_ticks.py
+	$(PY) bench/backlog.py
 
 clean:
 	rm -rf $(VENV) var
