@@ -68,11 +68,12 @@ class NameField(forms.CharField):
     """A person's name as typed, in any script, without invisible or unreadable characters."""
 
     def to_python(self, value: Any) -> str:
+        # Checked before stripping: a control character is refused wherever it stands.
+        problem = text_problem(value) if isinstance(value, str) else ""
+        if problem:
+            raise ValidationError(f"Your name {problem}.", code="unreadable")
         value = super().to_python(value)
         if value:
-            problem = text_problem(value)
-            if problem:
-                raise ValidationError(f"Your name {problem}.", code="unreadable")
             if all(unicodedata.category(char) in INVISIBLE_CATEGORIES for char in value):
                 raise ValidationError("Please enter your name.", code="invisible")
         return value
@@ -87,10 +88,11 @@ class SignupEmailField(forms.EmailField):
     """
 
     def to_python(self, value: Any) -> str:
+        # Checked before stripping: a control character is refused wherever it stands.
+        if isinstance(value, str) and text_problem(value):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
         value = super().to_python(value)
         if value:
-            if text_problem(value):
-                raise ValidationError(self.error_messages["invalid"], code="invalid")
             value = email_normalize(value)
         return value
 

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 
 from tests.conftest import BASE_DIR
 
@@ -57,14 +56,6 @@ def page(browser, live_server) -> Iterator:
         yield page
     finally:
         context.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache() -> Iterator[None]:
-    """Rate-limit counters live in the cache; no test may inherit another's."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture(scope="session")

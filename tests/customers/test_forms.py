@@ -32,7 +32,8 @@ def test_name_is_trimmed() -> None:
     "name, fragment",
     [
         ("", "Please enter your name."),
-        ("   \t  ", "Please enter your name."),
+        ("   \t  ", "Your name can't contain control characters or line breaks."),
+        ("   \u3000  ", "Please enter your name."),
         ("\u200b\u200b", "Please enter your name."),  # only invisible characters
         ("x" * 201, "at most 200 characters"),
         ("x" * 10_240, "at most 200 characters"),
@@ -118,3 +119,11 @@ def test_inputs_are_named_name_and_email_with_limits() -> None:
     assert [field.html_name for field in f.visible_fields_for_people] == ["name", "email"]
     assert f.fields["name"].max_length == 200
     assert f.fields["email"].max_length == 254
+
+
+@pytest.mark.parametrize("name", ["Ada\r", "\nAda", "Ada\t"])
+def test_control_characters_are_refused_even_where_stripping_would_hide_them(name: str) -> None:
+    form = SignupForm({"name": name, "email": "ada@example.com"})
+    assert not form.is_valid() and "name" in form.errors
+    form = SignupForm({"name": "Ada", "email": "ada@example.com\r"})
+    assert not form.is_valid() and "email" in form.errors

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 from django.core import mail
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models.functions import Lower
 from django.test import Client
@@ -20,14 +18,6 @@ from customers.ratelimit import client_ip, signup_rate_hit
 from customers.services import customer_create, email_normalize, welcome_email
 
 SCRIPT = "<script>alert('x')</script>"
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache() -> Iterator[None]:
-    """Rate-limit counters live in the cache; no test may inherit another's, or leave its own."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
