@@ -68,11 +68,14 @@ class OnboardingDaemon(Daemon):
                     if time.monotonic() - renewed_at >= renew_every:
                         services.claims_renew(owner=owner, now=timezone.now())
                         renewed_at = time.monotonic()
+                    self.in_flight = customer.pk
                     try:
                         result = services.customer_onboard(customer=customer, owner=owner, mail=mail)
                     except services.MailServerUnavailable as exc:
                         self.mail_unavailable(exc)
                         return self.summary(counts, suffix="mail server unavailable")
+                    finally:
+                        self.in_flight = None
                     self.mail_available()
                     counts[result.outcome] += 1
                     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
@@ -122,6 +125,12 @@ class OnboardingDaemon(Daemon):
         if self.mail_down:
             self.mail_down = False
             logger.info("mail server available again", extra={"action": "mail_available"})
+
+    def work_in_progress(self) -> str:
+        # Its claim is released by the lease (or at once by our restart); the email may
+        # go out again, which the Message-ID lets mail systems drop.
+        in_flight = getattr(self, "in_flight", None)
+        return f"the welcome email to customer {in_flight}" if in_flight is not None else ""
 
     def status(self) -> str:
         return f"{selectors.customers_waiting_count()} waiting, {selectors.customers_failed_count()} failed"

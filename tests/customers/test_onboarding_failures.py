@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
@@ -77,3 +79,20 @@ def test_a_mail_server_outage_onboards_nobody_then_recovers_without_a_restart(pr
     assert daemon_row(project)["pid"] == pid
     assert sorted(a for m in smtp_sink.received() for a in m.to) == sorted(f"c{i}@example.com" for i in range(30))
     assert "mail server available again" in log.read_text()
+
+
+def test_a_stop_during_a_hung_send_is_abandoned_at_the_deadline_and_nobody_is_lost(project, smtp_sink) -> None:
+    [customer_id] = customers_seed(1)
+    onboarding_env(project, smtp_sink)
+    smtp_sink.handler.hold_next()
+    pid = project.start("onboarding", env={"DAEMONS_STOP_TIMEOUT": "1"})
+    wait_for(lambda: smtp_sink.handler.held.is_set(), message="the send to hang")
+    os.kill(pid, signal.SIGTERM)
+    log = project.log_file("onboarding")
+    wait_for(lambda: "abandoning" in log.read_text(), timeout=5, message="the abandoned send in the log")
+    assert f"the welcome email to customer {customer_id}" in log.read_text()
+    wait_for(lambda: project.manage("daemonstatus", "onboarding").returncode == 3, message="the daemon gone")
+    smtp_sink.handler.release_held()
+    # A restart takes back the dead daemon's claim at once and onboards the customer.
+    project.start("onboarding")
+    wait_for(lambda: Onboarding.objects.filter(customer_id=customer_id).exists(), message="onboarded after restart")
