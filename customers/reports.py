@@ -7,15 +7,10 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 
-from daemons import registry
 from daemons.models import Heartbeat
+from daemons.status import heartbeat_overdue
 
 from .models import Customer
-
-# A daemon whose last heartbeat is older than this many intervals (and at least
-# SILENT_AFTER_MIN) is reported as not responding.
-SILENT_AFTER_INTERVALS = 3
-SILENT_AFTER_MIN = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -87,27 +82,19 @@ class DaemonHealth:
     status_text: str
 
 
-def silent_after(name: str) -> timedelta:
-    try:
-        interval = registry.get(name).interval_seconds()
-    except LookupError:
-        return SILENT_AFTER_MIN
-    return max(SILENT_AFTER_MIN, timedelta(seconds=interval * SILENT_AFTER_INTERVALS))
-
-
 def daemons_health(*, now: datetime) -> list[DaemonHealth]:
     """One row per daemon instance and host that ever wrote a heartbeat, by name.
 
-    A stopped daemon says so in its last heartbeat; a running one that has not written
-    for SILENT_AFTER_INTERVALS intervals is "not responding" (crashed, hung, or its host
-    is gone).
+    A stopped daemon says so in its last heartbeat; a running one whose heartbeat is
+    overdue (`daemons.status.heartbeat_overdue`: three heartbeat periods) is "not
+    responding" (crashed, hung, or its host is gone).
     """
     rows = []
     for beat in Heartbeat.objects.order_by("name", "instance", "host"):
         age = now - beat.last_heartbeat
         if beat.stopped_at is not None:
             state = "stopped"
-        elif age > silent_after(beat.name):
+        elif heartbeat_overdue(beat.name, age):
             state = "not responding"
         else:
             state = "running"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from . import pidfile, registry
-from .runner import heartbeat_period
+from .runner import HEARTBEAT_MAX_AGE, heartbeat_period
 
 # LSB exit codes for a status action.
 EXIT_RUNNING = 0
@@ -52,6 +52,20 @@ class DaemonStatus:
             if data[key] is not None:
                 data[key] = data[key].isoformat()
         return data
+
+
+def heartbeat_overdue(name: str, age: timedelta) -> bool:
+    """True if a heartbeat `age` old means daemon `name` is no longer ticking.
+
+    Daemons write at least once per heartbeat period (their interval, within 1 to 30 s);
+    three periods without one means hung, crashed or cut off. An unknown daemon (one
+    registered only on another host) gets the longest period.
+    """
+    try:
+        interval = registry.get(name).interval_seconds()
+    except registry.UnknownDaemon:
+        interval = HEARTBEAT_MAX_AGE
+    return age.total_seconds() > HUNG_AFTER_PERIODS * heartbeat_period(interval)
 
 
 def proc_rss_kib(pid: int) -> int | None:
@@ -120,8 +134,7 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
             if status.started_at is None and status.state == "running":
                 status.started_at = beat.started_at
             if status.state == "running" and beat.pid == status.pid:
-                limit = HUNG_AFTER_PERIODS * heartbeat_period(daemon_cls.interval_seconds())
-                if (timezone.now() - beat.last_heartbeat).total_seconds() > limit:
+                if heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
                     status.state = "hung"
         status.info = daemon_cls().status()
     except DatabaseError as exc:
