@@ -13,6 +13,11 @@ ROLE=daemonkit
 
 fail() { echo "postgres.sh: $*" >&2; exit 1; }
 
+if [ ! -x "$BIN/initdb" ] && [ "$(id -u)" = 0 ] && [ -z "${PG_BIN:-}" ]; then
+    echo "postgres.sh: installing PostgreSQL 15 (apt-get install postgresql-15)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null; } || fail "could not install postgresql-15"
+fi
 [ -x "$BIN/initdb" ] || fail "PostgreSQL 15 is not installed at $BIN (apt-get install postgresql-15, or set PG_BIN)"
 
 # initdb and the server refuse to run as root: run them as the postgres user then.
