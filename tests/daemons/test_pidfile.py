@@ -71,3 +71,31 @@ def test_refuses_world_writable_run_dir_without_sticky_bit(tmp_path: Path) -> No
     run.chmod(0o1777)
     with PidFile(run / "x.pid"):
         pass
+
+
+def test_a_locked_file_naming_another_process_is_not_trusted(tmp_path: Path) -> None:
+    """The number counts only if that very process has the file open (it holds the lock)."""
+    from daemons.stopping import stop
+
+    path = tmp_path / "x.pid"
+    path.write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        f"f = open({str(path)!r}, 'r+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True); time.sleep(30)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        path.write_text(f"{bystander.pid}\n")
+        assert pidfile.is_locked(path)
+        assert pidfile.read_holder(path, wait=0) is None
+        assert stop(path, timeout=0.2).state == "not_running"
+        assert bystander.poll() is None and holder.poll() is None
+        path.write_text(f"{holder.pid}\n")
+        assert pidfile.read_holder(path, wait=0) == holder.pid
+    finally:
+        for proc in (holder, bystander):
+            proc.kill()
+            proc.wait()
+        holder.stdout.close()
