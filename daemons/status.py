@@ -138,7 +138,7 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
                     status.state = "hung"
         status.info = daemon_cls().status()
     except DatabaseError as exc:
-        status.info = f"database unavailable: {exc}"
+        status.info = f"database error: {exc}"
     return status
 
 
