@@ -38,6 +38,7 @@ class OnboardingDaemon(Daemon):
     def setup(self) -> None:
         self.owner = services.Owner.current(self.instance)
         self.mail_down = False
+        self.in_flight: int | None = None  # the customer whose email is being sent
         # Holding our PID lock proves any predecessor with our host and instance is dead.
         released = services.claims_release_predecessors(owner=self.owner)
         if released:
@@ -129,7 +130,7 @@ class OnboardingDaemon(Daemon):
     def work_in_progress(self) -> str:
         # Its claim is released by the lease (or at once by our restart); the email may
         # go out again, which the Message-ID lets mail systems drop.
-        in_flight = getattr(self, "in_flight", None)
+        in_flight = getattr(self, "in_flight", None)  # read from the watch thread, maybe before setup()
         return f"the welcome email to customer {in_flight}" if in_flight is not None else ""
 
     def status(self) -> str:
