@@ -46,6 +46,13 @@ class Daemon:
         """
         return False
 
+    def progress(self, units: int = 1) -> None:
+        """Report `units` of work done inside a long tick (for example once per customer).
+
+        The framework uses it to keep the heartbeat and systemd's watchdog current while
+        a tick makes progress, and to call a tick that makes none hung.
+        """
+
     @classmethod
     def interval_seconds(cls) -> float:
         value = cls.interval
