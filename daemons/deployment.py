@@ -60,7 +60,7 @@ def deployment_for(daemon_cls: type[Daemon], *, project_dir: Path | None = None,
     The PID and log paths come from DAEMONS_RUN_DIR and DAEMONS_LOG_DIR, moved under
     `project_dir` when they lie inside this checkout.
     """
-    from .process import RunPaths
+    from .paths import RunPaths
 
     project_dir = Path(project_dir or settings.BASE_DIR).resolve()
     if user is None:

@@ -2,44 +2,23 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, reset_queries
 from django.utils import timezone
 
-from . import reporting
-from .base import Daemon, TickResult
+from . import heartbeat, reporting
+from .base import Daemon, StopEvent, TickResult
+from .heartbeat import Counters, heartbeat_period
 from .notify import Notifier
 
 # A database outage is retried with exponential backoff up to this many seconds.
 OUTAGE_BACKOFF_CAP = 60.0
-# Heartbeats are written at least this often, even while a long tick runs.
-HEARTBEAT_MAX_AGE = 30.0
-
-
-class StopEvent(Protocol):
-    """What the loop waits on: `threading.Event` in tests, signal-driven in a real process.
-
-    `wait(timeout)` returns True once a stop was requested; it may return False early
-    when the daemon is woken up.
-    """
-
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-    def is_set(self) -> bool: ...
-
-
-def heartbeat_period(interval: float) -> float:
-    """How often a daemon with `interval` writes its heartbeat: each tick, within 1..30 s."""
-    return min(max(interval, 1.0), HEARTBEAT_MAX_AGE)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -51,17 +30,6 @@ def error_signature(exc: BaseException) -> tuple[str, str, str]:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
     return (type(exc).__name__, str(exc), where)
-
-
-@dataclass
-class Counters:
-    ticks: int = 0
-    processed: int = 0
-    errors: int = 0
-    last_tick_at: datetime | None = None
-    last_outcome: str = ""
-    last_duration_ms: int | None = None
-    last_error: str = ""
 
 
 @dataclass
@@ -107,6 +75,7 @@ class Runner:
     def __post_init__(self) -> None:
         self.logger = logging.getLogger(f"daemons.{self.daemon.name}")
         self.tick_started: float | None = None  # clock() while a tick runs, read by the watch thread
+        self.units_before_tick = 0
         self.outage: Outage | None = None
         self.repeated: RepeatedError | None = None
         self.last_heartbeat_write: float | None = None
@@ -114,10 +83,12 @@ class Runner:
 
     # --- the loop ---------------------------------------------------------------------
 
-    def run(self, stop: StopEvent, *, once: bool = False) -> None:
-        """Tick until `stop` is set (or once). Never sleeps: it waits on `stop`."""
+    def run(self, stop: StopEvent, *, once: bool = False) -> TickResult | None:
+        """Tick until `stop` is set (or once). Never sleeps: it waits on `stop`.
+
+        Returns the result of the last tick, None if it raised or none ran.
+        """
         self.started_at = self.started_at or self.now()
-        self.daemon.stop_requested = stop.is_set  # type: ignore[method-assign]
         interval = self.daemon.interval_seconds()
         watchdog = self.notifier.watchdog_interval
         woken = getattr(stop, "consume_wakeup", lambda: False)
@@ -125,12 +96,13 @@ class Runner:
             self.write_heartbeat()
         next_tick = self.clock()
         next_ping = self.clock()
+        result: TickResult | None = None
         while True:
             if self.clock() >= next_tick or woken():
                 began = self.clock()
-                self.tick()
+                result = self.tick()
                 if once:
-                    return
+                    return result
                 next_tick = (self.clock() + self.outage.delay()) if self.outage else (began + interval)
             if watchdog is not None and self.clock() >= next_ping:
                 self.notifier.watchdog()
@@ -139,7 +111,7 @@ class Runner:
             if watchdog is not None:
                 timeout = min(timeout, next_ping - self.clock())
             if stop.wait(max(0.0, timeout)):
-                return
+                return result
 
     def tick(self) -> TickResult | None:
         """Run one guarded tick and record it; return its result, or None if it raised."""
@@ -147,6 +119,7 @@ class Runner:
         reset_queries()
         now = self.now()
         began = self.clock()
+        self.units_before_tick = self.daemon.control.units
         self.tick_started = began
         result: TickResult | None = None
         try:
@@ -223,6 +196,10 @@ class Runner:
 
     # --- heartbeat and status ---------------------------------------------------------
 
+    def tick_units(self) -> int:
+        """Units of work the tick in progress reported through `progress()` so far."""
+        return self.daemon.control.units - self.units_before_tick if self.tick_started is not None else 0
+
     def heartbeat_due(self, *, worked: bool) -> bool:
         if self.last_heartbeat_write is None or worked:
             return True
@@ -243,33 +220,16 @@ class Runner:
 
     def write_heartbeat(self, *, stopped: bool = False, in_thread: bool = False) -> None:
         """Record this instance's state in its heartbeat row; a DB error is logged, not raised."""
-        from .models import Heartbeat
-
-        c = self.counters
-        key = {"name": self.daemon.name, "instance": self.instance, "host": socket.gethostname()}
+        name, instance = self.daemon.name, self.instance
         with self.heartbeat_lock:
             self.last_heartbeat_write = self.clock()
             try:
                 if in_thread:
-                    # Mid-tick: only say we are alive and busy; counters come after the tick.
-                    Heartbeat.objects.filter(**key).update(last_heartbeat=self.now(), last_outcome="busy")
+                    # Mid-tick: alive and busy, with the units reported so far.
+                    heartbeat.write_busy(name, instance, processed=self.counters.processed + self.tick_units())
                     return
-                Heartbeat.objects.update_or_create(
-                    **key,
-                    defaults={
-                        "pid": os.getpid(),
-                        "started_at": self.started_at or self.now(),
-                        "last_heartbeat": self.now(),
-                        "last_tick_at": c.last_tick_at,
-                        "last_outcome": c.last_outcome,
-                        "last_duration_ms": c.last_duration_ms,
-                        "processed": c.processed,
-                        "errors": c.errors,
-                        "last_error": c.last_error,
-                        "status_text": self.status_text()[:500],
-                        "stopped_at": self.now() if stopped else None,
-                    },
-                )
+                heartbeat.write(name, instance, counters=self.counters, started_at=self.started_at or self.now(),
+                                status_text=self.status_text(), stopped=stopped)
             except DatabaseError as exc:
                 if self.outage is None:
                     self.logger.warning("could not write the heartbeat: %s", exc, extra={"action": "heartbeat_failed"})

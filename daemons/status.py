@@ -4,25 +4,22 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
 from . import pidfile, registry
-from .runner import HEARTBEAT_MAX_AGE, heartbeat_period
+from .heartbeat import heartbeat_overdue
+from .paths import RunPaths, instances
 
 # LSB exit codes for a status action.
 EXIT_RUNNING = 0
 EXIT_STALE = 1
 EXIT_STOPPED = 3
 EXIT_UNKNOWN = 4  # running but hung: LSB's "status unknown"
-
-# A running daemon whose heartbeat is older than this many heartbeat periods is hung.
-HUNG_AFTER_PERIODS = 3
 
 
 @dataclass
@@ -54,20 +51,6 @@ class DaemonStatus:
         return data
 
 
-def heartbeat_overdue(name: str, age: timedelta) -> bool:
-    """True if a heartbeat `age` old means daemon `name` is no longer ticking.
-
-    Daemons write at least once per heartbeat period (their interval, within 1 to 30 s);
-    three periods without one means hung, crashed or cut off. An unknown daemon (one
-    registered only on another host) gets the longest period.
-    """
-    try:
-        interval = registry.get(name).interval_seconds()
-    except registry.UnknownDaemon:
-        interval = HEARTBEAT_MAX_AGE
-    return age.total_seconds() > HUNG_AFTER_PERIODS * heartbeat_period(interval)
-
-
 def proc_rss_kib(pid: int) -> int | None:
     """Resident memory of `pid` in KiB, from /proc; None if unreadable."""
     try:
@@ -92,17 +75,6 @@ def proc_started_at(pid: int) -> datetime | None:
     return datetime.fromtimestamp(boot + start_ticks / os.sysconf("SC_CLK_TCK"), tz=dt_timezone.utc)
 
 
-def instances(name: str) -> list[int]:
-    """Instance numbers with a PID file on this host; instance 0 is always listed."""
-    run_dir = Path(settings.DAEMONS_RUN_DIR)
-    found = {0}
-    for path in run_dir.glob(f"{name}.*.pid"):
-        middle = path.name[len(name) + 1 : -len(".pid")]
-        if middle.isdigit():
-            found.add(int(middle))
-    return sorted(found)
-
-
 def read_status(name: str, instance: int = 0) -> DaemonStatus:
     """The status of daemon `name` (instance `instance`) on this host.
 
@@ -112,7 +84,6 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
     intervals, between 1 and 30 s each) reads as `hung`.
     """
     from .models import Heartbeat
-    from .process import RunPaths
 
     daemon_cls = registry.get(name)
     host = socket.gethostname()

@@ -37,11 +37,18 @@ class LogCapture(logging.Handler):
 
     def __enter__(self) -> LogCapture:
         for name in self.logger_names:
-            logger = logging.getLogger(name)
-            self._saved.append((logger, logger.level))
-            logger.setLevel(min(self.level, logger.getEffectiveLevel()))
-            logger.addHandler(self)
+            self.watch(name)
         return self
+
+    def watch(self, name: str) -> None:
+        """Also capture logger `name` (a daemon's own `logger`, say) unless a captured logger is its ancestor."""
+        if any(not held.name or held.name == "root" or f"{name}.".startswith(f"{held.name}.")
+               for held, _ in self._saved):
+            return
+        logger = logging.getLogger(name)
+        self._saved.append((logger, logger.level))
+        logger.setLevel(min(self.level, logger.getEffectiveLevel()))
+        logger.addHandler(self)
 
     def __exit__(self, *exc: object) -> None:
         for logger, level in self._saved:
@@ -94,8 +101,21 @@ class DaemonHarness:
         self.logs = logs
         self.results: list[TickResult] = []
         self._set_up = False
-        self.stopping = False
-        daemon.stop_requested = lambda: self.stopping  # type: ignore[method-assign]
+        if logs is not None:
+            logs.watch(daemon.logger.name)
+
+    @property
+    def stopping(self) -> bool:
+        """Set it to make the daemon's `stop_requested()` true, as a SIGTERM would."""
+        return self.daemon.control.stop_requested()
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        stop = self.daemon.control.stop
+        if value:
+            stop.set()  # type: ignore[attr-defined]
+        else:
+            stop.clear()  # type: ignore[attr-defined]
 
     def tick(self, now: datetime) -> TickResult:
         """Run one tick at `now` and return its result (an empty result for None)."""

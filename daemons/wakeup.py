@@ -7,17 +7,12 @@ import os
 import socket
 from pathlib import Path
 
-from django.conf import settings
+from .paths import socket_paths
 
 logger = logging.getLogger("daemons.wakeup")
 
 # sun_path holds 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
-
-
-def socket_paths(name: str, run_dir: Path | None = None) -> list[Path]:
-    run_dir = Path(run_dir or settings.DAEMONS_RUN_DIR)
-    return sorted(run_dir.glob(f"{name}.sock")) + sorted(run_dir.glob(f"{name}.[0-9]*.sock"))
 
 
 def wake(name: str, run_dir: Path | None = None) -> int:
@@ -43,10 +38,12 @@ def wake(name: str, run_dir: Path | None = None) -> int:
     return reached
 
 
-def bind(path: Path, owner: tuple[int, int] | None = None) -> socket.socket | None:
+def bind(path: Path) -> socket.socket | None:
     """Bind the daemon's wake-up socket at `path`, or return None if the path is too long.
 
-    `owner` (uid, gid) hands the socket to the user a root-started daemon will run as.
+    Whatever was at `path` is removed first (a socket left by a crash). A root-started
+    daemon hands the socket to its user with `Credentials.hand_over`, which never
+    follows a symbolic link.
     """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         logger.warning("wake-up socket path %s is too long; the daemon will only poll", path)
@@ -58,6 +55,4 @@ def bind(path: Path, owner: tuple[int, int] | None = None) -> socket.socket | No
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sock.bind(str(path))
-    if owner is not None:
-        os.chown(path, *owner)
     return sock

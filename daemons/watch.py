@@ -6,7 +6,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from .runner import Runner, heartbeat_period
+from .heartbeat import heartbeat_period
+from .runner import Runner
 
 
 class Watch(threading.Thread):

@@ -112,3 +112,27 @@ def test_query_log_never_grows_with_debug_on(settings, stop_event, clock, fixed_
 
     Runner(Querying(), clock=clock, now=lambda: fixed_now).run(stop_event)
     assert len(connection.queries) < 10
+
+
+def test_the_daemon_is_handed_its_stop_and_progress_api(stop_event) -> None:
+    from daemons.base import Control
+
+    class Worker(Daemon):
+        name = "worker"
+
+        def tick(self, now):
+            return TickResult()
+
+    control = Control(stop_event)
+    daemon = Worker(3, control)
+    assert daemon.instance == 3 and daemon.control is control
+    assert "stop_requested" not in vars(daemon) and "progress" not in vars(daemon)
+    assert not daemon.stop_requested()
+    stop_event.set()
+    assert daemon.stop_requested()
+    daemon.progress()
+    daemon.progress(4)
+    assert control.units == 5 and control.last_progress is not None
+    # A daemon built without one (a test, a shell) gets a Control that never stops.
+    assert not Worker().stop_requested()
+    assert Worker().logger.name == "tests.daemons.worker"

@@ -136,3 +136,29 @@ def test_stopdaemon_times_out_then_kill_escalates(project, tmp_path) -> None:
 def test_stopdaemon_rejects_a_bad_timeout(project) -> None:
     result = project.manage("stopdaemon", "counter", "--timeout", "soon")
     assert result.returncode == 2 and "timeout must be a number of seconds, got 'soon'" in result.stderr
+
+
+def test_installed_handlers_and_wakeup_fd_are_restored_on_the_way_out() -> None:
+    from daemons import signals
+
+    def mine(signum, frame) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK)
+    old_wakeup = signal.set_wakeup_fd(write_fd)
+    try:
+        with signals.installed() as stop:
+            assert signal.getsignal(signal.SIGTERM) == stop._handle
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(5)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.set_wakeup_fd(write_fd) == write_fd
+        with pytest.raises(RuntimeError), signals.installed():
+            raise RuntimeError("the block failed")
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        signal.signal(signal.SIGTERM, previous)
+        os.close(read_fd)
+        os.close(write_fd)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from daemons import deployment, registry
+from daemons import deployment
+
+from ._base import DaemonCommand
 
 
 def seconds_type(value: str) -> int:
@@ -19,11 +21,11 @@ def seconds_type(value: str) -> int:
     return seconds
 
 
-class Command(BaseCommand):
+class Command(DaemonCommand):
     help = "Print a systemd unit, a supervisord program section or a logrotate stanza for a daemon."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="the daemon's registered name")
+        self.add_name_argument(parser)
         kind = parser.add_mutually_exclusive_group(required=True)
         for option in deployment.RENDERERS:
             kind.add_argument(f"--{option}", dest="kind", action="store_const", const=option)
@@ -36,10 +38,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, name: str, kind: str, project_dir: Path | None, python: Path | None, user: str | None,
                group: str | None, env_file: Path | None, watchdog: int | None, **options) -> None:
-        try:
-            daemon_cls = registry.get(name)
-        except registry.UnknownDaemon as exc:
-            raise CommandError(str(exc)) from None
+        daemon_cls = self.daemon_class(name)
         if project_dir is not None and not project_dir.is_absolute():
             raise CommandError(f"--project-dir must be an absolute path, got {project_dir}")
         d = deployment.deployment_for(daemon_cls, project_dir=project_dir, python=python, user=user, group=group,

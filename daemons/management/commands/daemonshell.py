@@ -4,28 +4,26 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.core.management.base import CommandError
 from django.core.management.commands.shell import Command as ShellCommand
 from django.utils import timezone
 
-from daemons import logs, registry
+from daemons import logs
 from daemons.base import Daemon, TickResult
 
+from ._base import DaemonCommandMixin
 
-class Command(ShellCommand):
-    help = ("Open Django's shell with `daemon` (the daemon object, not set up) and `tick()` (one tick now, "
-            "for real, logging to the terminal). Takes the shell's options, e.g. -c CODE.")
+
+class Command(DaemonCommandMixin, ShellCommand):
+    help = ("Open Django's shell with `daemon` (the daemon object) and `tick()` (one tick now, for real, "
+            "logging to the terminal; the first one calls setup()). Takes the shell's options, e.g. -c CODE.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="the daemon's registered name")
-        parser.add_argument("--instance", type=int, default=0)
+        self.add_name_argument(parser)
+        self.add_instance_argument(parser)
         super().add_arguments(parser)
 
     def handle(self, *args: Any, name: str, instance: int, **options: Any) -> None:
-        try:
-            daemon_cls = registry.get(name)
-        except registry.UnknownDaemon as exc:
-            raise CommandError(str(exc)) from None
+        daemon_cls = self.daemon_class(name)
         # The daemon's own log format on stderr, so a tick typed here reads like the real one.
         logs.configure(name, None)
         self.daemon: Daemon = daemon_cls(instance)
@@ -33,9 +31,14 @@ class Command(ShellCommand):
 
     def get_namespace(self, **options: Any) -> dict[str, Any]:
         daemon = self.daemon
+        set_up = False
 
         def tick() -> TickResult:
-            """Run one tick of `daemon` now, as the runner would (setup() is yours to call)."""
+            """Run one tick of `daemon` now, as the runner would: setup() before the first one."""
+            nonlocal set_up
+            if not set_up:
+                daemon.setup()
+                set_up = True
             return daemon.tick(timezone.now()) or TickResult()
 
         namespace = super().get_namespace(**options)

@@ -5,27 +5,26 @@ import argparse
 import json
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from daemons import registry
-from daemons.status import EXIT_RUNNING, EXIT_STALE, EXIT_STOPPED, EXIT_UNKNOWN, format_duration, instances, read_status
+from daemons.paths import instances
+from daemons.status import EXIT_RUNNING, EXIT_STALE, EXIT_STOPPED, EXIT_UNKNOWN, format_duration, read_status
+
+from ._base import DaemonCommand
 
 
-class Command(BaseCommand):
+class Command(DaemonCommand):
     help = ("Report each daemon's state. Exit 0 if all are running, 1 on a stale PID file, 3 if one is not "
             "running, 4 if one is hung.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("names", nargs="*", metavar="NAME")
+        self.add_name_argument(parser, many=True)
         parser.add_argument("--json", action="store_true", help="print a JSON list for monitoring")
 
     def handle(self, *args, names: list[str], json: bool, **options) -> None:
         for name in names:
-            try:
-                registry.get(name)
-            except registry.UnknownDaemon as exc:
-                raise CommandError(str(exc)) from None
+            self.daemon_class(name)
         rows = [read_status(name, i) for name in (names or registry.names()) for i in instances(name)]
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))

@@ -6,9 +6,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from daemons import generator, schedule
+
+from ._base import DaemonCommand
 
 
 def every_type(value: str) -> timedelta:
@@ -25,7 +27,7 @@ def cron_type(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class Command(BaseCommand):
+class Command(DaemonCommand):
     help = ("Generate a daemon: its class in APP/daemons.py and a test that runs one tick. "
             "Tests go in tests/<app>/ when the project has a tests/ folder, else in <app>/tests/.")
 

@@ -1,53 +1,38 @@
-"""`manage.py rundaemon NAME [--detach] [--once]`: a thin shell over `daemons.process`."""
+"""`manage.py rundaemon NAME [--detach] [--once]`: a thin shell over `daemons.lifecycle`."""
 from __future__ import annotations
 
 import argparse
 
-from django.core.management.base import BaseCommand, CommandError
+from daemons.lifecycle import Lifecycle, StartupError
+from daemons.privileges import Credentials, PrivilegeError
 
-from daemons import registry
-from daemons.pidfile import PidFileError
-from daemons.process import Credentials, RunPaths, StartupError, run_detached, run_foreground
-
-
-def instance_type(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"instance must be a whole number, got {value!r}") from None
-    if not 0 <= number <= 999:
-        raise argparse.ArgumentTypeError(f"instance must be between 0 and 999, got {number}")
-    return number
+from ._base import DaemonCommand
 
 
-class Command(BaseCommand):
+class Command(DaemonCommand):
     help = "Run a registered daemon in the foreground (default), detached, or for one tick."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="the daemon's registered name")
+        self.add_name_argument(parser)
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--detach", action="store_true", help="daemonize; return once it is up")
-        mode.add_argument("--once", action="store_true", help="run one tick and exit")
-        parser.add_argument("--instance", type=instance_type, default=0,
-                            help="instance number, to run several copies on one host (default 0)")
+        mode.add_argument("--once", action="store_true", help="run one tick and exit; non-zero if the tick raised")
+        self.add_instance_argument(parser)
         parser.add_argument("--user", help="when started as root, run as this user")
         parser.add_argument("--group", help="when started as root, run with this group")
 
     def handle(self, *args, name: str, detach: bool, once: bool, instance: int, user: str | None,
                group: str | None, **options) -> None:
+        daemon_cls = self.daemon_class(name)
         try:
-            daemon_cls = registry.get(name)
-        except registry.UnknownDaemon as exc:
-            raise CommandError(str(exc)) from None
-        paths = RunPaths.for_daemon(name, instance)
-        try:
-            credentials = Credentials.resolve(user, group)
-            if detach:
-                pid = run_detached(daemon_cls, paths=paths, instance=instance, credentials=credentials)
-                self.stdout.write(f"{name} started (pid {pid}); log: {paths.log}")
-                return
-            code = run_foreground(daemon_cls, paths=paths, once=once, instance=instance, credentials=credentials)
-        except (PidFileError, StartupError) as exc:
-            raise CommandError(f"{name}: {exc}") from None
+            lifecycle = Lifecycle(daemon_cls, instance=instance, detach=detach, once=once,
+                                  credentials=Credentials.resolve(user, group))
+            code = lifecycle.run()
+        except (StartupError, PrivilegeError) as exc:
+            raise self.fail(name, str(exc)) from None
+        if detach:
+            self.stdout.write(f"{name} started (pid {lifecycle.pid}); log: {lifecycle.paths.log}")
+        elif once:
+            self.stdout.write(f"{name}: {lifecycle.last_result_line}")
         if code:
-            raise CommandError(f"{name} exited with status {code}; see its log", returncode=code)
+            raise self.fail(name, f"exited with status {code}; see its log", returncode=code)

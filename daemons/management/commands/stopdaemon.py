@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from daemons import registry
-from daemons.management.commands.rundaemon import instance_type
-from daemons.process import RunPaths
+from daemons.paths import RunPaths
 from daemons.stopping import stop
+
+from ._base import DaemonCommand
 
 
 def timeout_type(value: str) -> float:
@@ -21,20 +21,17 @@ def timeout_type(value: str) -> float:
     return seconds
 
 
-class Command(BaseCommand):
+class Command(DaemonCommand):
     help = "Send SIGTERM to a running daemon and wait for it to stop."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name")
+        self.add_name_argument(parser)
         parser.add_argument("--timeout", type=timeout_type, default=10.0, help="seconds to wait (default 10)")
         parser.add_argument("--kill", action="store_true", help="send SIGKILL if it has not stopped by then")
-        parser.add_argument("--instance", type=instance_type, default=0)
+        self.add_instance_argument(parser)
 
     def handle(self, *args, name: str, timeout: float, kill: bool, instance: int, **options) -> None:
-        try:
-            registry.get(name)
-        except registry.UnknownDaemon as exc:
-            raise CommandError(str(exc)) from None
+        self.daemon_class(name)
         outcome = stop(RunPaths.for_daemon(name, instance).pid, timeout=timeout, kill=kill)
         if outcome.state == "not_running":
             extra = f" (stale PID file names pid {outcome.stale_pid}; not signalled)" if outcome.stale_pid else ""
