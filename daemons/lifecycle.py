@@ -143,6 +143,7 @@ class Lifecycle:
             self._exit_now(EXIT_ABANDONED)
 
         watch = Watch(runner, stop_requested_at=lambda: stop.stop_requested_at, stop_timeout=timeout, abandon=abandon)
+        stop.on_stop = watch.poke
         try:
             self.log.info("started (pid %d)", os.getpid(), extra={"action": "started"})
             notifier.ready()
@@ -162,6 +163,7 @@ class Lifecycle:
                 if not self.once:
                     runner.write_heartbeat(stopped=True)
             finally:
+                stop.on_stop = None
                 watch.finish()
                 notifier.close()
         except BaseException as exc:

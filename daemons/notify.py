@@ -9,7 +9,9 @@ class Notifier:
     """Sends READY=1, STATUS=, STOPPING=1 and WATCHDOG=1 to systemd when it is listening.
 
     Without $NOTIFY_SOCKET every method does nothing, so the daemon code calls them
-    unconditionally. `watchdog_interval` is half of $WATCHDOG_USEC (in seconds), or None.
+    unconditionally. `watchdog_interval` is half of $WATCHDOG_USEC (in seconds), or None;
+    `ping_period` is half of that again, so that a ping sent a little late still comes
+    within half the watchdog interval of the last one.
     """
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
@@ -24,6 +26,10 @@ class Notifier:
         if self.address and usec.isdigit() and int(usec) > 0 and watchdog_pid in ("", str(os.getpid())):
             self.watchdog_interval = int(usec) / 1_000_000 / 2
         self._sock: socket.socket | None = None
+
+    @property
+    def ping_period(self) -> float | None:
+        return self.watchdog_interval / 2 if self.watchdog_interval is not None else None
 
     @property
     def enabled(self) -> bool:

@@ -61,6 +61,11 @@ class Runner:
     the loop goes on. The same error again is summarised instead of logged in full. A
     database outage is logged and reported once, then retried with exponential backoff
     (capped at 60 s) until the database is back.
+
+    systemd's watchdog is pinged (WATCHDOG=1) every `notifier.ping_period` while the daemon
+    waits between ticks and, during a tick, as long as the tick makes progress: it started,
+    or called `progress()`, less than `daemon.progress_limit` seconds ago. The loop pings
+    between ticks; the watch thread pings and writes busy heartbeats during a tick.
     """
 
     daemon: Daemon
@@ -80,6 +85,11 @@ class Runner:
         self.repeated: RepeatedError | None = None
         self.last_heartbeat_write: float | None = None
         self.heartbeat_lock = threading.Lock()
+        self.last_progress: float | None = None  # clock() of the tick's start or its last progress()
+        self.last_ping: float | None = None
+        self.ping_lock = threading.Lock()
+        self.wake_watch: Callable[[], None] = lambda: None  # set by the watch thread
+        self.daemon.control.on_progress = self.on_progress
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -90,12 +100,11 @@ class Runner:
         """
         self.started_at = self.started_at or self.now()
         interval = self.daemon.interval_seconds()
-        watchdog = self.notifier.watchdog_interval
+        period = self.notifier.ping_period
         woken = getattr(stop, "consume_wakeup", lambda: False)
         if self.heartbeat and not once:
             self.write_heartbeat()
         next_tick = self.clock()
-        next_ping = self.clock()
         result: TickResult | None = None
         while True:
             if self.clock() >= next_tick or woken():
@@ -104,12 +113,10 @@ class Runner:
                 if once:
                     return result
                 next_tick = (self.clock() + self.outage.delay()) if self.outage else (began + interval)
-            if watchdog is not None and self.clock() >= next_ping:
-                self.notifier.watchdog()
-                next_ping = self.clock() + watchdog
+            self.ping_if_due()
             timeout = next_tick - self.clock()
-            if watchdog is not None:
-                timeout = min(timeout, next_ping - self.clock())
+            if self.last_ping is not None and period is not None:
+                timeout = min(timeout, self.last_ping + period - self.clock())
             if stop.wait(max(0.0, timeout)):
                 return result
 
@@ -120,7 +127,9 @@ class Runner:
         now = self.now()
         began = self.clock()
         self.units_before_tick = self.daemon.control.units
+        self.last_progress = began
         self.tick_started = began
+        self.wake_watch()
         result: TickResult | None = None
         try:
             result = self.daemon.tick(now)
@@ -193,6 +202,36 @@ class Runner:
         self.repeated = RepeatedError(signature=signature, since=self.now(), last_summary=self.clock())
         self.logger.exception("tick failed after %d ms", duration_ms, extra={"action": "tick_error"})
         reporting.capture(exc, daemon=self.daemon.name)
+
+    # --- progress and the watchdog -----------------------------------------------------
+
+    def on_progress(self) -> None:
+        """Called by the daemon's `progress()`: the tick is alive; ping now if a ping is due."""
+        now = self.clock()
+        stalled = self.last_progress is not None and now - self.last_progress > self.daemon.progress_limit
+        self.last_progress = now
+        self.ping_if_due()
+        if stalled:
+            # The watch thread stopped scheduling pings for this tick; it must start again.
+            self.wake_watch()
+
+    def making_progress(self) -> bool:
+        """False while a tick has gone `progress_limit` seconds without progress: a hung tick."""
+        if self.tick_started is None or self.last_progress is None:
+            return True
+        return self.clock() - self.last_progress <= self.daemon.progress_limit
+
+    def ping_if_due(self) -> None:
+        """Send WATCHDOG=1 if a ping period has passed since the last one and the daemon is not hung."""
+        period = self.notifier.ping_period
+        if period is None:
+            return
+        with self.ping_lock:
+            now = self.clock()
+            if self.last_ping is not None and now - self.last_ping < period or not self.making_progress():
+                return
+            self.last_ping = now
+        self.notifier.watchdog()
 
     # --- heartbeat and status ---------------------------------------------------------
 

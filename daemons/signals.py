@@ -30,6 +30,7 @@ class SignalStop:
     def __init__(self, force_exit: Callable[[], None] | None = None) -> None:
         self.stop_requested_at: float | None = None
         self.force_exit = force_exit
+        self.on_stop: Callable[[], None] | None = None  # told at once, from the handler (the watch thread)
         self.debug_loggers: list[str] = ["daemons"]
         self._pending: set[int] = set()
         self._woken = False
@@ -41,6 +42,8 @@ class SignalStop:
             if self.stop_requested_at is not None and self.force_exit is not None:
                 self.force_exit()
             self.stop_requested_at = self.stop_requested_at or time.monotonic()
+            if self.on_stop is not None:
+                self.on_stop()
         else:
             self._pending.add(signum)
 
@@ -49,6 +52,8 @@ class SignalStop:
 
     def set(self) -> None:
         self.stop_requested_at = self.stop_requested_at or time.monotonic()
+        if self.on_stop is not None:
+            self.on_stop()
         # Wake a wait() in progress, as a signal would.
         try:
             os.write(self._wfd, b"\0")

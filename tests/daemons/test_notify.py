@@ -81,27 +81,63 @@ def test_no_ready_without_a_database(project, notify_socket, tmp_path) -> None:
     assert not any(m.startswith("READY=1") for m in notify_socket.poll())
 
 
-def test_a_hung_tick_stops_the_watchdog_pings(project, notify_socket, tmp_path) -> None:
+def default_signals() -> None:
+    """preexec_fn: the child starts with default SIGINT/SIGTERM, whatever this process ignores."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_progress_keeps_pings_and_the_heartbeat_coming_during_a_long_tick(project, notify_socket, tmp_path) -> None:
+    from daemons.models import Heartbeat
+
     marker = tmp_path / "marker"
-    proc = project.popen("rundaemon", "slow", env={
-        "NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "200000",
-        "TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "1.5", "TESTAPP_INTERVAL": "2.5",
+    proc = project.popen("rundaemon", "steady", preexec_fn=default_signals, env={
+        "NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "2000000", "TESTAPP_INTERVAL": "1",
+        "TESTAPP_TICKS_FILE": str(marker), "TESTAPP_UNITS": "300", "TESTAPP_UNIT_SECONDS": "0.03",
+        "TESTAPP_PROGRESS_LIMIT": "0.5",
     })
     try:
-        wait_for(lambda: marker.exists() and marker.read_text() == "tick done\n", message="the first slow tick")
-        wait_for(lambda: marker.read_text() == "in tick\n", message="the second slow tick")
-        wait_for(lambda: marker.read_text() == "tick done\n", message="the second tick's end")
-        ended = time.monotonic()
-        wait_for(lambda: any(t > ended and m == "WATCHDOG=1" for t, m in notify_socket.messages),
-                 message="a ping after the tick")
-        pings = [t for t, m in notify_socket.messages if m == "WATCHDOG=1"]
+        wait_for(lambda: marker.exists(), message="the long tick to start")
+        # Counters move while the tick runs, not only after it.
+        wait_for(lambda: 0 < (Heartbeat.objects.filter(name="steady", last_outcome="busy")
+                              .values_list("processed", flat=True).first() or 0) < 300,
+                 timeout=20, message="a busy heartbeat with the units done so far")
+        wait_for(lambda: marker.read_text() == "tick done\n", timeout=60, message="the end of the 9 s tick")
+        ready = next(t for t, m in notify_socket.messages if m.startswith("READY=1"))
+        pings = [ready] + [t for t, m in notify_socket.messages if m == "WATCHDOG=1"]
         gaps = [b - a for a, b in zip(pings, pings[1:])]
-        # Pings every 0.1 s while idle, none during a 1.5 s tick.
-        assert max(gaps) > 1.2
-        assert sorted(gaps)[len(gaps) // 2] < 0.5
+        assert pings[-1] - ready > 8, "the pings span the whole tick"
+        assert max(gaps) <= 1.0, f"a gap of {max(gaps):.2f} s between pings with WATCHDOG_USEC=2000000"
+        assert Heartbeat.objects.get(name="steady").processed == 300
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_a_tick_without_progress_loses_its_pings_after_the_limit_and_reads_hung(project, notify_socket,
+                                                                               tmp_path) -> None:
+    marker = tmp_path / "marker"
+    proc = project.popen("rundaemon", "slow", preexec_fn=default_signals, env={
+        "NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000", "TESTAPP_TICKS_FILE": str(marker),
+        "TESTAPP_TICK_SECONDS": "60", "TESTAPP_PROGRESS_LIMIT": "1", "DAEMONS_STOP_TIMEOUT": "1",
+    })
+    try:
+        wait_for(lambda: marker.exists(), message="a tick in progress")
+        seen = time.monotonic()
+        # The heartbeat period is 1 s (interval 0.2 s): hung 3 periods after the limit.
+        status = wait_for(lambda: (r := project.manage("daemonstatus", "slow")).returncode == 4 and r,
+                          timeout=30, message="daemonstatus to say hung")
+        assert "hung" in status.stdout
+        pings = [t for t, m in notify_socket.messages if m == "WATCHDOG=1"]
+        assert any(t > seen for t in pings), "the tick had pings within its limit"
+        last = pings[-1]
+        # No ping since shortly after the limit, though pings were due every 0.1 s.
+        assert last < seen + 1.0 + 0.5
+        assert time.monotonic() - last > 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
 
 
 def test_notifier_parses_the_environment(tmp_path) -> None:

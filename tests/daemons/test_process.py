@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +172,21 @@ def test_wake_ends_the_wait_at_once(project, tmp_path, settings) -> None:
     wait_for(lambda: ticks.exists() and len(ticks.read_text().splitlines()) == 1, message="the first tick")
     assert wake("counter", project.run_dir) == 1
     wait_for(lambda: len(ticks.read_text().splitlines()) == 2, timeout=2, message="a tick right after the wake-up")
+
+
+def test_an_idle_daemon_sleeps_until_something_is_due(project) -> None:
+    """No thread of a daemon between two hourly ticks wakes up on a timer (the watch thread used to poll)."""
+    pid = project.start("idle", env={"TESTAPP_INTERVAL": "3600"})
+    wait_for(lambda: len(list(Path(f"/proc/{pid}/task").iterdir())) >= 2, message="the watch thread")
+
+    def wakeups() -> int:
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+        return total
+
+    before = wakeups()
+    time.sleep(2)  # the measurement window, not a synchronisation
+    assert wakeups() - before < 5

@@ -44,10 +44,11 @@ class FailingDaemon(Daemon):
 
 @register
 class SlowDaemon(Daemon):
-    """Each tick takes $TESTAPP_TICK_SECONDS and ignores stop requests meanwhile."""
+    """Each tick takes $TESTAPP_TICK_SECONDS, reports no progress and ignores stop requests meanwhile."""
 
     name = "slow"
     interval = _interval()
+    progress_limit = float(os.environ.get("TESTAPP_PROGRESS_LIMIT", "300"))
 
     def work_in_progress(self) -> str:
         return "sleeping on purpose"
@@ -60,6 +61,33 @@ class SlowDaemon(Daemon):
         if marker:
             Path(marker).write_text("tick done\n")
         return TickResult(processed=1, summary="slept")
+
+
+@register
+class SteadyDaemon(Daemon):
+    """The first tick does $TESTAPP_UNITS units of $TESTAPP_UNIT_SECONDS each, reporting progress per unit."""
+
+    name = "steady"
+    interval = _interval()
+    progress_limit = float(os.environ.get("TESTAPP_PROGRESS_LIMIT", "300"))
+
+    def setup(self) -> None:
+        self.done = False
+
+    def tick(self, now: datetime) -> TickResult:
+        if self.done:
+            return TickResult()
+        self.done = True
+        marker = os.environ.get("TESTAPP_TICKS_FILE")
+        if marker:
+            Path(marker).write_text("in tick\n")
+        units = int(os.environ.get("TESTAPP_UNITS", "10"))
+        for _ in range(units):
+            time.sleep(float(os.environ.get("TESTAPP_UNIT_SECONDS", "0.03")))
+            self.progress()
+        if marker:
+            Path(marker).write_text("tick done\n")
+        return TickResult(processed=units, summary=f"did {units} units")
 
 
 @register
