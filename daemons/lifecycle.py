@@ -31,7 +31,7 @@ from collections.abc import Callable
 from django.db import DatabaseError, connection, connections
 
 from . import conf, detach, heartbeat, logs, reporting, signals, wakeup
-from .base import Control, Daemon
+from .base import Control, Daemon, TickResult
 from .notify import Notifier
 from .paths import RunPaths
 from .pidfile import PidFile, PidFileError
@@ -134,7 +134,7 @@ class Lifecycle:
     def _loop(self, daemon: Daemon, stop: signals.SignalStop) -> int:
         """Ready, then tick until a stop, then teardown. A crash is logged, reported and an exit code."""
         notifier = Notifier()
-        runner = Runner(daemon, instance=self.instance, notifier=notifier, heartbeat=not self.once)
+        runner = Runner(daemon, instance=self.instance, notifier=notifier)
         timeout = conf.stop_timeout()
 
         def abandon(what: str) -> None:
@@ -160,8 +160,7 @@ class Lifecycle:
                     notifier.stopping()
                     self.log.info("stopping on signal", extra={"action": "stopping"})
                 daemon.teardown()
-                if not self.once:
-                    runner.write_heartbeat(stopped=True)
+                runner.write_heartbeat(stopped=True)
             finally:
                 stop.on_stop = None
                 watch.finish()
@@ -230,8 +229,6 @@ class Lifecycle:
 
     def _refuse_twin(self) -> None:
         """Refuse to run beside a live twin on this host whose PID file is in another run directory."""
-        if self.once:
-            return
         try:
             twin = heartbeat.live_duplicate(self.daemon_cls.name, self.instance)
         except DatabaseError as exc:
@@ -246,17 +243,18 @@ class Lifecycle:
         except Exception as exc:
             raise StartupError(f"setup failed: {type(exc).__name__}: {exc}") from exc
 
-    def _once_outcome(self, runner: Runner, result) -> int:
-        """The exit code of `--once`, and its one-line summary in `last_result_line`."""
+    def _once_outcome(self, runner: Runner, result: TickResult | None) -> int:
+        """The exit code of `--once` (EXIT_TICK_FAILED if the tick raised), and its one line in `last_result_line`."""
         counters = runner.counters
         if counters.last_outcome == "error":
-            self.last_result_line = f"tick failed: {counters.last_error.splitlines()[-1] if counters.last_error else ''}"
+            error = counters.last_error.splitlines()[-1] if counters.last_error else "unknown error"
+            self.last_result_line = f"tick failed after {counters.last_duration_ms} ms: {error}"
             return EXIT_TICK_FAILED
         if result is None or result.idle:
             self.last_result_line = f"idle tick in {counters.last_duration_ms} ms"
         else:
-            self.last_result_line = f"{result.summary or f'processed {result.processed}'} in " \
-                                    f"{counters.last_duration_ms} ms"
+            what = result.summary or f"processed {result.processed}"
+            self.last_result_line = f"{what} in {counters.last_duration_ms} ms"
         return 0
 
     def _exit_now(self, code: int) -> None:

@@ -110,12 +110,40 @@ def test_unreachable_database_fails_the_start(project, tmp_path) -> None:
     assert "database" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_once_runs_one_tick_and_exits(project, tmp_path) -> None:
+def test_once_runs_one_tick_and_exits_with_a_one_line_summary(project, tmp_path) -> None:
     ticks = tmp_path / "ticks"
     result = project.manage("rundaemon", "counter", "--once", env={"TESTAPP_TICKS_FILE": str(ticks)})
     assert result.returncode == 0, result.stderr
     assert len(ticks.read_text().splitlines()) == 1
     assert not project.pid_file("counter").exists()
+    [line] = result.stdout.splitlines()
+    assert line.startswith("counter: counted 1 tick in ") and line.endswith(" ms")
+    idle = project.manage("rundaemon", "idle", "--once")
+    assert idle.returncode == 0 and idle.stdout.startswith("idle: idle tick in ")
+
+
+def test_once_exits_non_zero_when_the_tick_raised(project) -> None:
+    result = project.manage("rundaemon", "failing", "--once")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("CommandError: failing: tick failed after ")
+    assert last.endswith("RuntimeError: the failing daemon failed on purpose")
+    assert not project.pid_file("failing").exists()
+
+
+def test_a_second_start_from_another_run_directory_is_refused(project, tmp_path) -> None:
+    pid = project.start("counter")
+    wait_for(lambda: project.manage("daemonstatus", "counter").returncode == 0, message="a heartbeat")
+    other = {"DAEMONS_RUN_DIR": str(tmp_path / "other-run"), "DAEMONS_LOG_DIR": str(tmp_path / "other-log")}
+    for args in (["rundaemon", "counter", "--detach"], ["rundaemon", "counter"], ["rundaemon", "counter", "--once"]):
+        result = project.manage(*args, env=other)
+        assert result.returncode == 1, result.stdout
+        [line] = result.stderr.strip().splitlines()
+        assert f"counter: already running on this host (pid {pid})" in line and "another run directory" in line
+    assert alive(pid) and not (tmp_path / "other-run" / "counter.pid").exists()
+    # Another instance number is another daemon.
+    assert project.manage("rundaemon", "counter", "--instance", "2", "--once", env=other).returncode == 0
 
 
 def test_unknown_daemon_lists_registered_ones(project) -> None:

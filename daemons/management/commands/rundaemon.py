@@ -32,7 +32,10 @@ class Command(DaemonCommand):
             raise self.fail(name, str(exc)) from None
         if detach:
             self.stdout.write(f"{name} started (pid {lifecycle.pid}); log: {lifecycle.paths.log}")
-        elif once:
+            return
+        if once and lifecycle.last_result_line:
+            if code:
+                raise self.fail(name, lifecycle.last_result_line, returncode=code)
             self.stdout.write(f"{name}: {lifecycle.last_result_line}")
         if code:
             raise self.fail(name, f"exited with status {code}; see its log", returncode=code)
