@@ -1,7 +1,6 @@
 """Read PID files, /proc and heartbeat rows into one `DaemonStatus` per daemon instance."""
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -80,16 +79,11 @@ def proc_rss_kib(pid: int) -> int | None:
 
 
 def proc_started_at(pid: int) -> datetime | None:
-    """When `pid` started, from /proc/<pid>/stat and the boot time."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        start_ticks = int(fields[19])
-        boot = next(
-            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
-        )
-    except (OSError, ValueError, IndexError, StopIteration):
+    """When `pid` started, from /proc; None if it is gone."""
+    since_boot = pidfile.started_since_boot(pid)
+    if since_boot is None:
         return None
-    return datetime.fromtimestamp(boot + start_ticks / os.sysconf("SC_CLK_TCK"), tz=dt_timezone.utc)
+    return datetime.fromtimestamp(pidfile.boot_time() + since_boot, tz=dt_timezone.utc)
 
 
 def instances(name: str) -> list[int]:
