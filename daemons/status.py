@@ -20,6 +20,10 @@ EXIT_STALE = 1
 EXIT_STOPPED = 3
 EXIT_UNKNOWN = 4  # running but hung: LSB's "status unknown"
 
+# Every state with its exit code, from best to worst (see `worst_exit_code`).
+EXIT_CODES = {"running": EXIT_RUNNING, "stopped": EXIT_STOPPED, "stale": EXIT_STALE, "hung": EXIT_UNKNOWN}
+STATE_ORDER = list(EXIT_CODES)
+
 # A running daemon whose heartbeat is older than this many heartbeat periods is hung.
 HUNG_AFTER_PERIODS = 3
 
@@ -43,7 +47,7 @@ class DaemonStatus:
 
     @property
     def exit_code(self) -> int:
-        return {"running": EXIT_RUNNING, "stale": EXIT_STALE, "hung": EXIT_UNKNOWN}.get(self.state, EXIT_STOPPED)
+        return EXIT_CODES[self.state]
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,7 +107,9 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
     The state comes from the PID lock, never from `kill -0`: a reused PID in a stale
     file reads as `stale`. Counters and tick times come from the heartbeat row. A daemon
     that holds its lock but whose heartbeat is older than three heartbeat periods (three
-    intervals, between 1 and 30 s each) reads as `hung`.
+    intervals, between 1 and 30 s each) reads as `hung`. A daemon with no PID file here
+    whose heartbeat from this host is fresh runs with its PID file in another run
+    directory (another checkout, or another DAEMONS_RUN_DIR): it reads as `running`.
     """
     from .models import Heartbeat
     from .process import RunPaths
@@ -112,11 +118,7 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
     host = socket.gethostname()
     pid_state = pidfile.inspect(RunPaths.for_daemon(name, instance).pid)
     status = DaemonStatus(name=name, instance=instance, host=host, state=pid_state.state, pid=pid_state.pid)
-    if status.state == "running" and status.pid:
-        status.rss_kib = proc_rss_kib(status.pid)
-        status.started_at = proc_started_at(status.pid)
-        if status.started_at:
-            status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
+    notes = []
     try:
         beat = Heartbeat.objects.filter(name=name, instance=instance, host=host).first()
         if beat is not None:
@@ -125,15 +127,44 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
             status.processed = beat.processed
             status.errors = beat.errors
             status.last_error = beat.last_error
-            if status.started_at is None and status.state == "running":
-                status.started_at = beat.started_at
+            if status.state == "stopped" and beat.stopped_at is None and not heartbeat_overdue(
+                    name, timezone.now() - beat.last_heartbeat):
+                status.state, status.pid = "running", beat.pid
+                notes.append("PID file in another run directory")
             if status.state == "running" and beat.pid == status.pid:
+                status.started_at = beat.started_at
                 if heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
                     status.state = "hung"
-        status.info = daemon_cls().status()
+        notes.append(daemon_cls().status())
     except DatabaseError as exc:
-        status.info = f"database error: {exc}"
+        notes.append(f"database error: {exc}")
+    if status.state in ("running", "hung") and status.pid:
+        status.rss_kib = proc_rss_kib(status.pid)
+        status.started_at = proc_started_at(status.pid) or status.started_at
+        if status.started_at:
+            status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
+    status.info = "; ".join(note for note in notes if note)
     return status
+
+
+def read_statuses(names: list[str] | None = None) -> list[DaemonStatus]:
+    """The status of every instance of `names` on this host; by default of every daemon meant to run.
+
+    Every registered daemon is meant to run (`make run` starts them all); each is listed
+    with instance 0 and every other instance that has a PID file here.
+    """
+    return [read_status(name, i) for name in (names or registry.names()) for i in instances(name)]
+
+
+def worst_exit_code(rows: list[DaemonStatus]) -> int:
+    """The exit code of `daemonstatus` for `rows`: the code of the worst state among them.
+
+    Worst first: hung (4: it holds its lock, so nothing restarts it), stale (1: it died
+    without cleaning up), stopped (3), running (0). No rows: 0.
+    """
+    if not rows:
+        return EXIT_RUNNING
+    return max(rows, key=lambda row: STATE_ORDER.index(row.state)).exit_code
 
 
 def format_duration(seconds: float | None) -> str:

@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from daemons.models import Heartbeat
+from daemons.status import DaemonStatus, worst_exit_code
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.process
@@ -39,6 +40,9 @@ def test_a_stopped_process_holding_its_lock_shows_hung(project) -> None:
         # Interval 0.2 s: heartbeats every 1 s, hung after 3 s without one.
         wait_for(lambda: status_json(project, "counter")[1]["state"] == "hung", timeout=8, message="state hung")
         assert project.manage("daemonstatus", "counter").returncode == 4
+        # Every other test daemon is stopped (3): the hung one still decides the exit code.
+        everything = project.manage("daemonstatus")
+        assert "stopped" in everything.stdout and everything.returncode == 4
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: status_json(project, "counter")[1]["state"] == "running", message="running again")
@@ -53,3 +57,27 @@ def test_heartbeat_stays_fresh_during_a_long_tick(project, tmp_path) -> None:
     wait_for(lambda: Heartbeat.objects.get(name="slow").last_outcome == "busy", timeout=3,
              message="a mid-tick heartbeat")
     assert status_json(project, "slow")[1]["state"] == "running"
+
+
+@pytest.mark.parametrize(
+    ("states", "code"),
+    [([], 0), (["running", "running"], 0), (["running", "stopped"], 3), (["stopped", "stale"], 1),
+     (["stale", "hung", "stopped"], 4), (["hung", "stopped"], 4)],
+)
+def test_the_exit_code_is_that_of_the_worst_state(states, code) -> None:
+    rows = [DaemonStatus(name=f"d{i}", instance=0, host="h", state=state) for i, state in enumerate(states)]
+    assert worst_exit_code(rows) == code
+
+
+def test_a_daemon_with_its_pid_file_in_another_run_directory_is_running(project, tmp_path) -> None:
+    elsewhere = {"DAEMONS_RUN_DIR": str(tmp_path / "other-run")}
+    pid = project.start("counter", env=elsewhere)
+    try:
+        wait_for(lambda: Heartbeat.objects.filter(name="counter", pid=pid).exists(), message="a first heartbeat")
+        code, row = status_json(project, "counter")
+        assert (code, row["state"], row["pid"]) == (0, "running", pid)
+        assert row["info"].startswith("PID file in another run directory")
+        assert project.manage("stopdaemon", "counter", env=elsewhere).returncode == 0
+        wait_for(lambda: status_json(project, "counter")[1]["state"] == "stopped", message="stopped for good")
+    finally:
+        project.manage("stopdaemon", "counter", "--kill", env=elsewhere)
