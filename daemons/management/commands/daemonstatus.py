@@ -9,12 +9,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from daemons import registry
-from daemons.status import EXIT_RUNNING, EXIT_STALE, EXIT_STOPPED, EXIT_UNKNOWN, format_duration, instances, read_status
+from daemons.status import format_duration, read_statuses, worst_exit_code
 
 
 class Command(BaseCommand):
-    help = ("Report each daemon's state. Exit 0 if all are running, 1 on a stale PID file, 3 if one is not "
-            "running, 4 if one is hung.")
+    help = ("Report each daemon's state. Exit with the worst state's code: 4 if one is hung, else 1 on a stale "
+            "PID file, else 3 if one is not running, 0 if all run.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME")
@@ -26,13 +26,12 @@ class Command(BaseCommand):
                 registry.get(name)
             except registry.UnknownDaemon as exc:
                 raise CommandError(str(exc)) from None
-        rows = [read_status(name, i) for name in (names or registry.names()) for i in instances(name)]
+        rows = read_statuses(names)
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))
         else:
             self.stdout.write(self.table(rows))
-        codes = {row.exit_code for row in rows}
-        code = max(codes, key=[EXIT_RUNNING, EXIT_UNKNOWN, EXIT_STALE, EXIT_STOPPED].index)
+        code = worst_exit_code(rows)
         if code:
             sys.exit(code)
 
