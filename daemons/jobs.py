@@ -1,6 +1,7 @@
 """Several scheduled jobs in one daemon: `@job(every=...)` or `@job(cron=...)` methods of a `ScheduledDaemon`."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -269,31 +270,64 @@ class ScheduledDaemon(Daemon):
 
     # --- status -------------------------------------------------------------------------
 
-    def status(self) -> str:
-        """One part per job: runs, errors, last and next run (read from the database).
+    def job_statuses(self, now: datetime | None = None) -> list[JobStatus]:
+        """Each job's schedule, last run and next run or retry, read from the database.
 
         `daemonstatus` calls this in its own process, so it reads the rows the running
-        daemon wrote rather than this object's memory.
+        daemon wrote rather than this object's memory. A job that never ran has no row:
+        its counters are zero and its times None.
         """
         from .models import JobRun
 
+        now = now or timezone.now()
         rows = {row.job: row for row in JobRun.objects.filter(daemon=self.name)}
-        parts = []
+        found = []
         for spec in self.jobs.values():
             row = rows.get(spec.name)
-            if row is None:
-                parts.append(f"{spec.name}: never ran")
+            job_status = JobStatus(name=spec.name, schedule=str(spec.schedule()))
+            if row is not None:
+                job_status = dataclasses.replace(
+                    job_status, runs=row.runs, errors=row.errors, last_run_at=row.last_run_at,
+                    scheduled_for=row.scheduled_for, attempt=row.attempt, last_outcome=row.last_outcome,
+                    last_duration_ms=row.last_duration_ms, last_error=row.last_error,
+                    next_run_at=row.next_run_at, retrying=_recorded_retry(spec, row, now) is not None)
+            found.append(job_status)
+        return found
+
+    def status(self) -> str:
+        """One part per job: runs, errors, last and next run (see `job_statuses`)."""
+        parts = []
+        for job_status in self.job_statuses():
+            if not job_status.runs and job_status.next_run_at is None:
+                parts.append(f"{job_status.name}: never ran")
                 continue
-            text = f"{spec.name}: {row.runs} runs, {row.errors} errors"
-            if row.last_run_at:
-                text += f", last {_short(row.last_run_at)}"
-                if row.last_outcome == "error":
+            text = f"{job_status.name}: {job_status.runs} runs, {job_status.errors} errors"
+            if job_status.last_run_at:
+                text += f", last {_short(job_status.last_run_at)}"
+                if job_status.last_outcome == "error":
                     text += " failed"
-            if row.next_run_at:
-                retrying = _recorded_retry(spec, row, timezone.now()) is not None
-                text += f", {'retry' if retrying else 'next'} {_short(row.next_run_at)}"
+            if job_status.next_run_at:
+                text += f", {'retry' if job_status.retrying else 'next'} {_short(job_status.next_run_at)}"
             parts.append(text)
         return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One job as `daemonstatus` shows it: its schedule, its last run and what comes next."""
+
+    name: str
+    schedule: str
+    runs: int = 0
+    errors: int = 0
+    last_run_at: datetime | None = None
+    scheduled_for: datetime | None = None  # the scheduled time the last run was for
+    attempt: int = 0  # the last run's try for that time
+    last_outcome: str = ""  # "ok" or "error"
+    last_duration_ms: int | None = None
+    last_error: str = ""
+    next_run_at: datetime | None = None
+    retrying: bool = False  # next_run_at is a retry of the failed run, not the next scheduled one
 
 
 def _recorded_retry(spec: JobSpec, row: Any, now: datetime) -> datetime | None:

@@ -12,6 +12,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from . import pidfile, registry
+from .jobs import JobStatus, ScheduledDaemon
 from .runner import HEARTBEAT_MAX_AGE, heartbeat_period
 
 # LSB exit codes for a status action.
@@ -30,31 +31,55 @@ HUNG_AFTER_PERIODS = 3
 
 @dataclass
 class DaemonStatus:
+    """One daemon instance on one host, as `daemonstatus` shows it (`as_json()` gives every field)."""
+
     name: str
     instance: int
     host: str
     state: str  # running | hung | stopped | stale
     pid: int | None = None
+    interval: float | None = None  # seconds between ticks
     started_at: datetime | None = None
+    stopped_at: datetime | None = None
     uptime_seconds: float | None = None
     rss_kib: int | None = None
-    last_tick_at: datetime | None = None
     last_heartbeat: datetime | None = None
+    last_tick_at: datetime | None = None
+    last_outcome: str = ""  # "ok", "idle", "error", or "busy" during a long tick
+    last_duration_ms: int | None = None
     processed: int = 0
     errors: int = 0
     last_error: str = ""
-    info: str = ""
+    status_text: str = ""  # the daemon's own line (Daemon.status())
+    info: str = ""  # what the table shows: the framework's notes, then status_text
+    jobs: list[JobStatus] | None = None  # each job of a ScheduledDaemon
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.state]
 
+    def last_tick_label(self, now: datetime) -> str:
+        """How long ago the last tick was; "starting" during a running daemon's first interval, else "never"."""
+        if self.last_tick_at is not None:
+            return f"{format_duration((now - self.last_tick_at).total_seconds())} ago"
+        if self.state == "running" and self.started_at is not None and self.interval is not None:
+            if (now - self.started_at).total_seconds() <= max(self.interval, heartbeat_period(self.interval)):
+                return "starting"
+        return "never"
+
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("started_at", "last_tick_at", "last_heartbeat"):
-            if data[key] is not None:
-                data[key] = data[key].isoformat()
-        return data
+        """Every field, with times in ISO 8601 and jobs as a list of objects (null for other daemons)."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return value
 
 
 def heartbeat_overdue(name: str, age: timedelta) -> bool:
@@ -117,16 +142,15 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
     daemon_cls = registry.get(name)
     host = socket.gethostname()
     pid_state = pidfile.inspect(RunPaths.for_daemon(name, instance).pid)
-    status = DaemonStatus(name=name, instance=instance, host=host, state=pid_state.state, pid=pid_state.pid)
+    status = DaemonStatus(name=name, instance=instance, host=host, state=pid_state.state, pid=pid_state.pid,
+                          interval=daemon_cls.interval_seconds())
     notes = []
     try:
         beat = Heartbeat.objects.filter(name=name, instance=instance, host=host).first()
         if beat is not None:
-            status.last_tick_at = beat.last_tick_at
-            status.last_heartbeat = beat.last_heartbeat
-            status.processed = beat.processed
-            status.errors = beat.errors
-            status.last_error = beat.last_error
+            for field in ("last_heartbeat", "last_tick_at", "last_outcome", "last_duration_ms", "processed",
+                          "errors", "last_error", "stopped_at"):
+                setattr(status, field, getattr(beat, field))
             if status.state == "stopped" and beat.stopped_at is None and not heartbeat_overdue(
                     name, timezone.now() - beat.last_heartbeat):
                 status.state, status.pid = "running", beat.pid
@@ -135,7 +159,11 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
                 status.started_at = beat.started_at
                 if heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
                     status.state = "hung"
-        notes.append(daemon_cls().status())
+        daemon = daemon_cls(instance)
+        status.status_text = daemon.status()
+        notes.append(status.status_text)
+        if isinstance(daemon, ScheduledDaemon):
+            status.jobs = daemon.job_statuses()
     except DatabaseError as exc:
         notes.append(f"database error: {exc}")
     if status.state in ("running", "hung") and status.pid:

@@ -226,6 +226,10 @@ def test_each_failed_try_is_recorded_with_its_outcome_and_the_retry(daemon_harne
     assert (row.last_outcome, row.attempt, row.scheduled_for, row.next_run_at) == (
         "error", 1, EIGHT, EIGHT + timedelta(seconds=10))
     assert row.last_error == "ConnectionError: mail server blip" and row.last_error_at is not None
+    [shown] = Digest().job_statuses(now=EIGHT + timedelta(seconds=5))
+    assert (shown.last_outcome, shown.attempt, shown.next_run_at, shown.retrying) == (
+        "error", 1, EIGHT + timedelta(seconds=10), True)
+    assert not Digest().job_statuses(now=EIGHT + timedelta(days=1))[0].retrying  # the next run took over
     harness.tick(EIGHT + timedelta(seconds=10))
     row.refresh_from_db()
     assert (row.last_outcome, row.attempt, row.next_run_at) == ("error", 2, EIGHT + timedelta(seconds=30))

@@ -25,8 +25,12 @@ def test_json_has_the_monitoring_fields_and_counters(project) -> None:
     wait_for(lambda: status_json(project, "failing")[1]["errors"] >= 2, message="errors counted in the heartbeat")
     code, row = status_json(project, "failing")
     assert code == 0
-    assert {"name", "host", "pid", "state", "started_at", "last_heartbeat", "processed", "errors"} <= row.keys()
-    assert (row["name"], row["pid"], row["state"]) == ("failing", pid, "running")
+    assert {"name", "instance", "host", "pid", "state", "interval", "started_at", "stopped_at", "last_heartbeat",
+            "last_tick_at", "last_outcome", "last_duration_ms", "processed", "errors", "last_error", "status_text",
+            "jobs"} <= row.keys()
+    assert (row["name"], row["instance"], row["pid"], row["state"]) == ("failing", 0, pid, "running")
+    assert (row["interval"], row["last_outcome"], row["stopped_at"], row["jobs"]) == (0.2, "error", None, None)
+    assert isinstance(row["last_duration_ms"], int) and row["last_tick_at"] >= row["started_at"]
     assert "failed on purpose" in row["last_error"]
     table = project.manage("daemonstatus", "failing").stdout
     assert "last error: RuntimeError: the failing daemon failed on purpose" in table
@@ -81,3 +85,39 @@ def test_a_daemon_with_its_pid_file_in_another_run_directory_is_running(project,
         wait_for(lambda: status_json(project, "counter")[1]["state"] == "stopped", message="stopped for good")
     finally:
         project.manage("stopdaemon", "counter", "--kill", env=elsewhere)
+
+
+def test_a_running_daemon_is_starting_during_its_first_interval_not_never() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    row = DaemonStatus(name="d", instance=0, host="h", state="running", interval=5.0,
+                       started_at=now - timedelta(seconds=2))
+    assert row.last_tick_label(now) == "starting"
+    assert row.last_tick_label(now + timedelta(seconds=10)) == "never"
+    assert DaemonStatus(name="d", instance=0, host="h", state="stopped").last_tick_label(now) == "never"
+    row.last_tick_at = now - timedelta(seconds=1)
+    assert row.last_tick_label(now) == "1s ago"
+
+
+@pytest.mark.django_db
+def test_json_gives_each_scheduled_jobs_last_run_and_next_run_as_data(settings) -> None:
+    from datetime import datetime, timezone
+
+    from daemons.models import JobRun
+    from daemons.status import read_status
+
+    settings.TIME_ZONE = "UTC"
+    eight = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+    JobRun.objects.create(daemon="digest", job="daily_digest", last_run_at=eight, scheduled_for=eight, attempt=1,
+                          last_outcome="error", last_error="SMTPServerDisconnected: gone", runs=1, errors=1,
+                          last_duration_ms=12, next_run_at=datetime(2099, 1, 1, 8, 0, tzinfo=timezone.utc))
+    row = read_status("digest").as_json()
+    assert row["state"] == "stopped" and row["interval"] == 10.0
+    assert row["jobs"] == [{
+        "name": "daily_digest", "schedule": "cron '0 8 * * *' (UTC)", "runs": 1, "errors": 1,
+        "last_run_at": eight.isoformat(), "scheduled_for": eight.isoformat(), "attempt": 1, "last_outcome": "error",
+        "last_duration_ms": 12, "last_error": "SMTPServerDisconnected: gone",
+        "next_run_at": "2099-01-01T08:00:00+00:00", "retrying": False,
+    }]
+    assert row["status_text"].startswith("daily_digest: 1 runs, 1 errors, last 2026-11-27 08:00 failed, next 2099")
