@@ -42,7 +42,7 @@ class Command(BaseCommand):
         for row in rows:
             label = row.name if not row.instance else f"{row.name}.{row.instance}"
             rss = f"{row.rss_kib / 1024:.1f}M" if row.rss_kib else "-"
-            last = f"{format_duration((now - row.last_tick_at).total_seconds())} ago" if row.last_tick_at else "never"
+            last = row.last_tick_label(now)
             state = {"stale": "stale PID file"}.get(row.state, row.state)
             lines.append(
                 f"{label:<16} {state:<14} {row.pid or '-':>7} {format_duration(row.uptime_seconds):>8} "
