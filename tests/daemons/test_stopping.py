@@ -185,3 +185,25 @@ def test_looking_takes_no_lock(tmp_path, monkeypatch) -> None:
         assert pidfile.inspect(path) == pidfile.PidState("running", os.getpid())
         assert pidfile.is_locked(path)
     assert not pidfile.is_locked(path)
+
+
+def test_stopdaemon_says_in_one_line_that_it_will_not_guess_the_holder(project) -> None:
+    path = project.pid_file("counter")
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    locker = python("import fcntl, sys, time\n"
+                    f"f = open({str(path)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                    "print('locked', flush=True); time.sleep(120)\n")
+    try:
+        assert locker.stdout.readline() == "locked\n"
+        result = project.manage("stopdaemon", "counter")
+        assert result.returncode == 1
+        [line] = result.stderr.strip().splitlines()
+        assert line.endswith(f"{path} is locked but the process holding it can't be identified; not signalled")
+        status = project.manage("daemonstatus", "counter", "--json")
+        assert json.loads(status.stdout)[0]["state"] == "running" and status.returncode == 0
+        assert locker.poll() is None
+    finally:
+        locker.kill()
+        locker.wait()
+        locker.stdout.close()
