@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
+from django.utils import timezone
 
 from . import reporting, schedule
 from .base import Daemon, TickResult
@@ -29,7 +30,8 @@ class JobSpec:
     jitter: timedelta = timedelta(0)
     cron: str | None = None
     tz: str | None = None
-    catch_up: bool = False
+    catch_up: bool = True
+    retry: timedelta | None = timedelta(seconds=10)
 
     def schedule(self) -> schedule.Schedule:
         """The job's schedule; a cron job without a `tz` uses settings.TIME_ZONE."""
@@ -38,16 +40,25 @@ class JobSpec:
         assert self.every is not None
         return schedule.Every(self.every, self.jitter)
 
+    def grid(self) -> schedule.Schedule:
+        """The schedule without jitter: the times runs are due at, before each is delayed."""
+        if self.cron is not None:
+            return self.schedule()
+        assert self.every is not None
+        return schedule.Every(self.every)
+
 
 def job(*, every: str | timedelta | float | None = None, cron: str | None = None, tz: str | None = None,
-        jitter: str | timedelta | float | None = None, catch_up: bool = False,
-        name: str | None = None) -> Callable[[JobMethod], JobMethod]:
+        jitter: str | timedelta | float | None = None, catch_up: bool = True,
+        retry: str | timedelta | float | None = "10s", name: str | None = None) -> Callable[[JobMethod], JobMethod]:
     """Declare a method `(self, now) -> int | TickResult | None` of a ScheduledDaemon as a job.
 
     Give exactly one of `every` ("30s", "5m", a timedelta or seconds, with optional
     `jitter`) or `cron` (a cron expression, read in `tz`, default settings.TIME_ZONE).
-    With `catch_up=True` a run missed while the daemon was down runs once at startup;
-    otherwise it is skipped. The method returns how many units of work it did.
+    A run missed while the daemon was down runs once at startup; `catch_up=False` skips
+    it instead. A run that raises is tried again after `retry` (doubling on each failure,
+    up to `schedule.RETRY_MAX_DELAY`) until it succeeds or its next scheduled time comes;
+    `retry=None` waits for that time. The method returns how many units of work it did.
     A bad schedule raises ValueError when the class is defined, not at 08:00.
     """
     if (every is None) == (cron is None):
@@ -56,13 +67,14 @@ def job(*, every: str | timedelta | float | None = None, cron: str | None = None
         raise ValueError("jitter= applies to every= jobs only")
     period = schedule.parse_interval(every) if every is not None else None
     spread = schedule.parse_interval(jitter) if jitter else timedelta(0)
+    retry_delay = schedule.parse_interval(retry) if retry is not None else None
     if cron is not None:
         schedule.cron(cron, tz or "UTC")  # validates; the zone is resolved when the daemon runs
 
     def decorate(method: JobMethod) -> JobMethod:
         method._daemon_job = JobSpec(  # type: ignore[attr-defined]
             name=name or method.__name__, method=method, every=period, jitter=spread, cron=cron, tz=tz,
-            catch_up=catch_up,
+            catch_up=catch_up, retry=retry_delay,
         )
         return method
 
@@ -75,8 +87,9 @@ class JobState:
 
     spec: JobSpec
     schedule: schedule.Schedule
-    slot: datetime  # when the next run is due, before jitter
-    due: datetime
+    slot: datetime  # the scheduled time the next run is for, before jitter
+    due: datetime  # when the next run starts: the slot with jitter, or a retry
+    attempt: int = 1  # the next run's try for its slot: 1, or more for a retry
     last_run_at: datetime | None = None
     runs: int = 0
     errors: int = 0
@@ -89,10 +102,10 @@ class ScheduledDaemon(Daemon):
     The runner ticks it every `interval` seconds (1 s by default, the resolution of its
     schedules); each tick asks `now` which jobs are due, one after the other, so a job
     never overlaps itself. Each job has its own error guard: an exception is logged
-    (action `job_error`), reported to Sentry and counted, and the other jobs still run.
-    Each job's last run and counters are kept in `daemons.models.JobRun`, so a run
-    missed while the daemon was down can be caught up at startup and `daemonstatus`
-    shows every job.
+    (action `job_error`), reported to Sentry and counted, the run is retried with backoff,
+    and the other jobs still run. Each job's last run (its outcome, error and try) and
+    counters are kept in `daemons.models.JobRun`, so a run missed or left to retry while
+    the daemon was down runs once at startup, and `daemonstatus` shows every job.
     """
 
     interval: ClassVar[float | timedelta] = 1.0
@@ -135,8 +148,9 @@ class ScheduledDaemon(Daemon):
         return TickResult(processed=processed, summary=f"ran {', '.join(ran)}: processed {processed}")
 
     def run_job(self, state: JobState, now: datetime) -> int:
-        """Run one job under its own guard; schedule its next run; return its units of work."""
+        """Run one job under its own guard; schedule its next run or retry; return its units of work."""
         spec = state.spec
+        slot, attempt = state.slot, state.attempt
         began = self.monotonic()
         processed = 0
         error: BaseException | None = None
@@ -151,22 +165,28 @@ class ScheduledDaemon(Daemon):
         duration_ms = int(elapsed.total_seconds() * 1000)
         state.runs += 1
         state.last_run_at = now
-        extra: dict[str, object] = {"job": spec.name, "duration_ms": duration_ms}
+        # The next slot counts from the slot this run was due at, so runs don't drift.
+        upcoming = schedule.next_run(spec.grid(), min(slot, now), finished)
+        retry = None
+        if error is not None and spec.retry is not None:
+            retry = schedule.retry_at(finished, attempt, spec.retry, upcoming)
+        if retry is not None:
+            state.attempt, state.due = attempt + 1, retry
+        else:
+            state.attempt, state.slot = 1, upcoming
+            state.due = self._jittered(state)
+        extra: dict[str, object] = {"job": spec.name, "duration_ms": duration_ms, "attempt": attempt}
         if error is not None:
             state.errors += 1
             state.last_error = "".join(traceback.format_exception_only(error)).strip()
-            self.logger.exception("job %s failed after %d ms", spec.name, duration_ms,
-                                  extra={"action": "job_error", **extra}, exc_info=error)
+            self.logger.exception("job %s failed (try %d) after %d ms; %s at %s", spec.name, attempt, duration_ms,
+                                  "retrying" if retry else "next run", state.due.isoformat(),
+                                  extra={"action": "job_error", "retry_at": retry, **extra}, exc_info=error)
             reporting.capture(error, daemon=self.name, job=spec.name)
         else:
             self.logger.info("job %s processed %d in %d ms", spec.name, processed, duration_ms,
                              extra={"action": "job_done", "processed": processed, **extra})
-        # The next slot counts from the slot this run was due at, so runs don't drift.
-        state.slot = schedule.next_run(dataclasses.replace(state.schedule, jitter=timedelta(0))
-                                       if isinstance(state.schedule, schedule.Every) else state.schedule,
-                                       min(state.slot, now), finished)
-        state.due = self._jittered(state)
-        self.save_run(state, finished=finished, duration_ms=duration_ms, error=error)
+        self.save_run(state, slot=slot, attempt=attempt, finished=finished, duration_ms=duration_ms, error=error)
         return processed
 
     def _jittered(self, state: JobState) -> datetime:
@@ -191,11 +211,21 @@ class ScheduledDaemon(Daemon):
             row = rows.get(spec.name)
             sched = spec.schedule()
             last = row.last_run_at if row is not None else None
-            unjittered = dataclasses.replace(sched, jitter=timedelta(0)) if isinstance(sched, schedule.Every) else sched
-            decision = schedule.startup(unjittered, last, now, catch_up=spec.catch_up)
+            counters = {"runs": row.runs, "errors": row.errors, "last_error": row.last_error} if row else {}
+            retry = _recorded_retry(spec, row, now)
+            if retry is not None:
+                assert row is not None and row.scheduled_for is not None
+                state = JobState(spec=spec, schedule=sched, slot=row.scheduled_for, due=retry,
+                                 attempt=row.attempt + 1, last_run_at=last, **counters)
+                self.logger.info("job %s failed its run of %s before the restart; retrying at %s", spec.name,
+                                 row.scheduled_for.isoformat(), retry.isoformat(),
+                                 extra={"action": "job_retry_resumed", "job": spec.name})
+                states[spec.name] = state
+                self._store(spec.name, {"next_run_at": state.due})
+                continue
+            decision = schedule.startup(spec.grid(), last, now, catch_up=spec.catch_up)
             state = JobState(spec=spec, schedule=sched, slot=decision.due, due=decision.due, last_run_at=last,
-                             runs=row.runs if row else 0, errors=row.errors if row else 0,
-                             last_error=row.last_error if row else "")
+                             **counters)
             if decision.action != "catch_up":
                 state.due = self._jittered(state)
             if decision.action == "catch_up":
@@ -210,10 +240,13 @@ class ScheduledDaemon(Daemon):
             self._store(spec.name, {"next_run_at": state.due})
         return states
 
-    def save_run(self, state: JobState, *, finished: datetime, duration_ms: int,
+    def save_run(self, state: JobState, *, slot: datetime, attempt: int, finished: datetime, duration_ms: int,
                  error: BaseException | None) -> None:
+        """Record one run: the scheduled time it was for, its try, outcome, error and duration."""
         values: dict[str, object] = {
             "last_run_at": state.last_run_at,
+            "scheduled_for": slot,
+            "attempt": attempt,
             "last_finished_at": finished,
             "last_outcome": "error" if error is not None else "ok",
             "last_duration_ms": duration_ms,
@@ -237,33 +270,72 @@ class ScheduledDaemon(Daemon):
 
     # --- status -------------------------------------------------------------------------
 
-    def status(self) -> str:
-        """One part per job: runs, errors, last and next run (read from the database).
+    def job_statuses(self, now: datetime | None = None) -> list[JobStatus]:
+        """Each job's schedule, last run and next run or retry, read from the database.
 
         `daemonstatus` calls this in its own process, so it reads the rows the running
-        daemon wrote rather than this object's memory.
+        daemon wrote rather than this object's memory. A job that never ran has no row:
+        its counters are zero and its times None.
         """
         from .models import JobRun
 
+        now = now or timezone.now()
         rows = {row.job: row for row in JobRun.objects.filter(daemon=self.name)}
-        parts = []
+        found = []
         for spec in self.jobs.values():
             row = rows.get(spec.name)
-            if row is None:
-                parts.append(f"{spec.name}: never ran")
+            job_status = JobStatus(name=spec.name, schedule=str(spec.schedule()))
+            if row is not None:
+                job_status = dataclasses.replace(
+                    job_status, runs=row.runs, errors=row.errors, last_run_at=row.last_run_at,
+                    scheduled_for=row.scheduled_for, attempt=row.attempt, last_outcome=row.last_outcome,
+                    last_duration_ms=row.last_duration_ms, last_error=row.last_error,
+                    next_run_at=row.next_run_at, retrying=_recorded_retry(spec, row, now) is not None)
+            found.append(job_status)
+        return found
+
+    def status(self) -> str:
+        """One part per job: runs, errors, last and next run (see `job_statuses`)."""
+        parts = []
+        for job_status in self.job_statuses():
+            if not job_status.runs and job_status.next_run_at is None:
+                parts.append(f"{job_status.name}: never ran")
                 continue
-            text = f"{spec.name}: {row.runs} runs, {row.errors} errors"
-            if row.last_run_at:
-                text += f", last {_short(row.last_run_at)}"
-                if row.last_outcome == "error":
+            text = f"{job_status.name}: {job_status.runs} runs, {job_status.errors} errors"
+            if job_status.last_run_at:
+                text += f", last {_short(job_status.last_run_at)}"
+                if job_status.last_outcome == "error":
                     text += " failed"
-            if row.next_run_at:
-                text += f", next {_short(row.next_run_at)}"
+            if job_status.next_run_at:
+                text += f", {'retry' if job_status.retrying else 'next'} {_short(job_status.next_run_at)}"
             parts.append(text)
         return "; ".join(parts)
 
 
-def _short(moment: datetime) -> str:
-    from django.utils import timezone
+@dataclass(frozen=True)
+class JobStatus:
+    """One job as `daemonstatus` shows it: its schedule, its last run and what comes next."""
 
+    name: str
+    schedule: str
+    runs: int = 0
+    errors: int = 0
+    last_run_at: datetime | None = None
+    scheduled_for: datetime | None = None  # the scheduled time the last run was for
+    attempt: int = 0  # the last run's try for that time
+    last_outcome: str = ""  # "ok" or "error"
+    last_duration_ms: int | None = None
+    last_error: str = ""
+    next_run_at: datetime | None = None
+    retrying: bool = False  # next_run_at is a retry of the failed run, not the next scheduled one
+
+
+def _recorded_retry(spec: JobSpec, row: Any, now: datetime) -> datetime | None:
+    """When the retry of a failed run that `row` records is due at `now`, or None if none is pending."""
+    if row is None or row.last_outcome != "error":
+        return None
+    return schedule.pending_retry(spec.grid(), row.scheduled_for, row.next_run_at, now)
+
+
+def _short(moment: datetime) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")

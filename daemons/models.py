@@ -32,11 +32,16 @@ class Heartbeat(models.Model):
 
 
 class JobRun(models.Model):
-    """The last run and the counters of one scheduled job, kept so catch-up survives a restart."""
+    """The last run (outcome, error, try) and the counters of one scheduled job.
+
+    Kept so that catch-up and a pending retry survive a restart.
+    """
 
     daemon = models.CharField(max_length=100)
     job = models.CharField(max_length=100)
-    last_run_at = models.DateTimeField(null=True, blank=True)  # when the last run was due
+    last_run_at = models.DateTimeField(null=True, blank=True)  # when the last run started
+    scheduled_for = models.DateTimeField(null=True, blank=True)  # the scheduled time the last run was for
+    attempt = models.PositiveIntegerField(default=0)  # the last run's try for that time: 1, or more for a retry
     last_finished_at = models.DateTimeField(null=True, blank=True)
     last_outcome = models.CharField(max_length=20, blank=True)  # "ok" or "error"
     last_duration_ms = models.PositiveIntegerField(null=True, blank=True)

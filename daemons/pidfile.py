@@ -91,17 +91,24 @@ class PidFile:
     def release(self) -> None:
         """Remove the file, then drop the lock.
 
-        A daemon that dropped privileges may not unlink a file in a root-owned run
-        directory; it empties the file instead, which reads as "stopped", not stale.
+        The path is removed only while it is still the very file that was locked: if
+        someone replaced it meanwhile, the replacement belongs to somebody else. A daemon
+        that dropped privileges may not unlink a file in a root-owned run directory; it
+        empties the file instead, which reads as "stopped", not stale.
         """
         if self.fd is None:
             return
         try:
-            os.unlink(self.path)
+            ours = os.path.samestat(os.fstat(self.fd), os.lstat(self.path))
         except FileNotFoundError:
-            pass
-        except PermissionError:
-            os.ftruncate(self.fd, 0)
+            ours = False
+        if ours:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            except PermissionError:
+                os.ftruncate(self.fd, 0)
         os.close(self.fd)
         self.fd = None
 
@@ -127,66 +134,187 @@ class PidFile:
         self.release()
 
 
-def read_pid(path: Path) -> int | None:
-    """The PID written in the file, or None if the file is missing, empty or garbled."""
+def _parse_pid(data: bytes) -> int | None:
     try:
-        with open(path, "rb") as handle:
-            first = handle.readline(64).strip()
-    except OSError:
-        return None
-    try:
-        pid = int(first)
+        pid = int(data.split(b"\n", 1)[0].strip())
     except ValueError:
         return None
     return pid if pid > 0 else None
 
 
-def is_locked(path: Path) -> bool:
-    """True if some process holds the lock on the PID file at `path`."""
+def _snapshot(path: Path) -> tuple[os.stat_result, int | None] | None:
+    """The file's identity and the PID it names, read through one descriptor; None if absent.
+
+    Opening takes no lock, follows no symbolic link and never blocks on a FIFO.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except PermissionError:
+        try:
+            return os.lstat(path), None
+        except OSError:
+            return None
     except OSError:
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        info = os.fstat(fd)
+        pid = _parse_pid(os.pread(fd, 64, 0)) if stat.S_ISREG(info.st_mode) else None
     finally:
         os.close(fd)
-    return False
+    return info, pid
 
 
-def _has_open(pid: int, path: Path) -> bool:
-    """True if process `pid` has the file at `path` open (so it may hold the lock)."""
+def read_pid(path: Path) -> int | None:
+    """The PID written in the file, or None if the file is missing, empty, garbled or not a regular file."""
+    snapshot = _snapshot(path)
+    return snapshot[1] if snapshot else None
+
+
+def _mount_devices(fd: int) -> set[int]:
+    """The device number of the mount `fd` lives on, as /proc/locks prints it.
+
+    It can differ from `st_dev` (btrfs subvolumes, some overlay setups): the kernel
+    prints the superblock's device, which /proc/self/mountinfo also shows.
+    """
     try:
-        target = os.stat(path, follow_symlinks=False)
-        fd_dir = Path(f"/proc/{pid}/fd")
-        for entry in fd_dir.iterdir():
-            try:
-                if os.path.samestat(os.stat(entry), target):
-                    return True
-            except OSError:
-                continue
+        fdinfo = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        mnt_id = next(line.split()[1] for line in fdinfo.splitlines() if line.startswith("mnt_id:"))
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            if fields[0] == mnt_id:
+                major, minor = fields[2].split(":")
+                return {os.makedev(int(major), int(minor))}
+    except (OSError, StopIteration, IndexError, ValueError):
+        pass
+    return set()
+
+
+def _identity(path: Path) -> tuple[set[int], int] | None:
+    """(possible device numbers, inode) of the file at `path`, without following a link."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        return {info.st_dev} | _mount_devices(fd), info.st_ino
+    finally:
+        os.close(fd)
+
+
+def lock_pids(path: Path) -> list[int] | None:
+    """The PIDs /proc/locks lists as holding a flock on the file at `path`; None if it isn't locked.
+
+    Reading /proc/locks takes no lock and works for every user, whoever holds the lock.
+    The PID listed is the process that *took* the lock: after a fork it may be a parent
+    that has since exited, so it says that the file is locked, not by whom. A PID is 0
+    or -1 when the holder lives in another PID namespace (or is an OFD lock).
+    """
+    identity = _identity(path)
+    if identity is None:
+        return None
+    devices, inode = identity
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    pids = []
+    for line in table.splitlines():
+        fields = line.split()
+        # "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END"; "N: -> FLOCK ..." lines are waiters.
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        try:
+            major, minor, ino = fields[5].split(":")
+            device = os.makedev(int(major, 16), int(minor, 16))
+            if device in devices and int(ino) == inode:
+                pids.append(int(fields[4]))
+        except ValueError:
+            continue
+    return pids or None
+
+
+def is_locked(path: Path) -> bool:
+    """True if some process holds the flock on the PID file at `path`; takes no lock itself."""
+    return lock_pids(path) is not None
+
+
+# A process counts as started before the file's last write if its start time (clock
+# ticks since boot, rounded down) is at most this much later than the file's mtime
+# (kernel time, up to a jiffy coarse). A PID reused within this window is not caught.
+_START_SLACK_SECONDS = 0.05
+
+
+def started_since_boot(pid: int) -> float | None:
+    """Seconds from boot to the start of process `pid` (/proc/PID/stat, readable by all); None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_time() -> float:
+    """The wall-clock time of boot, to the precision of the clocks (not /proc/stat's whole second)."""
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _has_open(pid: int, info: os.stat_result) -> bool | None:
+    """True if `pid` has the file open, False if not (or dead), None if we may not look."""
+    try:
+        entries = list(Path(f"/proc/{pid}/fd").iterdir())
+    except PermissionError:
+        return None
     except OSError:
         return False
+    for entry in entries:
+        try:
+            if os.path.samestat(os.stat(entry), info):
+                return True
+        except PermissionError:
+            return None
+        except OSError:
+            continue
     return False
+
+
+def _is_holder(pid: int, info: os.stat_result, lockers: list[int]) -> bool:
+    """True if `pid`, named in the locked file described by `info`, is the process holding it.
+
+    Where /proc/PID/fd is readable, the proof is that `pid` has this very file open.
+    Where it is not (a process of another user, or one that dropped privileges), the
+    proof is that `pid` took the lock itself (/proc/locks), or that it was alive when the
+    file was last written: only the holder writes the file, and a PID that a stale file
+    names and that was reused since started after that write.
+    """
+    opened = _has_open(pid, info)
+    if opened is not None:
+        return opened
+    if pid in lockers:
+        return os.path.exists(f"/proc/{pid}")
+    started = started_since_boot(pid)
+    if started is None:
+        return False
+    return started <= info.st_mtime - boot_time() + _START_SLACK_SECONDS
 
 
 def read_holder(path: Path, wait: float = 2.0) -> int | None:
     """The PID of the live process holding the lock on `path`, or None.
 
-    The number in the file is trusted only if the lock is held and that very process has
-    the file open, so a reused PID written in a stale file is never reported as alive.
+    The number in the file is trusted only if the lock is held and that very process
+    holds it (see `_is_holder`), so a reused PID written in a stale file is never
+    reported as alive. No lock is taken, so asking never makes a concurrent start fail.
     A daemon that is still starting writes its PID a moment after taking the lock;
     `wait` bounds how long we give it.
     """
     deadline = time.monotonic() + wait
     while True:
-        if not is_locked(path):
+        lockers = lock_pids(path)
+        if lockers is None:
             return None
-        pid = read_pid(path)
-        if pid is not None and _has_open(pid, path):
-            return pid
+        snapshot = _snapshot(path)
+        if snapshot is not None and snapshot[1] is not None and _is_holder(snapshot[1], snapshot[0], lockers):
+            return snapshot[1]
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
@@ -201,6 +329,10 @@ class PidState:
 
 
 def inspect(path: Path) -> PidState:
+    """The state of the PID file at `path`, read without taking its lock.
+
+    "running" whenever the file is locked, even if the holder can't be named (pid None).
+    """
     if is_locked(path):
         return PidState("running", read_holder(path))
     pid = read_pid(path)

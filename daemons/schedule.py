@@ -9,6 +9,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+# A failed run is retried after its retry delay, doubled on each further failure up to this.
+RETRY_MAX_DELAY = timedelta(minutes=15)
+
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
@@ -182,3 +185,39 @@ def startup(schedule: Schedule, last_run: datetime | None, now: datetime, *, cat
     if missed is not None and catch_up:
         return StartupDecision(due=now, missed=missed, catch_up=True)
     return StartupDecision(due=next_run(schedule, last_run, now, rng=rng), missed=missed, catch_up=False)
+
+
+def following(schedule: Schedule, slot: datetime) -> datetime:
+    """The scheduled time that comes after `slot`, without jitter."""
+    if isinstance(schedule, Cron):
+        return schedule.after(slot)
+    return slot + schedule.period
+
+
+def retry_at(failed_at: datetime, attempt: int, delay: timedelta, upcoming: datetime) -> datetime | None:
+    """When a run that failed at `failed_at` on its `attempt`-th try (1 = the first) is tried again.
+
+    The delay doubles with each failed try of the same scheduled run (`delay`, 2 x `delay`,
+    4 x `delay` ...) up to RETRY_MAX_DELAY. None when the job's `upcoming` scheduled time
+    comes first: that run takes over, so a job never runs twice back to back.
+    """
+    wait = min(delay * 2 ** min(max(attempt, 1) - 1, 32), RETRY_MAX_DELAY)
+    moment = failed_at + wait
+    return moment if moment < upcoming else None
+
+
+def pending_retry(schedule: Schedule, failed_slot: datetime | None, retry: datetime | None,
+                  now: datetime) -> datetime | None:
+    """When a retry recorded before a restart is due, or None if there is none to keep.
+
+    `failed_slot` is the scheduled time whose run failed and `retry` when it was to be
+    tried again. The retry is kept while that scheduled time is still the latest one
+    (it runs at once if its time passed while the daemon was down); after that the
+    missed run is the startup rule's business.
+    """
+    if failed_slot is None or retry is None:
+        return None
+    upcoming = following(schedule, failed_slot)
+    if retry >= upcoming or now >= upcoming:
+        return None
+    return max(now, retry)

@@ -1,7 +1,6 @@
 """Read PID files, /proc and heartbeat rows into one `DaemonStatus` per daemon instance."""
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone as dt_timezone
@@ -12,7 +11,8 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from . import pidfile, registry
-from .heartbeat import heartbeat_overdue
+from .heartbeat import heartbeat_overdue, heartbeat_period
+from .jobs import JobStatus, ScheduledDaemon
 from .paths import RunPaths, instances
 
 # LSB exit codes for a status action.
@@ -21,34 +21,62 @@ EXIT_STALE = 1
 EXIT_STOPPED = 3
 EXIT_UNKNOWN = 4  # running but hung: LSB's "status unknown"
 
+# Every state with its exit code, from best to worst (see `worst_exit_code`).
+EXIT_CODES = {"running": EXIT_RUNNING, "stopped": EXIT_STOPPED, "stale": EXIT_STALE, "hung": EXIT_UNKNOWN}
+STATE_ORDER = list(EXIT_CODES)
+
 
 @dataclass
 class DaemonStatus:
+    """One daemon instance on one host, as `daemonstatus` shows it (`as_json()` gives every field)."""
+
     name: str
     instance: int
     host: str
     state: str  # running | hung | stopped | stale
     pid: int | None = None
+    interval: float | None = None  # seconds between ticks
     started_at: datetime | None = None
+    stopped_at: datetime | None = None
     uptime_seconds: float | None = None
     rss_kib: int | None = None
-    last_tick_at: datetime | None = None
     last_heartbeat: datetime | None = None
+    last_tick_at: datetime | None = None
+    last_outcome: str = ""  # "ok", "idle", "error", or "busy" during a long tick
+    last_duration_ms: int | None = None
     processed: int = 0
     errors: int = 0
     last_error: str = ""
-    info: str = ""
+    status_text: str = ""  # the daemon's own line (Daemon.status())
+    info: str = ""  # what the table shows: the framework's notes, then status_text
+    jobs: list[JobStatus] | None = None  # each job of a ScheduledDaemon
 
     @property
     def exit_code(self) -> int:
-        return {"running": EXIT_RUNNING, "stale": EXIT_STALE, "hung": EXIT_UNKNOWN}.get(self.state, EXIT_STOPPED)
+        return EXIT_CODES[self.state]
+
+    def last_tick_label(self, now: datetime) -> str:
+        """How long ago the last tick was; "starting" during a running daemon's first interval, else "never"."""
+        if self.last_tick_at is not None:
+            return f"{format_duration((now - self.last_tick_at).total_seconds())} ago"
+        if self.state == "running" and self.started_at is not None and self.interval is not None:
+            if (now - self.started_at).total_seconds() <= max(self.interval, heartbeat_period(self.interval)):
+                return "starting"
+        return "never"
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("started_at", "last_tick_at", "last_heartbeat"):
-            if data[key] is not None:
-                data[key] = data[key].isoformat()
-        return data
+        """Every field, with times in ISO 8601 and jobs as a list of objects (null for other daemons)."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return value
 
 
 def proc_rss_kib(pid: int) -> int | None:
@@ -63,16 +91,11 @@ def proc_rss_kib(pid: int) -> int | None:
 
 
 def proc_started_at(pid: int) -> datetime | None:
-    """When `pid` started, from /proc/<pid>/stat and the boot time."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        start_ticks = int(fields[19])
-        boot = next(
-            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
-        )
-    except (OSError, ValueError, IndexError, StopIteration):
+    """When `pid` started, from /proc; None if it is gone."""
+    since_boot = pidfile.started_since_boot(pid)
+    if since_boot is None:
         return None
-    return datetime.fromtimestamp(boot + start_ticks / os.sysconf("SC_CLK_TCK"), tz=dt_timezone.utc)
+    return datetime.fromtimestamp(pidfile.boot_time() + since_boot, tz=dt_timezone.utc)
 
 
 def read_status(name: str, instance: int = 0) -> DaemonStatus:
@@ -81,36 +104,66 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
     The state comes from the PID lock, never from `kill -0`: a reused PID in a stale
     file reads as `stale`. Counters and tick times come from the heartbeat row. A daemon
     that holds its lock but whose heartbeat is older than three heartbeat periods (three
-    intervals, between 1 and 30 s each) reads as `hung`.
+    intervals, between 1 and 30 s each) reads as `hung`. A daemon with no PID file here
+    whose heartbeat from this host is fresh runs with its PID file in another run
+    directory (another checkout, or another DAEMONS_RUN_DIR): it reads as `running`.
     """
     from .models import Heartbeat
 
     daemon_cls = registry.get(name)
     host = socket.gethostname()
     pid_state = pidfile.inspect(RunPaths.for_daemon(name, instance).pid)
-    status = DaemonStatus(name=name, instance=instance, host=host, state=pid_state.state, pid=pid_state.pid)
-    if status.state == "running" and status.pid:
-        status.rss_kib = proc_rss_kib(status.pid)
-        status.started_at = proc_started_at(status.pid)
-        if status.started_at:
-            status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
+    status = DaemonStatus(name=name, instance=instance, host=host, state=pid_state.state, pid=pid_state.pid,
+                          interval=daemon_cls.interval_seconds())
+    notes = []
     try:
         beat = Heartbeat.objects.filter(name=name, instance=instance, host=host).first()
         if beat is not None:
-            status.last_tick_at = beat.last_tick_at
-            status.last_heartbeat = beat.last_heartbeat
-            status.processed = beat.processed
-            status.errors = beat.errors
-            status.last_error = beat.last_error
-            if status.started_at is None and status.state == "running":
-                status.started_at = beat.started_at
+            for field in ("last_heartbeat", "last_tick_at", "last_outcome", "last_duration_ms", "processed",
+                          "errors", "last_error", "stopped_at"):
+                setattr(status, field, getattr(beat, field))
+            if status.state == "stopped" and beat.stopped_at is None and not heartbeat_overdue(
+                    name, timezone.now() - beat.last_heartbeat):
+                status.state, status.pid = "running", beat.pid
+                notes.append("PID file in another run directory")
             if status.state == "running" and beat.pid == status.pid:
+                status.started_at = beat.started_at
                 if heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
                     status.state = "hung"
-        status.info = daemon_cls().status()
+        daemon = daemon_cls(instance)
+        status.status_text = daemon.status()
+        notes.append(status.status_text)
+        if isinstance(daemon, ScheduledDaemon):
+            status.jobs = daemon.job_statuses()
     except DatabaseError as exc:
-        status.info = f"database error: {exc}"
+        notes.append(f"database error: {exc}")
+    if status.state in ("running", "hung") and status.pid:
+        status.rss_kib = proc_rss_kib(status.pid)
+        status.started_at = proc_started_at(status.pid) or status.started_at
+        if status.started_at:
+            status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
+    status.info = "; ".join(note for note in notes if note)
     return status
+
+
+def read_statuses(names: list[str] | None = None) -> list[DaemonStatus]:
+    """The status of every instance of `names` on this host; by default of every daemon meant to run.
+
+    Every registered daemon is meant to run (`make run` starts them all); each is listed
+    with instance 0 and every other instance that has a PID file here.
+    """
+    return [read_status(name, i) for name in (names or registry.names()) for i in instances(name)]
+
+
+def worst_exit_code(rows: list[DaemonStatus]) -> int:
+    """The exit code of `daemonstatus` for `rows`: the code of the worst state among them.
+
+    Worst first: hung (4: it holds its lock, so nothing restarts it), stale (1: it died
+    without cleaning up), stopped (3), running (0). No rows: 0.
+    """
+    if not rows:
+        return EXIT_RUNNING
+    return max(rows, key=lambda row: STATE_ORDER.index(row.state)).exit_code
 
 
 def format_duration(seconds: float | None) -> str:

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.core.management.base import CommandError
+
 from . import pidfile
+
+
+class StopError(CommandError):
+    """The daemon runs but can't be signalled by us; the message is one line for the operator.
+
+    A `CommandError`, so a management command that lets it through exits 1 with that line.
+    """
 
 
 @dataclass(frozen=True)
@@ -27,10 +37,27 @@ def wait_unlocked(path: Path, timeout: float) -> bool:
     return True
 
 
+def _owner(pid: int) -> str:
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return "another user"
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _signal_holder(path: Path, signum: int) -> int | None:
-    """Send `signum` to the lock holder through a pidfd, so a recycled PID can't be hit."""
+    """Send `signum` to the lock holder through a pidfd, so a recycled PID can't be hit.
+
+    Returns the PID signalled, or None if nobody holds the lock. Raises `StopError` if
+    the file is locked but its holder can't be named, or we may not signal it.
+    """
     pid = pidfile.read_holder(path)
     if pid is None:
+        if pidfile.is_locked(path):
+            raise StopError(f"{path} is locked but the process holding it can't be identified; not signalled")
         return None
     try:
         pidfd = os.pidfd_open(pid)
@@ -44,6 +71,9 @@ def _signal_holder(path: Path, signum: int) -> int | None:
         signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
         return None
+    except PermissionError:
+        raise StopError(f"no permission to signal pid {pid}, which runs as {_owner(pid)}; "
+                        "run this as that user or as root") from None
     finally:
         os.close(pidfd)
     return pid
@@ -53,11 +83,12 @@ def stop(path: Path, *, timeout: float = 10.0, kill: bool = False) -> StopOutcom
     """SIGTERM the daemon holding `path` and wait up to `timeout` for its lock to go.
 
     Never signals the PID written in a stale file. With `kill`, a daemon still running at
-    the deadline gets SIGKILL.
+    the deadline gets SIGKILL. A daemon that runs but that we can't signal (another
+    user's, or one whose holder can't be named) raises `StopError`, never "not running".
     """
     pid = _signal_holder(path, signal.SIGTERM)
     if pid is None:
-        return StopOutcome("not_running", None, stale_pid=pidfile.read_pid(path) if path.exists() else None)
+        return StopOutcome("not_running", None, stale_pid=pidfile.read_pid(path))
     if wait_unlocked(path, timeout):
         return StopOutcome("stopped", pid)
     if not kill:

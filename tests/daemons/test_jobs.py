@@ -32,12 +32,12 @@ class Chores(ScheduledDaemon):
             raise RuntimeError("sweep broke")
         return 2
 
-    @job(cron="0 8 * * *", tz="UTC", catch_up=True)
+    @job(cron="0 8 * * *", tz="UTC")
     def report(self, now: datetime) -> int:
         self.calls.append(("report", now))
         return 1
 
-    @job(cron="0 9 * * *", tz="UTC")
+    @job(cron="0 9 * * *", tz="UTC", catch_up=False)
     def tidy(self, now: datetime) -> None:
         self.calls.append(("tidy", now))
 
@@ -97,7 +97,7 @@ def test_status_reports_each_jobs_counters(daemon_harness, settings) -> None:
     )
 
 
-def test_a_missed_run_is_caught_up_once_at_startup_when_the_job_asks(daemon_harness) -> None:
+def test_a_missed_run_is_caught_up_once_at_startup_unless_the_job_opts_out(daemon_harness) -> None:
     first = daemon_harness(Chores)
     day = datetime(2026, 11, 25, tzinfo=UTC)
     first.run_ticks([day + timedelta(hours=7), day + timedelta(hours=8), day + timedelta(hours=9)])
@@ -178,3 +178,89 @@ def test_a_cron_job_without_tz_uses_the_project_time_zone(settings) -> None:
             return 0
 
     assert str(Local.jobs["digest"].schedule()) == "cron '0 8 * * *' (Europe/Berlin)"
+
+
+class Digest(ScheduledDaemon):
+    """Not registered: a daily job whose mail server fails its first `failures` tries."""
+
+    name = "digest_test"
+
+    def __init__(self, *args, failures: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+        self.calls: list[datetime] = []
+        self.monotonic = lambda: 0.0  # each run takes no time, so retry times are exact
+
+    @job(cron="0 8 * * *", tz="UTC")
+    def daily(self, now: datetime) -> int:
+        self.calls.append(now)
+        if len(self.calls) <= self.failures:
+            raise ConnectionError("mail server blip")
+        return 1
+
+
+EIGHT = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+def test_a_failed_run_is_retried_with_backoff_not_at_its_next_time(daemon_harness, monkeypatch) -> None:
+    monkeypatch.setattr("daemons.reporting.capture", lambda exc, **tags: None)
+    harness = daemon_harness(Digest, failures=2)
+    harness.run_ticks(tick_times(EIGHT - timedelta(seconds=1), 1, 40))  # 07:59:59 .. 08:00:38
+    assert harness.daemon.calls == [EIGHT, EIGHT + timedelta(seconds=10), EIGHT + timedelta(seconds=30)]
+    errors = harness.logs.with_action("job_error", job="daily")
+    assert [(r.attempt, r.retry_at) for r in errors] == [
+        (1, EIGHT + timedelta(seconds=10)), (2, EIGHT + timedelta(seconds=30))]
+    harness.logs.assert_action("job_done", job="daily", attempt=3)
+    row = JobRun.objects.get(daemon="digest_test", job="daily")
+    assert (row.last_outcome, row.attempt, row.scheduled_for) == ("ok", 3, EIGHT)
+    assert (row.runs, row.errors, row.last_error) == (3, 2, "ConnectionError: mail server blip")
+    assert row.next_run_at == EIGHT + timedelta(days=1)
+
+
+def test_each_failed_try_is_recorded_with_its_outcome_and_the_retry(daemon_harness, monkeypatch, settings) -> None:
+    settings.TIME_ZONE = "UTC"
+    monkeypatch.setattr("daemons.reporting.capture", lambda exc, **tags: None)
+    harness = daemon_harness(Digest, failures=5)
+    harness.run_ticks([EIGHT - timedelta(seconds=1), EIGHT])
+    row = JobRun.objects.get(daemon="digest_test", job="daily")
+    assert (row.last_outcome, row.attempt, row.scheduled_for, row.next_run_at) == (
+        "error", 1, EIGHT, EIGHT + timedelta(seconds=10))
+    assert row.last_error == "ConnectionError: mail server blip" and row.last_error_at is not None
+    [shown] = Digest().job_statuses(now=EIGHT + timedelta(seconds=5))
+    assert (shown.last_outcome, shown.attempt, shown.next_run_at, shown.retrying) == (
+        "error", 1, EIGHT + timedelta(seconds=10), True)
+    assert not Digest().job_statuses(now=EIGHT + timedelta(days=1))[0].retrying  # the next run took over
+    harness.tick(EIGHT + timedelta(seconds=10))
+    row.refresh_from_db()
+    assert (row.last_outcome, row.attempt, row.next_run_at) == ("error", 2, EIGHT + timedelta(seconds=30))
+
+
+def test_a_retry_pending_at_a_restart_runs_once_when_the_daemon_comes_back(daemon_harness, monkeypatch) -> None:
+    monkeypatch.setattr("daemons.reporting.capture", lambda exc, **tags: None)
+    first = daemon_harness(Digest, failures=1)
+    first.run_ticks([EIGHT - timedelta(seconds=1), EIGHT])  # fails; the daemon is stopped before its retry at 08:00:10
+    back = EIGHT + timedelta(hours=2)
+    second = daemon_harness(Digest)
+    second.run_ticks(tick_times(back, 1, 3))
+    assert second.daemon.calls == [back]
+    second.logs.assert_action("job_retry_resumed", job="daily")
+    second.logs.assert_no_action("job_catch_up")
+    row = JobRun.objects.get(daemon="digest_test", job="daily")
+    assert (row.last_outcome, row.attempt, row.scheduled_for) == ("ok", 2, EIGHT)
+    assert row.next_run_at == EIGHT + timedelta(days=1)
+
+
+def test_a_job_without_retry_waits_for_its_next_time(daemon_harness, monkeypatch) -> None:
+    monkeypatch.setattr("daemons.reporting.capture", lambda exc, **tags: None)
+
+    class NoRetry(Digest):
+        name = "no_retry"
+
+        @job(cron="0 8 * * *", tz="UTC", retry=None)
+        def daily(self, now: datetime) -> int:
+            return super().daily(now)
+
+    harness = daemon_harness(NoRetry, failures=1)
+    harness.run_ticks([EIGHT - timedelta(seconds=1), *tick_times(EIGHT, 60, 10)])  # 08:00 .. 08:09
+    assert harness.daemon.calls == [EIGHT]
+    assert JobRun.objects.get(daemon="no_retry", job="daily").next_run_at == EIGHT + timedelta(days=1)

@@ -75,7 +75,7 @@ def test_refuses_world_writable_run_dir_without_sticky_bit(tmp_path: Path) -> No
 
 def test_a_locked_file_naming_another_process_is_not_trusted(tmp_path: Path) -> None:
     """The number counts only if that very process has the file open (it holds the lock)."""
-    from daemons.stopping import stop
+    from daemons.stopping import StopError, stop
 
     path = tmp_path / "x.pid"
     path.write_text("")
@@ -90,7 +90,9 @@ def test_a_locked_file_naming_another_process_is_not_trusted(tmp_path: Path) -> 
         path.write_text(f"{bystander.pid}\n")
         assert pidfile.is_locked(path)
         assert pidfile.read_holder(path, wait=0) is None
-        assert stop(path, timeout=0.2).state == "not_running"
+        # Locked means running: stop refuses to guess rather than say "not running".
+        with pytest.raises(StopError, match="can't be identified; not signalled"):
+            stop(path, timeout=0.2)
         assert bystander.poll() is None and holder.poll() is None
         path.write_text(f"{holder.pid}\n")
         assert pidfile.read_holder(path, wait=0) == holder.pid

@@ -159,3 +159,29 @@ def test_schedules_describe_themselves() -> None:
     assert str(every(90)) == "every 90s"
     assert str(cron("0 8 * * *", "Europe/Berlin")) == "cron '0 8 * * *' (Europe/Berlin)"
     assert isinstance(every("2m"), Every) and isinstance(cron("0 0 * * *"), Cron)
+
+
+def test_retry_delays_double_up_to_the_cap_and_never_reach_the_next_scheduled_time() -> None:
+    from daemons.schedule import RETRY_MAX_DELAY, retry_at
+
+    tomorrow = T0 + timedelta(days=1)
+    delays = [retry_at(T0, attempt, timedelta(seconds=10), tomorrow) - T0 for attempt in range(1, 10)]
+    assert delays[:4] == [timedelta(seconds=s) for s in (10, 20, 40, 80)]
+    assert delays[-1] == RETRY_MAX_DELAY == timedelta(minutes=15)
+    assert retry_at(T0, 10_000, timedelta(seconds=10), tomorrow) == T0 + RETRY_MAX_DELAY
+    # The next scheduled run comes first: it takes over, so no retry.
+    assert retry_at(T0, 1, timedelta(seconds=10), T0 + timedelta(seconds=5)) is None
+    assert retry_at(T0, 1, timedelta(seconds=10), T0 + timedelta(seconds=10)) is None
+
+
+def test_a_recorded_retry_is_kept_until_the_next_scheduled_time() -> None:
+    from daemons.schedule import pending_retry
+
+    daily = cron("0 8 * * *", "UTC")
+    failed = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    retry = failed + timedelta(seconds=10)
+    assert pending_retry(daily, failed, retry, failed + timedelta(seconds=1)) == retry
+    assert pending_retry(daily, failed, retry, failed + timedelta(hours=3)) == failed + timedelta(hours=3)
+    assert pending_retry(daily, failed, retry, failed + timedelta(days=1)) is None
+    assert pending_retry(daily, failed, failed + timedelta(days=1), failed + timedelta(hours=1)) is None
+    assert pending_retry(daily, None, retry, failed) is None

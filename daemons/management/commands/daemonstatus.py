@@ -7,16 +7,14 @@ import sys
 
 from django.utils import timezone
 
-from daemons import registry
-from daemons.paths import instances
-from daemons.status import EXIT_RUNNING, EXIT_STALE, EXIT_STOPPED, EXIT_UNKNOWN, format_duration, read_status
+from daemons.status import format_duration, read_statuses, worst_exit_code
 
 from ._base import DaemonCommand
 
 
 class Command(DaemonCommand):
-    help = ("Report each daemon's state. Exit 0 if all are running, 1 on a stale PID file, 3 if one is not "
-            "running, 4 if one is hung.")
+    help = ("Report each daemon's state. Exit with the worst state's code: 4 if one is hung, else 1 on a stale "
+            "PID file, else 3 if one is not running, 0 if all run.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         self.add_name_argument(parser, many=True)
@@ -25,13 +23,12 @@ class Command(DaemonCommand):
     def handle(self, *args, names: list[str], json: bool, **options) -> None:
         for name in names:
             self.daemon_class(name)
-        rows = [read_status(name, i) for name in (names or registry.names()) for i in instances(name)]
+        rows = read_statuses(names)
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))
         else:
             self.stdout.write(self.table(rows))
-        codes = {row.exit_code for row in rows}
-        code = max(codes, key=[EXIT_RUNNING, EXIT_UNKNOWN, EXIT_STALE, EXIT_STOPPED].index)
+        code = worst_exit_code(rows)
         if code:
             sys.exit(code)
 
@@ -42,7 +39,7 @@ class Command(DaemonCommand):
         for row in rows:
             label = row.name if not row.instance else f"{row.name}.{row.instance}"
             rss = f"{row.rss_kib / 1024:.1f}M" if row.rss_kib else "-"
-            last = f"{format_duration((now - row.last_tick_at).total_seconds())} ago" if row.last_tick_at else "never"
+            last = row.last_tick_label(now)
             state = {"stale": "stale PID file"}.get(row.state, row.state)
             lines.append(
                 f"{label:<16} {state:<14} {row.pid or '-':>7} {format_duration(row.uptime_seconds):>8} "
