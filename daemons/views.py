@@ -224,23 +224,23 @@ def _pause(request: HttpRequest, data: dict) -> str:
     label = f"{data['name']}[{data['instance']}]"
     if control.pause(data["name"], data["instance"], by=request.user.get_username()):
         return f"Paused {label}: it stops ticking within one interval."
-    return f"{label} was already paused."
+    return f"Already paused: {label}."
 
 
 def _resume(request: HttpRequest, data: dict) -> str:
     label = f"{data['name']}[{data['instance']}]"
     if control.resume(data["name"], data["instance"]):
         return f"Resumed {label}."
-    return f"{label} was not paused."
+    return f"Not paused: {label}."
 
 
 def _run(request: HttpRequest, data: dict) -> str:
     from .wakeup import wake
 
     if not control.request_run(data["daemon"], data["job"], by=request.user.get_username()):
-        return f"{data['daemon']}.{data['job']} is already waiting to run."
+        return f"Already waiting to run: {data['daemon']}.{data['job']}."
     wake(data["daemon"])  # a daemon on this host starts it at once; others at their next tick
-    return f"{data['daemon']}.{data['job']} will run at the daemon's next tick."
+    return f"Requested: {data['daemon']}.{data['job']} runs at the daemon's next tick."
 
 
 pause = control_view(InstanceForm, _pause)
