@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 
 from . import conf, control, history, metrics as metrics_module, registry
 from .chart import Chart, Series, bar_chart
-from .health import all_healthy, cluster_health, daemon_states
+from .health import all_healthy, cluster_health, daemon_states, expected_daemons
 from .jobs import ScheduledDaemon
 from .models import Heartbeat, JobRun
 
@@ -117,7 +117,7 @@ def daemon_charts(now: datetime) -> list[DaemonChart]:
 
         def chart(field: str, singular: str, plural: str) -> Chart:
             values = [getattr(hour, field) for hour in hours]
-            return bar_chart(slots, [Series(field, values, singular, plural)], width=440, height=170, label_every=6)
+            return bar_chart(slots, [Series(field, values, singular, plural)], width=400, height=170, label_every=6)
 
         charts.append(DaemonChart(
             name=name, ticks=chart("ticks", "tick", "ticks"), processed=chart("processed", "unit", "units"),
@@ -158,7 +158,7 @@ def dashboard(request: HttpRequest, site: AdminSite, *, can_control: bool) -> Ht
         "now": now,
         "refresh": conf.get("DASHBOARD_REFRESH"),
         "daemons": rows,
-        "never_reported": [name for name in registry.names() if name not in reported],
+        "never_reported": [name for name in expected_daemons() if name not in reported],
         "charts": daemon_charts(now),
         "errors": last_errors(),
         "jobs": scheduled_jobs(),
