@@ -71,7 +71,9 @@ def cluster_health(*, now: datetime) -> list[InstanceHealth]:
 def expected_daemons() -> list[str]:
     """The daemons the health endpoint requires: DAEMONS_HEALTH_EXPECTED, else every registered one."""
     expected = conf.get("HEALTH_EXPECTED")
-    return list(expected) if expected is not None else registry.names()
+    if expected is None:
+        return registry.names()
+    return [expected] if isinstance(expected, str) else list(expected)
 
 
 def daemon_states(*, now: datetime) -> dict[str, str]:

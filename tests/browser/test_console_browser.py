@@ -59,7 +59,8 @@ def test_dashboard_shows_health_charts_errors_and_jobs(page, django_user_model, 
     tall = chart.evaluate("svg => [...svg.querySelectorAll('rect')].filter(r => r.getBBox().height > 0).length")
     assert tall == 7  # the seven busy hours
     expected_ticks = TickMinute.objects.filter(name="digest").count() * 60
-    assert f"digest: {expected_ticks} ticks, 6 units processed" in page.locator("#activity-title ~ h3").first.inner_text()
+    heading = page.locator("#activity-title ~ h3").first.inner_text()
+    assert f"digest: {expected_ticks} ticks, 6 units processed" in heading
     assert "SMTPServerDisconnected" in page.locator("#errors").inner_text()
     assert page.get_by_role("button", name="Run digest.daily_digest now").is_visible()
     screenshot(page, "daemons-dashboard.png")
