@@ -10,6 +10,7 @@ from datetime import datetime, timezone as dt_timezone
 from django import forms
 from django.contrib import messages
 from django.contrib.admin import AdminSite
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -78,7 +79,12 @@ def metrics(request: HttpRequest) -> HttpResponse:
     denied = metrics_denied(request)
     if denied is not None:
         return denied
-    return HttpResponse(metrics_module.exposition(timezone.now()), content_type=PROMETHEUS_TEXT)
+    try:
+        body = metrics_module.exposition(timezone.now())
+    except DatabaseError:
+        # The scrape fails visibly (Prometheus records `up` 0) without a traceback page.
+        return HttpResponse("database unavailable\n", status=503, content_type="text/plain")
+    return HttpResponse(body, content_type=PROMETHEUS_TEXT)
 
 
 # --- the dashboard ----------------------------------------------------------------------

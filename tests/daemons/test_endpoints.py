@@ -151,3 +151,13 @@ def test_metrics_with_a_token_require_it_from_everyone(settings, client: Client)
 def test_endpoints_answer_get_only(client: Client) -> None:
     assert client.post("/daemons/health/").status_code == 405
     assert client.post("/daemons/metrics/").status_code == 405
+
+
+@pytest.mark.django_db
+def test_metrics_without_the_database_answer_503(client: Client) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # undone with the test's transaction
+        cursor.execute("ALTER TABLE daemons_heartbeat RENAME TO daemons_heartbeat_gone")
+    response = client.get("/daemons/metrics/")
+    assert (response.status_code, response.content) == (503, b"database unavailable\n")
