@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     "STOP_TIMEOUT": 8.0,
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "text",
+    "HEALTH_EXPECTED": None,  # daemon names /daemons/health/ requires running; None: every registered daemon
+    "METRICS_TOKEN": "",  # bearer token for /daemons/metrics/; empty: loopback clients only
+    "DASHBOARD_REFRESH": 10,  # seconds between the staff dashboard's reloads
 }
 
 

@@ -11,5 +11,6 @@ urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer this path.
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="dashboard"),
     path("admin/", admin.site.urls),
+    path("daemons/", include("daemons.urls")),
     path("", include("customers.urls")),
 ]

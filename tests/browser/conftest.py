@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,4 +63,22 @@ def page(browser, live_server) -> Iterator:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# The README's screenshots, rewritten when the browser tests run with README_SCREENSHOTS=1.
+README_IMAGES = BASE_DIR / "docs" / "img"
+
+
+@pytest.fixture
+def screenshot(artifacts: Path) -> Callable[..., Path]:
+    """`screenshot(page, "name.png")`: into test-artifacts/, and into docs/img/ with README_SCREENSHOTS=1."""
+
+    def take(page, name: str, **options) -> Path:
+        path = artifacts / name
+        page.screenshot(path=str(path), full_page=True, **options)
+        if os.environ.get("README_SCREENSHOTS") == "1":
+            shutil.copyfile(path, README_IMAGES / name)
+        return path
+
+    return take
 

@@ -8,7 +8,6 @@ import pytest
 from django.utils import timezone
 
 from customers.models import Customer, OnboardingState
-from daemons.models import Heartbeat
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,11 +38,11 @@ def keyboard_signup(page, name: str, email: str) -> None:
     page.wait_for_url("**/thanks/")
 
 
-def test_keyboard_signup_reaches_the_thank_you_page(page, artifacts) -> None:
+def test_keyboard_signup_reaches_the_thank_you_page(page, artifacts, screenshot) -> None:
     page.goto("/")
     assert page.get_by_label("Your name").get_attribute("name") == "name"
     assert page.get_by_label("Email address").get_attribute("name") == "email"
-    page.screenshot(path=str(artifacts / "signup.png"), full_page=True)
+    screenshot(page, "signup.png")
 
     keyboard_signup(page, "Zoë Ångström", "zoe@example.com")
     assert page.get_by_role("heading", level=1).inner_text() == "Thank you for signing up"
@@ -139,7 +138,7 @@ def test_staff_filters_failed_customers_and_retries_one(page, django_user_model)
     assert Customer.objects.get(email="finn@example.com").onboarding_state == OnboardingState.FAILED
 
 
-def test_dashboard_renders_its_chart(page, django_user_model, artifacts) -> None:
+def test_dashboard_renders_its_chart_and_links_the_daemons_dashboard(page, django_user_model, screenshot) -> None:
     now = timezone.now()
     for hours_ago, count in [(1, 3), (2, 5), (4, 2), (7, 6), (12, 4), (20, 1)]:
         for n in range(count):
@@ -147,11 +146,6 @@ def test_dashboard_renders_its_chart(page, django_user_model, artifacts) -> None
             created = now - timedelta(hours=hours_ago, minutes=n)
             Customer.objects.filter(pk=c.pk).update(created_at=created, onboarded_at=created + timedelta(seconds=2))
     Customer.objects.create(name="Nina New", email="nina@example.com")
-    Heartbeat.objects.create(
-        name="onboarding", instance=0, host="web1", pid=4242, started_at=now - timedelta(hours=3),
-        last_heartbeat=now, last_tick_at=now, last_outcome="ok", processed=21, errors=0,
-        status_text="1 waiting, 0 failed",
-    )
     page.set_viewport_size({"width": 1280, "height": 900})
     admin_login(page, django_user_model)
     page.goto("/admin/dashboard/")
@@ -163,5 +157,7 @@ def test_dashboard_renders_its_chart(page, django_user_model, artifacts) -> None
     tall_bars = chart.evaluate("svg => [...svg.querySelectorAll('rect')].filter(r => r.getBBox().height > 0).length")
     assert tall_bars >= 12
     assert "22 signups and 21 onboardings" in page.inner_text("#content-main")
-    assert page.locator("#daemons .state-running").inner_text() == "running"
-    page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+    screenshot(page, "dashboard.png")
+    page.get_by_role("link", name="daemons dashboard").click()
+    page.wait_for_url("**/admin/daemons/dashboard/")
+    assert page.get_by_role("heading", name="Health").is_visible()

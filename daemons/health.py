@@ -1,0 +1,109 @@
+"""Which daemons are alive: each heartbeat row's state, and the verdict the health endpoint gives."""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError
+
+from . import conf, registry
+from .models import Heartbeat, Pause
+from .status import heartbeat_overdue, instances, read_status
+
+RUNNING = "running"
+STOPPED = "stopped"
+NOT_RESPONDING = "not responding"
+PAUSED = "paused"
+UNKNOWN = "unknown"
+
+# States of a daemon that the health endpoint accepts; anything else answers 503.
+HEALTHY = frozenset({RUNNING, PAUSED})
+# When a daemon's instances disagree, the verdict is the first of these found among them.
+VERDICT_ORDER = ("hung", NOT_RESPONDING, RUNNING, PAUSED, "stale", STOPPED)
+
+
+def heartbeat_state(beat: Heartbeat, now: datetime) -> str:
+    """"stopped" if the row says the daemon stopped, "not responding" if its heartbeat is overdue
+    (`daemons.status.heartbeat_overdue`), else "running"."""
+    if beat.stopped_at is not None:
+        return STOPPED
+    if heartbeat_overdue(beat.name, now - beat.last_heartbeat):
+        return NOT_RESPONDING
+    return RUNNING
+
+
+@dataclass(frozen=True)
+class InstanceHealth:
+    """One daemon instance on one host, as its heartbeat row tells it."""
+
+    name: str
+    instance: int
+    host: str
+    pid: int
+    state: str  # "running", "not responding" or "stopped"
+    paused: bool
+    last_heartbeat: datetime
+    heartbeat_age: timedelta
+    last_outcome: str
+    last_duration_ms: int | None
+    processed: int
+    errors: int
+    last_error: str
+    status_text: str
+
+
+def cluster_health(*, now: datetime) -> list[InstanceHealth]:
+    """One row per daemon instance and host that ever wrote a heartbeat, by name. Two queries."""
+    paused = set(Pause.objects.values_list("name", "instance"))
+    return [
+        InstanceHealth(
+            name=beat.name, instance=beat.instance, host=beat.host, pid=beat.pid, state=heartbeat_state(beat, now),
+            paused=(beat.name, beat.instance) in paused, last_heartbeat=beat.last_heartbeat,
+            heartbeat_age=now - beat.last_heartbeat, last_outcome=beat.last_outcome,
+            last_duration_ms=beat.last_duration_ms, processed=beat.processed, errors=beat.errors,
+            last_error=beat.last_error, status_text=beat.status_text,
+        )
+        for beat in Heartbeat.objects.order_by("name", "instance", "host")
+    ]
+
+
+def expected_daemons() -> list[str]:
+    """The daemons the health endpoint requires: DAEMONS_HEALTH_EXPECTED, else every registered one."""
+    expected = conf.get("HEALTH_EXPECTED")
+    if expected is None:
+        return registry.names()
+    return [expected] if isinstance(expected, str) else list(expected)
+
+
+def daemon_states(*, now: datetime) -> dict[str, str]:
+    """Each expected daemon's state across the cluster.
+
+    This host's instances are read with `daemons.status.read_status` (PID lock, then
+    heartbeat); other hosts' from their heartbeat rows. A daemon is "running" when some
+    instance runs and none is hung or not responding; "paused" when an operator paused
+    every running instance; otherwise the worst state found ("hung", "not responding",
+    "stale", "stopped"). A name that no app registers is "unknown". If the database is
+    unreachable, only this host's PID files count.
+    """
+    host = socket.gethostname()
+    try:
+        remote = list(Heartbeat.objects.exclude(host=host))
+        paused = set(Pause.objects.values_list("name", "instance"))
+    except DatabaseError:
+        remote, paused = [], set()
+    states: dict[str, str] = {}
+    for name in expected_daemons():
+        try:
+            found = [(i, read_status(name, i).state) for i in instances(name)]
+        except registry.UnknownDaemon:
+            states[name] = UNKNOWN
+            continue
+        found += [(beat.instance, heartbeat_state(beat, now)) for beat in remote if beat.name == name]
+        seen = {PAUSED if state == RUNNING and (name, i) in paused else state for i, state in found}
+        states[name] = next((state for state in VERDICT_ORDER if state in seen), UNKNOWN)
+    return states
+
+
+def all_healthy(states: dict[str, str]) -> bool:
+    return all(state in HEALTHY for state in states.values())

@@ -1,0 +1,57 @@
+"""The Prometheus view of every daemon instance in the cluster, read from the heartbeat rows."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import history
+from .health import RUNNING, heartbeat_state
+from .models import Heartbeat, Pause
+
+LABELS = ("daemon", "instance", "host")
+
+
+class HeartbeatCollector(Collector):
+    """Yields the `daemons_*` families at `now`: three queries (heartbeats, tick counters, pauses)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("daemons_up", "1 if the instance runs and its heartbeat is current, else 0.",
+                               labels=LABELS)
+        paused = GaugeMetricFamily("daemons_paused", "1 if an operator paused the instance.", labels=LABELS)
+        ticks = CounterMetricFamily("daemons_ticks", "Ticks since the process started (up to a minute behind).",
+                                    labels=LABELS)
+        processed = CounterMetricFamily("daemons_processed", "Units of work done since the process started.",
+                                        labels=LABELS)
+        errors = CounterMetricFamily("daemons_errors", "Ticks that raised since the process started.", labels=LABELS)
+        age = GaugeMetricFamily("daemons_last_heartbeat_age_seconds", "Seconds since the last heartbeat.",
+                                labels=LABELS)
+        duration = GaugeMetricFamily("daemons_last_tick_duration_seconds", "How long the last tick took.",
+                                     labels=LABELS)
+        tick_counts = history.tick_counters()
+        paused_keys = set(Pause.objects.values_list("name", "instance"))
+        for beat in Heartbeat.objects.order_by("name", "instance", "host"):
+            labels = [beat.name, str(beat.instance), beat.host]
+            created = beat.started_at.timestamp()
+            up.add_metric(labels, 1.0 if heartbeat_state(beat, self.now) == RUNNING else 0.0)
+            paused.add_metric(labels, 1.0 if (beat.name, beat.instance) in paused_keys else 0.0)
+            ticks.add_metric(labels, tick_counts.get((beat.name, beat.instance, beat.host), 0), created=created)
+            processed.add_metric(labels, beat.processed, created=created)
+            errors.add_metric(labels, beat.errors, created=created)
+            age.add_metric(labels, max(0.0, (self.now - beat.last_heartbeat).total_seconds()))
+            if beat.last_duration_ms is not None:
+                duration.add_metric(labels, beat.last_duration_ms / 1000)
+        yield from (up, paused, ticks, processed, errors, age, duration)
+
+
+def exposition(now: datetime) -> bytes:
+    """The Prometheus text format of every heartbeat row at `now`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HeartbeatCollector(now))
+    return generate_latest(registry)
