@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 import time
 import traceback
@@ -15,7 +14,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import reporting, schedule
-from .base import Daemon, TickResult
+from .base import Control, Daemon, TickResult
+from .control import claim_run_requests
 
 JobMethod = Callable[[Any, datetime], "int | TickResult | None"]
 
@@ -122,9 +122,8 @@ class ScheduledDaemon(Daemon):
                     found[spec.name] = spec
         cls.jobs = found
 
-    def __init__(self, instance: int = 0, *, rng: random.Random | None = None) -> None:
-        super().__init__(instance)
-        self.logger = logging.getLogger(f"daemons.{self.name}")
+    def __init__(self, instance: int = 0, control: Control | None = None, *, rng: random.Random | None = None) -> None:
+        super().__init__(instance, control)
         self.rng = rng or random.Random()
         self.states: dict[str, JobState] | None = None
 
@@ -136,8 +135,9 @@ class ScheduledDaemon(Daemon):
             self.states = self.load_states(now)
         processed = 0
         ran: list[str] = []
+        requested = claim_run_requests(self.name)  # "run now" from the dashboard
         for state in self.states.values():
-            if state.due > now:
+            if state.due > now and state.spec.name not in requested:
                 continue
             if self.stop_requested():
                 break

@@ -12,8 +12,9 @@ from datetime import datetime
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, reset_queries
 from django.utils import timezone
 
-from . import heartbeat, reporting
+from . import heartbeat, history, reporting
 from .base import Daemon, StopEvent, TickResult
+from .control import is_paused
 from .heartbeat import Counters, heartbeat_period
 from .notify import Notifier
 
@@ -90,6 +91,7 @@ class Runner:
         self.ping_lock = threading.Lock()
         self.wake_watch: Callable[[], None] = lambda: None  # set by the watch thread
         self.daemon.control.on_progress = self.on_progress
+        self.history = history.Recorder(self.daemon.name, self.instance)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -109,7 +111,12 @@ class Runner:
         while True:
             if self.clock() >= next_tick or woken():
                 began = self.clock()
-                result = self.tick()
+                if not once and self.heartbeat and is_paused(self.daemon.name, self.instance):
+                    # Paused by an operator: stay up and say so in the heartbeat, but do no work.
+                    if self.heartbeat_due(worked=False):
+                        self.write_heartbeat()
+                else:
+                    result = self.tick()
                 if once:
                     return result
                 next_tick = (self.clock() + self.outage.delay()) if self.outage else (began + interval)
@@ -148,6 +155,9 @@ class Runner:
         self.counters.ticks += 1
         self.counters.last_tick_at = now
         self.counters.last_duration_ms = duration_ms
+        if self.heartbeat:
+            self.history.record(now, duration_ms=duration_ms, processed=result.processed if result else 0,
+                                error=result is None)
         if self.heartbeat and self.heartbeat_due(worked=result is None or not result.idle):
             self.write_heartbeat()
         if self.notifier.enabled:
@@ -267,6 +277,8 @@ class Runner:
                     # Mid-tick: alive and busy, with the units reported so far.
                     heartbeat.write_busy(name, instance, processed=self.counters.processed + self.tick_units())
                     return
+                if stopped:
+                    self.history.flush(self.now())
                 heartbeat.write(name, instance, counters=self.counters, started_at=self.started_at or self.now(),
                                 status_text=self.status_text(), stopped=stopped)
             except DatabaseError as exc:

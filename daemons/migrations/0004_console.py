@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('daemons', '0002_jobrun'),
+        ('daemons', '0003_jobrun_retries'),
     ]
 
     operations = [
