@@ -11,6 +11,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from . import pidfile, registry
+from .control import is_paused
 from .heartbeat import heartbeat_overdue, heartbeat_period
 from .jobs import JobStatus, ScheduledDaemon
 from .paths import RunPaths, instances
@@ -50,6 +51,7 @@ class DaemonStatus:
     status_text: str = ""  # the daemon's own line (Daemon.status())
     info: str = ""  # what the table shows: the framework's notes, then status_text
     jobs: list[JobStatus] | None = None  # each job of a ScheduledDaemon
+    paused: bool = False  # an operator paused it from the dashboard: it runs but does no work
 
     @property
     def exit_code(self) -> int:
@@ -130,6 +132,9 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
                 status.started_at = beat.started_at
                 if heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
                     status.state = "hung"
+        status.paused = is_paused(name, instance)
+        if status.paused:
+            notes.append("paused")
         daemon = daemon_cls(instance)
         status.status_text = daemon.status()
         notes.append(status.status_text)
