@@ -7,6 +7,7 @@ each setting by its `kind`; `docs/adopting.md` lists them (a test keeps the two 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,9 @@ def log_dir() -> Path:
 def stop_timeout() -> float:
     """Seconds a stop waits for the work in progress (DAEMONS_STOP_TIMEOUT, default 8)."""
     return float(get("STOP_TIMEOUT"))
+
+
+def log_level() -> int:
+    """The level DAEMONS_LOG_LEVEL names, as a number (default INFO)."""
+    value = get("LOG_LEVEL")
+    return value if isinstance(value, int) else logging.getLevelName(str(value).upper())
