@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,26 @@ def interval_problems() -> list[CheckMessage]:
     return errors
 
 
+def linux_facilities_missing(proc: Path = Path("/proc/self/fd")) -> str | None:
+    """What this system lacks of the Linux facilities --detach, stopdaemon and daemonstatus need, or None.
+
+    The one-line reason is meant for the operator: the commands that can't work here stop with it.
+    """
+    missing = [name for name, present in (("os.pidfd_open", hasattr(os, "pidfd_open")), ("/proc", proc.is_dir()))
+               if not present]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not available on {platform.system()}: "
+            "--detach, stopdaemon and daemonstatus need Linux; foreground rundaemon and --once work")
+
+
+def platform_problems() -> list[CheckMessage]:
+    """A Warning on systems without the Linux facilities the process commands rely on."""
+    missing = linux_facilities_missing()
+    return [Warning(missing, id="daemons.W002")] if missing else []
+
+
 @register("daemons")
 def check_daemon_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every problem with the framework's settings and the registered daemons, for `manage.py check`."""
-    return [*setting_problems(), *sentry_problems(), *interval_problems()]
+    return [*setting_problems(), *sentry_problems(), *interval_problems(), *platform_problems()]

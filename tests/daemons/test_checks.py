@@ -117,3 +117,28 @@ def test_negative_interval_fails(settings, monkeypatch) -> None:
 
     monkeypatch.setattr(CounterDaemon, "interval", -1)
     assert "interval must be zero or more" in ids(settings)["daemons.E003"]
+
+
+def test_a_system_without_pidfd_open_or_proc_gets_one_warning_line(settings, monkeypatch, tmp_path: Path) -> None:
+    assert checks.linux_facilities_missing() is None  # the suite runs on Linux
+    monkeypatch.delattr(checks.os, "pidfd_open")
+    monkeypatch.setattr(checks.platform, "system", lambda: "Darwin")
+    assert ids(settings) == {"daemons.W002": "os.pidfd_open is not available on Darwin: --detach, stopdaemon and "
+                                             "daemonstatus need Linux; foreground rundaemon and --once work"}
+    assert checks.linux_facilities_missing(tmp_path / "no-proc").startswith(
+        "os.pidfd_open and /proc are not available on Darwin: ")
+
+
+def settings_table() -> str:
+    """The settings table of docs/adopting.md, as daemons/conf.py defines the settings."""
+    rows = [f"| `{conf.PREFIX}{name}` | `{setting.default!r}` | {setting.doc} |"
+            for name, setting in conf.SETTINGS.items()]
+    return "\n".join(["| setting | default | meaning |", "|---|---|---|", *rows])
+
+
+def test_the_adopting_guide_lists_every_setting_with_its_default_and_meaning() -> None:
+    from tests.conftest import BASE_DIR
+
+    doc = (BASE_DIR / "docs" / "adopting.md").read_text()
+    table = doc.split("compares it -->\n", 1)[1].split("\n<!-- end of settings table -->", 1)[0]
+    assert table == settings_table(), f"update docs/adopting.md's table to:\n{settings_table()}"
