@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,7 +101,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "daemon_label"):
             record.daemon_label = "daemon=-"
         fields = record_fields(record)
@@ -114,7 +114,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,
@@ -172,7 +172,7 @@ def _writes_to_stderr(handler: logging.Handler) -> bool:
     return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) is sys.stderr
 
 
-def configure(name: str, log_path: Path | None, *, instance: int = 0) -> logging.Handler:
+def configure(name: str, log_path: Path | None, *, instance: int = 0) -> logging.StreamHandler[Any]:
     """Add daemon `name`'s handler to the root logger and return it.
 
     With `log_path` it appends to that file; without it the daemon logs to stderr (foreground
@@ -185,7 +185,8 @@ def configure(name: str, log_path: Path | None, *, instance: int = 0) -> logging
     global _installed
     DaemonNameFilter.daemon_name = name
     DaemonNameFilter.instance = instance
-    handler: logging.Handler = ReopenableFileHandler(log_path) if log_path is not None else logging.StreamHandler()
+    handler: logging.StreamHandler[Any] = (
+        ReopenableFileHandler(log_path) if log_path is not None else logging.StreamHandler())
     handler.setFormatter(formatter())
     handler.addFilter(DaemonNameFilter())
     root = logging.getLogger()

@@ -31,7 +31,7 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+def before_send(event: Any, hint: dict[str, Any]) -> Any:
     """Sentry's last look at an event: messages, exception values, tags, breadcrumbs, all scrubbed."""
     return scrub(event)
 

@@ -134,12 +134,14 @@ def test_a_new_project_runs_every_command_with_no_framework_settings(new_project
     assert "sentry" not in crash.stderr.lower(), crash.stderr  # nothing tried to import or report to Sentry
 
     started = manage("rundaemon", "hello", "--detach")
-    pid = int(re.search(r"pid (\d+)", started.stdout).group(1))
+    printed = re.search(r"pid (\d+)", started.stdout)
+    assert printed, started.stdout
+    pid = int(printed.group(1))
     daemon_log = project / "var" / "log" / "hello.log"
     wait_for(lambda: shop_log.read_text().count("hello from the daemon") >= 2, timeout=60,
              message=f"the detached daemon's line in the project's own log; daemon log: "
                      f"{daemon_log.read_text() if daemon_log.exists() else '(none)'}")
-    wait_for(lambda: "hello from the daemon" in daemon_log.read_text(), timeout=60, message="the line in the daemon log")
+    wait_for(lambda: "hello from the daemon" in daemon_log.read_text(), timeout=60, message="the daemon log's line")
     status = manage("daemonstatus", "hello", check=False)
     assert status.returncode == 0 and "running" in status.stdout, status.stdout + status.stderr
     stopped = manage("stopdaemon", "hello")

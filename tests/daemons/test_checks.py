@@ -10,7 +10,7 @@ from daemons.checks import check_daemon_settings
 
 
 def ids(settings) -> dict[str, str]:
-    return {message.id: message.msg for message in check_daemon_settings()}
+    return {str(message.id): message.msg for message in check_daemon_settings()}
 
 
 def test_missing_directories_under_a_writable_parent_are_fine(settings, tmp_path: Path) -> None:
@@ -125,8 +125,8 @@ def test_a_system_without_pidfd_open_or_proc_gets_one_warning_line(settings, mon
     monkeypatch.setattr(checks.platform, "system", lambda: "Darwin")
     assert ids(settings) == {"daemons.W002": "os.pidfd_open is not available on Darwin: --detach, stopdaemon and "
                                              "daemonstatus need Linux; foreground rundaemon and --once work"}
-    assert checks.linux_facilities_missing(tmp_path / "no-proc").startswith(
-        "os.pidfd_open and /proc are not available on Darwin: ")
+    both = checks.linux_facilities_missing(tmp_path / "no-proc")
+    assert both is not None and both.startswith("os.pidfd_open and /proc are not available on Darwin: ")
 
 
 def settings_table() -> str:

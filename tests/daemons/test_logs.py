@@ -139,7 +139,7 @@ def test_the_daemons_logger_gets_the_framework_level_unless_logging_sets_one(set
 def test_files_to_preserve_lists_every_handlers_file_but_not_the_standard_streams(logging_state,
                                                                                  tmp_path: Path) -> None:
     watched = logging.handlers.WatchedFileHandler(tmp_path / "watched.log")
-    stream_file = open(tmp_path / "stream.log", "a")  # noqa: SIM115 - the handler owns it; the fixture closes it
+    stream_file = open(tmp_path / "stream.log", "a")
     on_stream = logging.StreamHandler(stream_file)
     named = logging.getLogger("project.preserved")
     named.addHandler(watched)
@@ -148,6 +148,7 @@ def test_files_to_preserve_lists_every_handlers_file_but_not_the_standard_stream
     logging_state.append(named)
     daemon = logs.configure("counter", tmp_path / "counter.log")
     fds = logs.files_to_preserve()
+    assert watched.stream is not None
     assert {watched.stream.fileno(), stream_file.fileno(), daemon.stream.fileno()} <= set(fds)
     assert not {0, 1, 2} & set(fds)
     stream_file.close()
@@ -190,7 +191,8 @@ def test_reopen_after_rotation_writes_to_the_new_file(logging_state, tmp_path: P
     path.rename(tmp_path / "counter.log.1")
     assert logs.reopen_files() is True
     log.info("after")
-    assert "before" in (tmp_path / "counter.log.1").read_text() and "after" not in (tmp_path / "counter.log.1").read_text()
+    rotated = (tmp_path / "counter.log.1").read_text()
+    assert "before" in rotated and "after" not in rotated
     assert "after" in path.read_text()
 
 
