@@ -239,3 +239,18 @@ def test_sighup_after_the_log_directory_moved_keeps_a_detached_daemon_running(pr
     assert result.returncode == 0, result.stdout + result.stderr
     wait_for(lambda: not alive(pid), timeout=30, message="the daemon to stop")
     assert "stopped" in old.read_text().splitlines()[-1]
+
+
+@pytest.mark.process
+def test_a_symlink_planted_at_the_log_path_refuses_the_start_with_one_line(project, tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("precious\n")
+    project.log_dir.mkdir(parents=True)
+    project.log_file("counter").symlink_to(target)
+    result = project.manage("rundaemon", "counter", "--detach")
+    assert result.returncode != 0
+    assert str(project.log_file("counter")) in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+        result.stderr)
+    assert "Traceback" not in result.stderr
+    assert target.read_text() == "precious\n"
+    assert not project.pid_file("counter").exists()
