@@ -1,4 +1,6 @@
 """App config: discovers each installed app's daemons when Django starts."""
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 

@@ -1,13 +1,18 @@
 """System checks (`manage.py check`) for what would really make a daemon fail at start."""
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import platform
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
-from . import registry
+from . import conf, registry
 
 
 def _directory_problem(path: Path) -> str | None:
@@ -28,13 +33,101 @@ def _directory_problem(path: Path) -> str | None:
     return None
 
 
-@register("daemons")
-def check_daemon_settings(app_configs=None, **kwargs) -> list[Error]:
-    errors: list[Error] = []
-    for setting, check_id in (("DAEMONS_RUN_DIR", "daemons.E001"), ("DAEMONS_LOG_DIR", "daemons.E002")):
-        problem = _directory_problem(Path(getattr(settings, setting)))
+def _path_problem(name: str, value: Any) -> str | None:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        return f"must be a directory path, got {value!r}"
+    return _directory_problem(conf.path(name))
+
+
+def _seconds_problem(name: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return f"must be a positive number of seconds, got {value!r}"
+    return None
+
+
+def _level_problem(name: str, value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    if isinstance(value, str) and isinstance(logging.getLevelName(value.upper()), int):
+        return None
+    return f"must be a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL), got {value!r}"
+
+
+def _format_problem(name: str, value: Any) -> str | None:
+    return None if value in ("text", "json") else f'must be "text" or "json", got {value!r}'
+
+
+def _names_problem(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        unknown = sorted(set(value) - set(registry.names()))
+        return f"names no registered daemon: {', '.join(unknown)}" if unknown else None
+    return f"must be None or a list of daemon names, got {value!r}"
+
+
+def _text_problem(name: str, value: Any) -> str | None:
+    return None if isinstance(value, str) else f"must be a string, got {value!r}"
+
+
+# kind (see conf.Setting) -> the function that says what is wrong with a value of that kind.
+VALIDATORS: dict[str, Callable[[str, Any], str | None]] = {
+    "path": _path_problem,
+    "seconds": _seconds_problem,
+    "level": _level_problem,
+    "format": _format_problem,
+    "names": _names_problem,
+    "text": _text_problem,
+}
+
+# Each setting keeps its own id, so a project can silence one with SILENCED_SYSTEM_CHECKS.
+CHECK_IDS: dict[str, str] = {
+    "RUN_DIR": "daemons.E001",
+    "LOG_DIR": "daemons.E002",
+    "STOP_TIMEOUT": "daemons.E004",
+    "LOG_LEVEL": "daemons.E006",
+    "LOG_FORMAT": "daemons.E007",
+    "HEALTH_EXPECTED": "daemons.E009",
+    "METRICS_TOKEN": "daemons.E010",
+    "DASHBOARD_REFRESH": "daemons.E011",
+}
+
+
+def setting_problems() -> list[CheckMessage]:
+    """One Error per DAEMONS_* setting with a wrong type or value, one Warning per unknown DAEMONS_* name."""
+    messages: list[CheckMessage] = []
+    for name, setting in conf.SETTINGS.items():
+        problem = VALIDATORS[setting.kind](name, conf.get(name))
         if problem:
-            errors.append(Error(f"{setting}: {problem}", id=check_id))
+            messages.append(Error(f"{conf.PREFIX}{name}: {problem}", id=CHECK_IDS[name]))
+    for attribute in dir(settings):
+        if attribute.startswith(conf.PREFIX) and attribute[len(conf.PREFIX):] not in conf.SETTINGS:
+            known = ", ".join(conf.PREFIX + name for name in conf.SETTINGS)
+            messages.append(Warning(f"{attribute} is not a setting of the daemons framework; known: {known}",
+                                    id="daemons.W001"))
+    return messages
+
+
+def sentry_problems() -> list[CheckMessage]:
+    """An Error when SENTRY_DSN is set but is not a DSN, or sentry-sdk (the [sentry] extra) is missing."""
+    dsn = getattr(settings, "SENTRY_DSN", "")
+    if not dsn:
+        return []
+    if importlib.util.find_spec("sentry_sdk") is None:
+        return [Error("SENTRY_DSN is set but sentry-sdk is not installed: pip install 'django-daemon-kit[sentry]'",
+                      id="daemons.E008")]
+    from sentry_sdk.utils import BadDsn, Dsn
+
+    try:
+        Dsn(dsn)
+    except BadDsn as exc:
+        return [Error(f"SENTRY_DSN is not a valid Sentry DSN: {exc}", id="daemons.E005")]
+    return []
+
+
+def interval_problems() -> list[CheckMessage]:
+    """An Error for each registered daemon whose interval is not a number of seconds >= 0."""
+    errors: list[CheckMessage] = []
     for name in registry.names():
         try:
             seconds = registry.get(name).interval_seconds()
@@ -44,16 +137,29 @@ def check_daemon_settings(app_configs=None, **kwargs) -> list[Error]:
         if not seconds >= 0:
             errors.append(Error(f"daemon {name!r}: interval must be zero or more seconds, got {seconds}",
                                 id="daemons.E003"))
-    timeout = getattr(settings, "DAEMONS_STOP_TIMEOUT", 8.0)
-    if not isinstance(timeout, (int, float)) or not timeout > 0:
-        errors.append(Error(f"DAEMONS_STOP_TIMEOUT must be a positive number of seconds, got {timeout!r}",
-                            id="daemons.E004"))
-    dsn = getattr(settings, "SENTRY_DSN", "")
-    if dsn:
-        from sentry_sdk.utils import BadDsn, Dsn
-
-        try:
-            Dsn(dsn)
-        except BadDsn as exc:
-            errors.append(Error(f"SENTRY_DSN is not a valid Sentry DSN: {exc}", id="daemons.E005"))
     return errors
+
+
+def linux_facilities_missing(proc: Path = Path("/proc/self/fd")) -> str | None:
+    """What this system lacks of the Linux facilities --detach, stopdaemon and daemonstatus need, or None.
+
+    The one-line reason is meant for the operator: the commands that can't work here stop with it.
+    """
+    missing = [name for name, present in (("os.pidfd_open", hasattr(os, "pidfd_open")), ("/proc", proc.is_dir()))
+               if not present]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not available on {platform.system()}: "
+            "--detach, stopdaemon and daemonstatus need Linux; foreground rundaemon and --once work")
+
+
+def platform_problems() -> list[CheckMessage]:
+    """A Warning on systems without the Linux facilities the process commands rely on."""
+    missing = linux_facilities_missing()
+    return [Warning(missing, id="daemons.W002")] if missing else []
+
+
+@register("daemons")
+def check_daemon_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every problem with the framework's settings and the registered daemons, for `manage.py check`."""
+    return [*setting_problems(), *sentry_problems(), *interval_problems(), *platform_problems()]

@@ -2,10 +2,13 @@
 
 Read a setting as `conf.get("RUN_DIR")` (or `conf.run_dir()` for paths). Each read goes
 to `django.conf.settings` first, so `override_settings` and per-process environments
-work; a project that sets nothing gets the default below.
+work; a project that sets nothing gets the default below. `daemons.checks` validates
+each setting by its `kind`; `docs/adopting.md` lists them (a test keeps the two in step).
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +16,44 @@ from django.conf import settings
 
 PREFIX = "DAEMONS_"
 
-# name (without the prefix) -> default. Paths relative to BASE_DIR (or the working directory).
-DEFAULTS: dict[str, Any] = {
-    "RUN_DIR": "var/run",
-    "LOG_DIR": "var/log",
-    "STOP_TIMEOUT": 8.0,
-    "LOG_LEVEL": "INFO",
-    "LOG_FORMAT": "text",
-    "HEALTH_EXPECTED": None,  # daemon names /daemons/health/ requires running; None: every registered daemon
-    "METRICS_TOKEN": "",  # bearer token for /daemons/metrics/; empty: loopback clients only
-    "DASHBOARD_REFRESH": 10,  # seconds between the staff dashboard's reloads
+
+@dataclass(frozen=True)
+class Setting:
+    """One framework setting: its default, what it means (one line) and its kind, for validation.
+
+    Kinds: "path" (absolute, or relative to BASE_DIR), "seconds" (a number > 0), "level" (a logging
+    level name or number), "format" ("text" or "json"), "names" (None or a list of daemon names),
+    "text" (a string).
+    """
+
+    default: Any
+    doc: str
+    kind: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "RUN_DIR": Setting("var/run", "Where PID files and wake-up sockets live.", "path"),
+    "LOG_DIR": Setting("var/log", "Where detached daemons write their logs, one file per daemon instance.", "path"),
+    "STOP_TIMEOUT": Setting(8.0, "Seconds a stopping daemon may take to finish its work before it gives up.",
+                            "seconds"),
+    "LOG_LEVEL": Setting("INFO", "Level of the framework's and the daemons' loggers, unless LOGGING sets one.",
+                         "level"),
+    "LOG_FORMAT": Setting("text", 'Daemon log lines: "text" (readable) or "json" (one object per line).', "format"),
+    "HEALTH_EXPECTED": Setting(None, "Daemon names the health endpoint requires running; None: every registered one.",
+                               "names"),
+    "METRICS_TOKEN": Setting("", "Bearer token for the metrics endpoint; empty: loopback clients only.", "text"),
+    "DASHBOARD_REFRESH": Setting(10, "Seconds between the staff dashboard's reloads.", "seconds"),
 }
+
+# name (without the prefix) -> default.
+DEFAULTS: dict[str, Any] = {name: setting.default for name, setting in SETTINGS.items()}
 
 
 def get(name: str) -> Any:
     """The value of DAEMONS_<name>: the project's setting, else the default."""
-    if name not in DEFAULTS:
+    if name not in SETTINGS:
         raise KeyError(f"unknown daemons setting {PREFIX}{name}")
-    return getattr(settings, PREFIX + name, DEFAULTS[name])
+    return getattr(settings, PREFIX + name, SETTINGS[name].default)
 
 
 def base_dir() -> Path:
@@ -38,21 +61,28 @@ def base_dir() -> Path:
     return Path(getattr(settings, "BASE_DIR", None) or Path.cwd())
 
 
-def _path(name: str) -> Path:
-    path = Path(get(name))
-    return path if path.is_absolute() else base_dir() / path
+def path(name: str) -> Path:
+    """The path setting DAEMONS_<name>, made absolute against `base_dir()`."""
+    value = Path(get(name))
+    return value if value.is_absolute() else base_dir() / value
 
 
 def run_dir() -> Path:
     """Where PID files and wake-up sockets live (DAEMONS_RUN_DIR, default var/run)."""
-    return _path("RUN_DIR")
+    return path("RUN_DIR")
 
 
 def log_dir() -> Path:
     """Where detached daemons write their logs (DAEMONS_LOG_DIR, default var/log)."""
-    return _path("LOG_DIR")
+    return path("LOG_DIR")
 
 
 def stop_timeout() -> float:
     """Seconds a stop waits for the work in progress (DAEMONS_STOP_TIMEOUT, default 8)."""
     return float(get("STOP_TIMEOUT"))
+
+
+def log_level() -> int:
+    """The level DAEMONS_LOG_LEVEL names, as a number (default INFO)."""
+    value = get("LOG_LEVEL")
+    return value if isinstance(value, int) else logging.getLevelName(str(value).upper())

@@ -1,8 +1,14 @@
-"""Error reporting to Sentry without personal data; started in each process, after any fork."""
+"""Error reporting to Sentry without personal data; started in each process, after any fork.
+
+sentry-sdk is optional (the `django-daemon-kit[sentry]` extra) and costs memory, so it is imported
+only when it is installed AND `SENTRY_DSN` is set. Without it, errors are logged and nothing more.
+"""
 from __future__ import annotations
 
 import logging
 import re
+import sys
+from types import ModuleType
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +31,7 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+def before_send(event: Any, hint: dict[str, Any]) -> Any:
     """Sentry's last look at an event: messages, exception values, tags, breadcrumbs, all scrubbed."""
     return scrub(event)
 
@@ -42,9 +48,15 @@ def init_sentry(daemon_name: str | None = None) -> bool:
     dsn = getattr(settings, "SENTRY_DSN", "")
     if not dsn:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.django import DjangoIntegration
-    from sentry_sdk.integrations.logging import LoggingIntegration
+    try:
+        import sentry_sdk
+        from sentry_sdk.integrations.django import DjangoIntegration
+        from sentry_sdk.integrations.logging import LoggingIntegration
+    except ImportError:
+        # `manage.py check` reports this (daemons.E005); a process started anyway still runs.
+        logger.error("SENTRY_DSN is set but sentry-sdk is not installed; errors are only logged. "
+                     "Install django-daemon-kit[sentry].", extra={"action": "sentry_missing"})
+        return False
 
     integrations: list[Any] = [DjangoIntegration()]
     if daemon_name is not None:
@@ -66,11 +78,20 @@ def init_sentry(daemon_name: str | None = None) -> bool:
     return True
 
 
+def _sentry() -> ModuleType | None:
+    """sentry_sdk if something in this process imported it (so it may be on), else None.
+
+    Never imports it: a process without a DSN, or without the package, pays nothing.
+    """
+    return sys.modules.get("sentry_sdk")
+
+
 def capture(exc: BaseException, **tags: object) -> None:
     """Send `exc` to Sentry with `tags`, if Sentry is on; never raises."""
+    sentry_sdk = _sentry()
+    if sentry_sdk is None:
+        return
     try:
-        import sentry_sdk
-
         if not sentry_sdk.get_client().is_active():
             return
         with sentry_sdk.new_scope() as scope:
@@ -82,9 +103,11 @@ def capture(exc: BaseException, **tags: object) -> None:
 
 
 def flush(timeout: float = 2.0) -> None:
+    """Wait up to `timeout` seconds for Sentry to send queued events, if Sentry is on; never raises."""
+    sentry_sdk = _sentry()
+    if sentry_sdk is None:
+        return
     try:
-        import sentry_sdk
-
         sentry_sdk.flush(timeout=timeout)
     except Exception:  # pragma: no cover
         pass
