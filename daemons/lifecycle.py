@@ -145,7 +145,7 @@ class Lifecycle:
         watch = Watch(runner, stop_requested_at=lambda: stop.stop_requested_at, stop_timeout=timeout, abandon=abandon)
         stop.on_stop = watch.poke
         try:
-            self.log.info("started (pid %d)", os.getpid(), extra={"action": "started"})
+            self.log.info("started", extra={"action": "started"})
             notifier.ready()
             if self.on_ready is not None:
                 self.on_ready()
@@ -181,21 +181,15 @@ class Lifecycle:
     def _open_logs(self) -> None:
         """Create the log file for the user the daemon will run as, then add the daemon's handler."""
         if self.log_to_file:
-            path = self.paths.log
+            owner = (self.credentials.uid, self.credentials.gid) if self.credentials is not None else None
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-                fd = os.open(path, flags, logs.LOG_FILE_MODE)
-                try:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        raise StartupError(f"refusing log file {path}: not a regular file")
-                    if self.credentials is not None:
-                        os.fchown(fd, self.credentials.uid, self.credentials.gid)
-                finally:
-                    os.close(fd)
+                self.paths.log.parent.mkdir(parents=True, exist_ok=True)
+                os.close(logs.open_log(self.paths.log, owner=owner))
             except OSError as exc:
-                raise StartupError(f"cannot open log file {path}: {exc.strerror}") from None
-        logs.configure(self.daemon_cls.name, self.paths.log if self.log_to_file else None)
+                raise StartupError(f"cannot open log file {self.paths.log}: {exc.strerror}") from None
+            except logs.LogFileError as exc:
+                raise StartupError(str(exc)) from None
+        logs.configure(self.daemon_cls.name, self.paths.log if self.log_to_file else None, instance=self.instance)
 
     def _adopt_logger(self, daemon: Daemon) -> None:
         """The daemon's own logger logs at the framework's level unless the project set one for it."""

@@ -256,17 +256,3 @@ def toggle_debug(logger_name: str = "daemons") -> int:
     level = logging.INFO if target.getEffectiveLevel() <= logging.DEBUG else logging.DEBUG
     target.setLevel(level)
     return level
-
-
-def files_to_preserve() -> list[int]:
-    """The descriptors of every configured logger's open log file, to keep open across a detach."""
-    loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
-    ]
-    fds = []
-    for logger in loggers:
-        for handler in logger.handlers:
-            stream = getattr(handler, "stream", None)
-            if isinstance(handler, logging.FileHandler) and stream is not None and not stream.closed:
-                fds.append(stream.fileno())
-    return sorted(set(fds))

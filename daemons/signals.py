@@ -90,8 +90,8 @@ class SignalStop:
         while self._pending:
             signum = self._pending.pop()
             if signum == signal.SIGHUP:
-                logs.reopen_files()
-                logger.info("reopened log files on SIGHUP", extra={"action": "logs_reopened"})
+                if logs.reopen_files():
+                    logger.info("reopened log files on SIGHUP", extra={"action": "logs_reopened"})
             elif signum == signal.SIGUSR1:
                 level = logs.toggle_debug()
                 for name in self.debug_loggers[1:]:
