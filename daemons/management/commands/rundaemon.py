@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from daemons import registry
 from daemons.pidfile import PidFileError
 from daemons.process import Credentials, RunPaths, StartupError, run_detached, run_foreground
+from daemons.supervisor import supervise
 
 
 def instance_type(value: str) -> int:
@@ -24,7 +25,10 @@ class Command(BaseCommand):
     help = "Run a registered daemon in the foreground (default), detached, or for one tick."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", help="the daemon's registered name")
+        parser.add_argument("names", nargs="*", metavar="NAME",
+                            help="the daemon's registered name; several run under one supervisor")
+        parser.add_argument("--all", dest="all_daemons", action="store_true",
+                            help="run every registered daemon under one supervisor")
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--detach", action="store_true", help="daemonize; return once it is up")
         mode.add_argument("--once", action="store_true", help="run one tick and exit")
@@ -33,8 +37,13 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="when started as root, run as this user")
         parser.add_argument("--group", help="when started as root, run with this group")
 
-    def handle(self, *args, name: str, detach: bool, once: bool, instance: int, user: str | None,
-               group: str | None, **options) -> None:
+    def handle(self, *args, names: list[str], all_daemons: bool, detach: bool, once: bool, instance: int,
+               user: str | None, group: str | None, **options) -> None:
+        if all_daemons or len(names) != 1:
+            self.stdout.write(supervise(names, every=all_daemons, detach=detach, once=once, instance=instance,
+                                        user=user, group=group))
+            return
+        name = names[0]
         try:
             daemon_cls = registry.get(name)
         except registry.UnknownDaemon as exc:

@@ -9,6 +9,7 @@ from daemons import registry
 from daemons.management.commands.rundaemon import instance_type
 from daemons.process import RunPaths
 from daemons.stopping import stop
+from daemons.supervisor import stop_all_command
 
 
 def timeout_type(value: str) -> float:
@@ -25,12 +26,18 @@ class Command(BaseCommand):
     help = "Send SIGTERM to a running daemon and wait for it to stop."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name")
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("--all", dest="all_daemons", action="store_true",
+                            help="stop the supervisor, its daemons and every other registered daemon")
         parser.add_argument("--timeout", type=timeout_type, default=10.0, help="seconds to wait (default 10)")
         parser.add_argument("--kill", action="store_true", help="send SIGKILL if it has not stopped by then")
         parser.add_argument("--instance", type=instance_type, default=0)
 
-    def handle(self, *args, name: str, timeout: float, kill: bool, instance: int, **options) -> None:
+    def handle(self, *args, name: str | None, all_daemons: bool, timeout: float, kill: bool, instance: int,
+               **options) -> None:
+        if all_daemons or name is None:
+            self.stdout.write(stop_all_command(name, every=all_daemons, timeout=timeout, kill=kill))
+            return
         try:
             registry.get(name)
         except registry.UnknownDaemon as exc:
