@@ -240,6 +240,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.set_wakeup_fd(-1)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # Our own process group: a Ctrl-C or a group-wide SIGTERM reaches only the supervisor, which
+        # passes one SIGTERM on; a second stop signal would make a child abandon its work.
+        os.setpgid(0, 0)
         _die_with_parent(self.pid)
         # Only the supervisor speaks to systemd: a child's READY=1 would be taken for the unit's.
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
@@ -397,7 +400,9 @@ def _preload() -> None:
     Opening a connection loads the database backend; failures are left to the children,
     which report them as their own startup errors.
     """
-    from . import process, reporting, runner, watch, wakeup  # noqa: F401
+    from django.db.models.sql import compiler  # noqa: F401  (first imported by a child's first query)
+
+    from . import process, reporting, runner, wakeup, watch  # noqa: F401
 
     try:
         connections["default"].ensure_connection()

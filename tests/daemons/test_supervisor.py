@@ -179,7 +179,7 @@ def test_children_get_sane_signal_handlers_even_if_sigint_was_ignored(supervised
         proc.wait(timeout=60)
 
 
-def test_under_systemd_only_the_supervisor_says_ready(supervised: Supervised, tmp_path: Path) -> None:
+def test_under_systemd_only_the_supervisor_says_ready_and_ctrl_c_stops_cleanly(supervised: Supervised, tmp_path: Path) -> None:
     address = tmp_path / "notify"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(address))
@@ -188,7 +188,7 @@ def test_under_systemd_only_the_supervisor_says_ready(supervised: Supervised, tm
     with stderr.open("w") as err:
         proc = supervised.project.popen("rundaemon", "counter", "idle", env={"NOTIFY_SOCKET": str(address)},
                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                                        stdout=subprocess.DEVNULL, stderr=err)
+                                        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         messages = [listener.recv(4096).decode()]
         while "READY=1" not in messages[-1]:
@@ -206,11 +206,14 @@ def test_under_systemd_only_the_supervisor_says_ready(supervised: Supervised, tm
             pass
         assert sum("READY=1" in m for m in messages) == 1, messages
     finally:
-        proc.send_signal(signal.SIGTERM)
+        # Ctrl-C hits the whole foreground process group; the children must still stop cleanly, once.
+        os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
         listener.close()
     assert proc.returncode == 0, stderr.read_text()
     assert not any(alive(pid) for pid in children if pid)
+    log = stderr.read_text()
+    assert "counter stopped (exit status 0)" in log and "idle stopped (exit status 0)" in log, log
 
 
 def test_bad_combinations_are_one_line_errors(supervised: Supervised) -> None:
