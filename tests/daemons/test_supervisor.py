@@ -113,6 +113,18 @@ def test_a_killed_child_is_restarted_and_the_others_are_untouched(supervised: Su
     assert "counter died (killed by SIGKILL)" in log
 
 
+def test_stopdaemon_name_stops_one_child_for_good_and_leaves_the_rest(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    parent, counter, idle = (supervised.holder(n) for n in (supervisor.NAME, "counter", "idle"))
+    stopped = supervised.project.manage("stopdaemon", "idle")
+    assert stopped.returncode == 0 and f"idle stopped (pid {idle})" in stopped.stdout
+    log = supervised.project.log_dir / "supervisor.log"
+    wait_for(lambda: "idle stopped on its own (exit 0); not restarted" in log.read_text(), timeout=30,
+             message="the supervisor to note the stop")
+    assert not supervised.project.pid_file("idle").exists()
+    assert alive(parent) and supervised.holder("counter") == counter
+
+
 def test_a_child_failing_at_startup_is_retried_then_given_up_on(supervised: Supervised) -> None:
     started = supervised.start("counter", "fragile", env={"SUPERVISORAPP_FAIL_SETUP": "1"})
     assert started.returncode == 1
