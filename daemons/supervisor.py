@@ -114,7 +114,7 @@ class Settled:
 
 
 class Supervisor:
-    """Forks the children, restarts those that die, passes SIGHUP on and stops them all on SIGTERM.
+    """Forks the children, restarts those that die, passes SIGHUP and SIGUSR1 on, stops them all on SIGTERM.
 
     `run()` returns the exit code: 0 after a stop on a signal (or when every child
     stopped cleanly on its own), EXIT_GAVE_UP when no child is left to run.
@@ -122,7 +122,7 @@ class Supervisor:
     gets READY=1 at the same moment.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
 
     def __init__(self, specs: list[ChildSpec], *, log_to_file: bool, own_pidfile: PidFile | None = None,
                  on_settled: Callable[[Settled], None] | None = None, notifier: Notifier | None = None) -> None:
@@ -190,6 +190,11 @@ class Supervisor:
                 self._forward(signal.SIGHUP)
                 logs.reopen_files()
                 logger.info("reopened log files and passed SIGHUP on", extra={"action": "logs_reopened"})
+            if signal.SIGUSR1 in pending:
+                self._forward(signal.SIGUSR1)
+                level = logs.toggle_debug()
+                logger.warning("log level is now %s; SIGUSR1 passed on", logging.getLevelName(level),
+                               extra={"action": "log_level"})
             self._reap()
             if pending & {signal.SIGTERM, signal.SIGINT}:
                 logger.info("stopping on signal", extra={"action": "stopping"})
