@@ -1,15 +1,22 @@
-"""Resident memory of the onboarding daemon against a bare Python process doing the same job.
+"""Memory of daemons run standalone and under the supervisor, against the bare-script floor (RSS and PSS).
 
-The bare peer opens the same SQLite file with the stdlib and marks the same rows; the
-daemon loads all of Django. Both are measured in the same run, after they finished the
-work, five times each; the median is reported.
+RSS counts every page a process maps, shared or not, so summing it over forked children
+counts the supervisor's Django once per child. PSS (`/proc/PID/smaps_rollup`) splits each
+shared page between the processes sharing it: the sum of PSS is what the group really costs.
 
-    .venv/bin/python bench/memory.py [--runs 5] [--customers 200]
+Cases, each measured `--runs` times with the median reported:
+- 1, 2 and 5 daemons, each its own `rundaemon NAME` process;
+- the same daemons forked by one supervisor (the supervisor counted too);
+- the onboarding daemon alone after draining `--customers` signups;
+- a bare Python script doing the same drain with the stdlib `sqlite3` module: the floor.
+
+    .venv/bin/python bench/memory.py [--runs 5] [--customers 2000] [--settle 3]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -18,9 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The showcase has two daemons; the framework's test app provides the other three of five.
+DAEMONS = ["onboarding", "digest", "counter", "idle", "writer"]
+SETTINGS = "tests.settings"
 
 BARE_PEER = r"""
 import sqlite3, sys, time, datetime
@@ -32,17 +43,42 @@ print("done", flush=True)
 time.sleep(3600)
 """
 
+# The supervisor for an explicit list of daemons, even a list of one (`rundaemon NAME` would run it standalone).
+SUPERVISOR = r"""
+import sys, django
+django.setup()
+from daemons import supervisor
+sys.exit(supervisor.run_foreground(supervisor.child_specs(sys.argv[1:])))
+"""
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+
+@dataclass(frozen=True)
+class Memory:
+    rss_kib: int
+    pss_kib: int
+
+    def __add__(self, other: Memory) -> Memory:
+        return Memory(self.rss_kib + other.rss_kib, self.pss_kib + other.pss_kib)
+
+
+def memory(pid: int) -> Memory:
+    """RSS and PSS of `pid` from /proc/PID/smaps_rollup, in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value, *_ = line.split()
+        fields[key.rstrip(":")] = int(value)
+    return Memory(fields["Rss"], fields["Pss"])
+
+
+def total(pids: list[int]) -> Memory:
+    result = Memory(0, 0)
+    for pid in pids:
+        result = result + memory(pid)
+    return result
 
 
 def seed(db_path: Path, count: int) -> None:
     db = sqlite3.connect(db_path)
-    db.execute("UPDATE customers_customer SET onboarded_at = NULL")
     db.execute("DELETE FROM customers_onboarding")
     db.execute("DELETE FROM customers_customer")
     now = "2026-01-01 00:00:00"
@@ -63,59 +99,118 @@ def pending(db_path: Path) -> int:
         db.close()
 
 
-def wait_until(predicate, timeout: float = 60.0) -> None:
+def wait_until(predicate, timeout: float = 120.0, what: str = "benchmark condition") -> object:
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
-            raise TimeoutError("benchmark condition not reached")
+            raise TimeoutError(f"{what} not reached in {timeout:g} s")
         time.sleep(0.05)
+    return value
 
 
-def measure_daemon(env: dict[str, str], db_path: Path, customers: int) -> int:
-    seed(db_path, customers)
-    proc = subprocess.Popen([sys.executable, "manage.py", "rundaemon", "onboarding"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: pending(db_path) == 0)
-        time.sleep(1.0)  # let the post-work tick settle before reading memory
-        return rss_kib(proc.pid)
-    finally:
+def holder(run_dir: Path, name: str) -> int | None:
+    from daemons.pidfile import read_holder
+
+    return read_holder(run_dir / f"{name}.pid", wait=0)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def measure_bare(db_path: Path, customers: int) -> int:
+def popen(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure_group(env: dict[str, str], names: list[str], *, supervised: bool, settle: float) -> Memory:
+    """Start `names` (standalone or supervised), wait until every one holds its PID file, settle, then sum."""
+    run_dir = Path(env["DAEMONS_RUN_DIR"])
+    if supervised:
+        procs = [popen(env, "-c", SUPERVISOR, *names)]
+    else:
+        procs = [popen(env, "manage.py", "rundaemon", name) for name in names]
+    try:
+        pids = [wait_until(lambda n=n: holder(run_dir, n), what=f"{n} running") for n in names]
+        time.sleep(settle)  # let each daemon run a few ticks before reading its memory
+        return total(pids + ([procs[0].pid] if supervised else []))
+    finally:
+        stop(procs)
+
+
+def measure_drain(env: dict[str, str], db_path: Path, customers: int, settle: float) -> Memory:
+    seed(db_path, customers)
+    [proc] = procs = [popen(env, "manage.py", "rundaemon", "onboarding")]
+    try:
+        wait_until(lambda: pending(db_path) == 0, timeout=600, what="the drain")
+        time.sleep(settle)
+        return memory(proc.pid)
+    finally:
+        stop(procs)
+
+
+def measure_bare(db_path: Path, customers: int) -> Memory:
     seed(db_path, customers)
     proc = subprocess.Popen([sys.executable, "-c", BARE_PEER, str(db_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
-        return rss_kib(proc.pid)
+        return memory(proc.pid)
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds the daemons run before measuring")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     try:
         db_path = tmp / "db.sqlite3"
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "DAEMONS_RUN_DIR": str(tmp / "run"),
-               "DAEMONS_LOG_DIR": str(tmp / "log"), "EMAIL_URL": "dummymail://", "DEBUG": "true"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
+        env.update({"DJANGO_SETTINGS_MODULE": SETTINGS, "DATABASE_URL": f"sqlite:///{db_path}",
+                    "DAEMONS_RUN_DIR": str(tmp / "run"), "DAEMONS_LOG_DIR": str(tmp / "log"),
+                    "EMAIL_URL": "dummymail://", "DEBUG": "false",
+                    "SECRET_KEY": secrets.token_urlsafe(50), "TESTAPP_INTERVAL": "1"})
+        os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DAEMONS_RUN_DIR")})
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        daemon, bare = [], []
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+
+        cases: dict[str, list[Memory]] = {}
         for _ in range(args.runs):
-            daemon.append(measure_daemon(env, db_path, args.customers))
-            bare.append(measure_bare(db_path, args.customers))
-        d, b = statistics.median(daemon), statistics.median(bare)
-        print(f"python {sys.version.split()[0]}, {args.runs} runs, {args.customers} customers per run")
-        print(f"onboarding daemon (Django): median RSS {d / 1024:.1f} MiB  (runs: {', '.join(f'{x / 1024:.1f}' for x in daemon)})")
-        print(f"bare sqlite3 script:        median RSS {b / 1024:.1f} MiB  (runs: {', '.join(f'{x / 1024:.1f}' for x in bare)})")
-        print(f"difference: {(d - b) / 1024:.1f} MiB ({d / b:.1f}x)")
+            for count in (1, 2, 5):
+                for supervised in (False, True):
+                    key = f"{count} daemon{'s' if count > 1 else ''}, {'supervisor' if supervised else 'standalone'}"
+                    cases.setdefault(key, []).append(
+                        measure_group(env, DAEMONS[:count], supervised=supervised, settle=args.settle))
+            cases.setdefault(f"onboarding after {args.customers} signups", []).append(
+                measure_drain(env, db_path, args.customers, args.settle))
+            cases.setdefault("bare sqlite3 script (floor)", []).append(measure_bare(db_path, args.customers))
+
+        print(f"python {sys.version.split()[0]}, {args.runs} runs, medians in MiB; daemons: {', '.join(DAEMONS)}")
+        print(f"{'case':<40} {'RSS':>7} {'PSS':>7}   PSS per run")
+        for key, runs in cases.items():
+            rss = statistics.median(m.rss_kib for m in runs)
+            pss = statistics.median(m.pss_kib for m in runs)
+            print(f"{key:<40} {mib(rss):>7} {mib(pss):>7}   {', '.join(mib(m.pss_kib) for m in runs)}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,20 +1,23 @@
 """Service-manager files for a daemon: a systemd unit, a supervisord program, a logrotate stanza."""
 from __future__ import annotations
 
+import dataclasses
 import grp
 import math
 import os
 import pwd
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
+from . import conf
 from .base import Daemon
 
+MIN_WATCHDOG = 30
 
-@dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True)
 class Deployment:
     """Where and as whom a daemon runs on the server; every file is rendered from this."""
 
@@ -28,21 +31,36 @@ class Deployment:
     pid_file: Path
     watchdog_seconds: int
     stop_seconds: int = 10
+    # What `rundaemon` and `daemonconfig` are given: the daemon's name, or "--all" for the supervisor.
+    target: str = ""
+    unit: str = ""
 
     @property
     def slug(self) -> str:
         return self.project_dir.name or "daemons"
 
     @property
+    def selector(self) -> str:
+        return self.target or self.name
+
+    @property
+    def unit_name(self) -> str:
+        return self.unit or self.name
+
+    @property
+    def description(self) -> str:
+        return f"{self.name} daemon ({self.slug})" if not self.target else f"every daemon of {self.slug}, supervised"
+
+    @property
     def command(self) -> str:
         """The foreground command: no --detach, the service manager is the parent."""
         return " ".join(shlex.quote(str(part)) for part in
-                        (self.python, self.project_dir / "manage.py", "rundaemon", self.name))
+                        (self.python, self.project_dir / "manage.py", "rundaemon", self.selector))
 
 
 def default_watchdog(daemon_cls: type[Daemon]) -> int:
     """Three intervals, and at least 30 s, so one slow tick isn't taken for a hang."""
-    return max(30, math.ceil(3 * daemon_cls.interval_seconds()))
+    return max(MIN_WATCHDOG, math.ceil(3 * daemon_cls.interval_seconds()))
 
 
 def _rebase(path: Path, project_dir: Path) -> Path:
@@ -62,6 +80,44 @@ def deployment_for(daemon_cls: type[Daemon], *, project_dir: Path | None = None,
     """
     from .paths import RunPaths
 
+    paths = RunPaths.for_daemon(daemon_cls.name)
+    watchdog_seconds = watchdog_seconds or default_watchdog(daemon_cls)
+    return _deployment(daemon_cls.name, paths.log, paths.pid, project_dir=project_dir, python=python, user=user,
+                       group=group, env_file=env_file, watchdog_seconds=watchdog_seconds)
+
+
+def supervisor_deployment(*, project_dir: Path | None = None, python: Path | None = None, user: str | None = None,
+                          group: str | None = None, env_file: Path | None = None,
+                          watchdog_seconds: int | None = None) -> Deployment:
+    """The deployment of `rundaemon --all`: one supervisor that forks every registered daemon.
+
+    Its unit is named after the project (`<project>-daemons`), and its stop timeout covers
+    the children's own stop deadline plus the supervisor's grace before SIGKILL.
+    """
+    from . import supervisor
+
+    project_dir = Path(project_dir or settings.BASE_DIR).resolve()
+    stop_seconds = math.ceil(conf.stop_timeout() + supervisor.STOP_GRACE) + 2
+    return dataclasses.replace(
+        _deployment(supervisor.NAME, supervisor.log_path(), supervisor.pid_path(), project_dir=project_dir,
+                    python=python, user=user, group=group, env_file=env_file,
+                    watchdog_seconds=watchdog_seconds or MIN_WATCHDOG),
+        stop_seconds=stop_seconds, target="--all", unit=f"{project_dir.name or 'project'}-daemons")
+
+
+def supervisor_deployment_for_command(name: str | None, *, every: bool, **where: object) -> Deployment:
+    """`daemonconfig --all`: the supervisor's deployment; a `CommandError` when a name is given too, or nothing."""
+    from django.core.management.base import CommandError
+
+    if name is not None:
+        raise CommandError("give a daemon name or --all, not both")
+    if not every:
+        raise CommandError("name a daemon, or use --all")
+    return supervisor_deployment(**where)  # type: ignore[arg-type]
+
+
+def _deployment(name: str, log_file: Path, pid_file: Path, *, project_dir: Path | None, python: Path | None,
+                user: str | None, group: str | None, env_file: Path | None, watchdog_seconds: int) -> Deployment:
     project_dir = Path(project_dir or settings.BASE_DIR).resolve()
     if user is None:
         try:
@@ -73,17 +129,16 @@ def deployment_for(daemon_cls: type[Daemon], *, project_dir: Path | None = None,
             group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
         except KeyError:
             group = user
-    paths = RunPaths.for_daemon(daemon_cls.name)
     return Deployment(
-        name=daemon_cls.name,
+        name=name,
         project_dir=project_dir,
         python=Path(python) if python else project_dir / ".venv" / "bin" / "python",
         user=user,
         group=group,
         env_file=Path(env_file) if env_file else project_dir / ".env",
-        log_file=_rebase(paths.log, project_dir),
-        pid_file=_rebase(paths.pid, project_dir),
-        watchdog_seconds=watchdog_seconds or default_watchdog(daemon_cls),
+        log_file=_rebase(log_file, project_dir),
+        pid_file=_rebase(pid_file, project_dir),
+        watchdog_seconds=watchdog_seconds,
     )
 
 
@@ -95,11 +150,13 @@ def systemd_unit(d: Deployment) -> str:
     the project's daemons; set the same DAEMONS_RUN_DIR in the environment file so the
     web process and `daemonstatus` find them.
     """
+    unit = d.unit_name
+    install = f"cp {unit}.service /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now {unit}"
     return f"""\
-# {d.name}.service: generated by `manage.py daemonconfig {d.name} --systemd`.
-# Install: cp {d.name}.service /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now {d.name}
+# {d.unit_name}.service: generated by `manage.py daemonconfig {d.selector} --systemd`.
+# Install: {install}
 [Unit]
-Description={d.name} daemon ({d.slug})
+Description={d.description}
 After=network-online.target
 Wants=network-online.target
 
@@ -136,11 +193,11 @@ def supervisor_program(d: Deployment) -> str:
     at it.
     """
     return f"""\
-; {d.name}: generated by `manage.py daemonconfig {d.name} --supervisor`.
+; {d.unit_name}: generated by `manage.py daemonconfig {d.selector} --supervisor`.
 ; The daemon runs in the foreground and logs to stderr; supervisord writes that to
 ; stdout_logfile and rotates it (so no logrotate stanza for this file). supervisord
 ; refuses to start while that directory is missing: mkdir -p {d.log_file.parent}
-[program:{d.name}]
+[program:{d.unit_name}]
 command={d.command}
 directory={d.project_dir}
 user={d.user}

@@ -95,11 +95,11 @@ def stop(path: Path, *, timeout: float = 10.0, kill: bool = False) -> StopOutcom
         return StopOutcome("timeout", pid)
     _signal_holder(path, signal.SIGKILL)
     if wait_unlocked(path, 5.0):
-        _remove_stale(path)
+        remove_stale(path)
     return StopOutcome("killed", pid)
 
 
-def _remove_stale(path: Path) -> None:
+def remove_stale(path: Path) -> None:
     """Remove the file a killed daemon left, taking its lock first so no new owner loses it."""
     stale = pidfile.PidFile(path)
     try:

@@ -5,7 +5,8 @@ import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django import forms
 from django.contrib import messages
@@ -18,7 +19,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from . import conf, control, history, metrics as metrics_module, registry
+from . import conf, control, history, registry
+from . import metrics as metrics_module
 from .chart import Chart, Series, bar_chart
 from .health import all_healthy, cluster_health, daemon_states, expected_daemons
 from .jobs import ScheduledDaemon

@@ -195,3 +195,35 @@ def test_logrotate_with_the_generated_stanza_loses_no_line(project) -> None:
     written = len(ticks.read_text().splitlines())
     assert written > 40
     assert sum(_ticks_logged(text) for text in texts) == written
+
+
+def test_all_gives_the_supervisors_unit_which_systemd_accepts(tmp_path) -> None:
+    from daemons import conf, supervisor
+
+    text = daemonconfig("--all", "--systemd", "--project-dir", str(BASE_DIR), "--python", sys.executable,
+                        "--user", ME, "--group", MY_GROUP)
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read_string(text)
+    service = unit["Service"]
+    assert service["ExecStart"] == f"{sys.executable} {BASE_DIR}/manage.py rundaemon --all"
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main" and service["KillMode"] == "mixed"
+    # systemd must not kill the children while the supervisor still waits for their stop deadline.
+    assert int(service["TimeoutStopSec"]) > conf.stop_timeout() + supervisor.STOP_GRACE
+    name = f"{BASE_DIR.name}-daemons"
+    assert f"systemctl enable --now {name}\n" in text
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed; the unit's fields were checked above")
+    path = tmp_path / f"{name}.service"
+    path.write_text(text)
+    result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_all_and_a_name_are_one_line_errors() -> None:
+    for args in (["--all", "onboarding", "--systemd"], ["--systemd"]):
+        result = subprocess.run([sys.executable, "manage.py", "daemonconfig", *args], cwd=BASE_DIR,
+                                capture_output=True, text=True, timeout=30, env={**os.environ})
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("CommandError: ")

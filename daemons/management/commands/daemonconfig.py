@@ -25,7 +25,9 @@ class Command(DaemonCommand):
     help = "Print a systemd unit, a supervisord program section or a logrotate stanza for a daemon."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        self.add_name_argument(parser)
+        parser.add_argument("name", nargs="?", help="the daemon's registered name")
+        parser.add_argument("--all", dest="all_daemons", action="store_true",
+                            help="the files for `rundaemon --all`: one supervisor running every daemon")
         kind = parser.add_mutually_exclusive_group(required=True)
         for option in deployment.RENDERERS:
             kind.add_argument(f"--{option}", dest="kind", action="store_const", const=option)
@@ -36,11 +38,15 @@ class Command(DaemonCommand):
         parser.add_argument("--env-file", type=Path, help="environment file (default: PROJECT_DIR/.env)")
         parser.add_argument("--watchdog", type=seconds_type, help="systemd WatchdogSec (default: 3 intervals, >= 30)")
 
-    def handle(self, *args, name: str, kind: str, project_dir: Path | None, python: Path | None, user: str | None,
-               group: str | None, env_file: Path | None, watchdog: int | None, **options) -> None:
-        daemon_cls = self.daemon_class(name)
+    def handle(self, *args, name: str | None, all_daemons: bool, kind: str, project_dir: Path | None,
+               python: Path | None, user: str | None, group: str | None, env_file: Path | None, watchdog: int | None,
+               **options) -> None:
         if project_dir is not None and not project_dir.is_absolute():
             raise CommandError(f"--project-dir must be an absolute path, got {project_dir}")
-        d = deployment.deployment_for(daemon_cls, project_dir=project_dir, python=python, user=user, group=group,
-                                      env_file=env_file, watchdog_seconds=watchdog)
+        where = dict(project_dir=project_dir, python=python, user=user, group=group, env_file=env_file,
+                     watchdog_seconds=watchdog)
+        if all_daemons or name is None:
+            d = deployment.supervisor_deployment_for_command(name, every=all_daemons, **where)
+        else:
+            d = deployment.deployment_for(self.daemon_class(name), **where)
         self.stdout.write(deployment.RENDERERS[kind](d), ending="")

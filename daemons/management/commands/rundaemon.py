@@ -5,6 +5,7 @@ import argparse
 
 from daemons.lifecycle import Lifecycle, StartupError
 from daemons.privileges import Credentials, PrivilegeError
+from daemons.supervisor import supervise
 
 from ._base import DaemonCommand
 
@@ -13,7 +14,10 @@ class Command(DaemonCommand):
     help = "Run a registered daemon in the foreground (default), detached, or for one tick."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        self.add_name_argument(parser)
+        parser.add_argument("names", nargs="*", metavar="NAME",
+                            help="the daemon's registered name; several run under one supervisor")
+        parser.add_argument("--all", dest="all_daemons", action="store_true",
+                            help="run every registered daemon under one supervisor")
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--detach", action="store_true", help="daemonize; return once it is up")
         mode.add_argument("--once", action="store_true", help="run one tick and exit; non-zero if the tick raised")
@@ -21,8 +25,13 @@ class Command(DaemonCommand):
         parser.add_argument("--user", help="when started as root, run as this user")
         parser.add_argument("--group", help="when started as root, run with this group")
 
-    def handle(self, *args, name: str, detach: bool, once: bool, instance: int, user: str | None,
-               group: str | None, **options) -> None:
+    def handle(self, *args, names: list[str], all_daemons: bool, detach: bool, once: bool, instance: int,
+               user: str | None, group: str | None, **options) -> None:
+        if all_daemons or len(names) != 1:
+            self.stdout.write(supervise(names, every=all_daemons, detach=detach, once=once, instance=instance,
+                                        user=user, group=group))
+            return
+        name = names[0]
         daemon_cls = self.daemon_class(name)
         try:
             lifecycle = Lifecycle(daemon_cls, instance=instance, detach=detach, once=once,

@@ -7,6 +7,7 @@ from django.core.management.base import CommandError
 
 from daemons.paths import RunPaths
 from daemons.stopping import stop
+from daemons.supervisor import stop_all_command
 
 from ._base import DaemonCommand
 
@@ -25,12 +26,18 @@ class Command(DaemonCommand):
     help = "Send SIGTERM to a running daemon and wait for it to stop."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        self.add_name_argument(parser)
+        parser.add_argument("name", nargs="?", help="the daemon's registered name")
+        parser.add_argument("--all", dest="all_daemons", action="store_true",
+                            help="stop the supervisor, its daemons and every other registered daemon")
         parser.add_argument("--timeout", type=timeout_type, default=10.0, help="seconds to wait (default 10)")
         parser.add_argument("--kill", action="store_true", help="send SIGKILL if it has not stopped by then")
         self.add_instance_argument(parser)
 
-    def handle(self, *args, name: str, timeout: float, kill: bool, instance: int, **options) -> None:
+    def handle(self, *args, name: str | None, all_daemons: bool, timeout: float, kill: bool, instance: int,
+               **options) -> None:
+        if all_daemons or name is None:
+            self.stdout.write(stop_all_command(name, every=all_daemons, timeout=timeout, kill=kill))
+            return
         self.daemon_class(name)
         outcome = stop(RunPaths.for_daemon(name, instance).pid, timeout=timeout, kill=kill)
         if outcome.state == "not_running":

@@ -1,0 +1,235 @@
+"""Real-process tests of `rundaemon --all`: one supervisor forking every daemon, restarting and stopping them."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemons import pidfile, registry, supervisor
+from tests.conftest import Project, wait_for
+
+pytestmark = pytest.mark.process
+
+SETTINGS = "tests.supervisorapp.settings"
+
+
+def alive(pid: int) -> bool:
+    """True for a live process; a zombie counts as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def signal_mask(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} for {pid}")
+
+
+class Supervised:
+    """A Project whose processes also know the fragile test daemon, and that kills whatever it saw in teardown."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        project.env["DJANGO_SETTINGS_MODULE"] = SETTINGS
+        project.env["DAEMONS_STOP_TIMEOUT"] = "3"
+        self.seen: set[int] = set()
+
+    def holder(self, label: str) -> int | None:
+        pid = pidfile.read_holder(self.project.run_dir / f"{label}.pid")
+        if pid is not None:
+            self.seen.add(pid)
+        return pid
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        result = self.project.manage("rundaemon", *args, "--detach", env=env, timeout=90)
+        self.holder(supervisor.NAME)
+        return result
+
+    def cleanup(self) -> None:
+        self.project.manage("stopdaemon", "--all", "--kill", timeout=60)
+        for pid in self.seen:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def supervised(project: Project) -> Iterator[Supervised]:
+    sup = Supervised(project)
+    try:
+        yield sup
+    finally:
+        sup.cleanup()
+
+
+def test_all_starts_every_registered_daemon_under_one_parent(supervised: Supervised) -> None:
+    started = supervised.start("--all")
+    assert started.returncode == 0, started.stderr
+    parent = supervised.holder(supervisor.NAME)
+    assert parent is not None and f"(pid {parent})" in started.stdout
+    names = registry.names() + ["fragile"]
+    pids = {name: supervised.holder(name) for name in names}
+    # "crashing" dies on its second tick by design: it may be between a death and its restart.
+    steady = {name: pid for name, pid in pids.items() if name != "crashing"}
+    assert all(steady.values()), pids
+    assert len(set(steady.values())) == len(steady)
+    for name, pid in steady.items():
+        assert parent_of(pid) == parent, name
+        assert (supervised.project.run_dir / f"{name}.pid").read_text() == f"{pid}\n"
+
+    status = supervised.project.manage("daemonstatus", "counter")
+    assert status.returncode == 0 and str(steady["counter"]) in status.stdout
+
+    stopped = supervised.project.manage("stopdaemon", "--all", timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(alive(pid) for pid in steady.values() if pid) and not alive(parent)
+    assert list(supervised.project.run_dir.glob("*.pid")) == []
+
+
+def test_a_killed_child_is_restarted_and_the_others_are_untouched(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    counter, idle = supervised.holder("counter"), supervised.holder("idle")
+    assert counter and idle
+    os.kill(counter, signal.SIGKILL)
+    new = wait_for(lambda: (pid := supervised.holder("counter")) not in (None, counter) and pid, timeout=30,
+                   message="a restarted counter")
+    assert alive(new) and not alive(counter)
+    assert parent_of(new) == supervised.holder(supervisor.NAME)
+    assert supervised.holder("idle") == idle and alive(idle)
+    log = (supervised.project.log_dir / "supervisor.log").read_text()
+    assert "counter died (killed by SIGKILL)" in log
+
+
+def test_stopdaemon_name_stops_one_child_for_good_and_leaves_the_rest(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    parent, counter, idle = (supervised.holder(n) for n in (supervisor.NAME, "counter", "idle"))
+    stopped = supervised.project.manage("stopdaemon", "idle")
+    assert stopped.returncode == 0 and f"idle stopped (pid {idle})" in stopped.stdout
+    log = supervised.project.log_dir / "supervisor.log"
+    wait_for(lambda: "idle stopped on its own (exit 0); not restarted" in log.read_text(), timeout=30,
+             message="the supervisor to note the stop")
+    assert not supervised.project.pid_file("idle").exists()
+    assert alive(parent) and supervised.holder("counter") == counter
+
+
+def test_a_child_failing_at_startup_is_retried_then_given_up_on(supervised: Supervised) -> None:
+    started = supervised.start("counter", "fragile", env={"SUPERVISORAPP_FAIL_SETUP": "1"})
+    assert started.returncode == 1
+    assert started.stderr.count("\n") == 1 and "Traceback" not in started.stderr
+    assert f"gave up after {supervisor.START_ATTEMPTS} failed starts" in started.stderr
+    assert "fragile: " in started.stderr and "failed to set up on purpose" in started.stderr
+    parent = supervised.holder(supervisor.NAME)
+    counter = supervised.holder("counter")
+    assert parent and alive(parent) and counter and alive(counter)
+    assert supervised.holder("fragile") is None
+    log = (supervised.project.log_dir / "supervisor.log").read_text()
+    assert log.count("fragile forked") == supervisor.START_ATTEMPTS
+    assert "fragile: gave up" in log
+
+
+def test_sighup_reaches_the_children_and_they_reopen_their_logs(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    logs = [supervised.project.log_file(name) for name in ("counter", "idle")]
+    for log in logs:
+        wait_for(log.exists, message=f"{log.name}")
+        log.rename(log.with_suffix(".log.1"))
+    os.kill(supervised.holder(supervisor.NAME), signal.SIGHUP)
+    for log in logs:
+        wait_for(lambda log=log: log.exists() and "reopened log files on SIGHUP" in log.read_text(), timeout=30,
+                 message=f"a reopened {log.name}")
+
+
+def test_orphans_stop_and_a_killed_supervisor_leaves_an_ordinary_stale_pid_file(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    parent = supervised.holder(supervisor.NAME)
+    children = [supervised.holder("counter"), supervised.holder("idle")]
+    os.kill(parent, signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in children), timeout=30, message="the orphans to stop")
+    assert not (supervised.project.pid_file("counter")).exists()
+    own = supervised.project.run_dir / f"{supervisor.NAME}.pid"
+    assert pidfile.inspect(own) == pidfile.PidState("stale", parent)
+
+    stop = supervised.project.manage("stopdaemon", "--all")
+    assert stop.returncode == 0 and f"stale PID file names pid {parent}; not signalled" in stop.stdout
+    again = supervised.start("counter", "idle")
+    assert again.returncode == 0, again.stderr
+    new_parent = supervised.holder(supervisor.NAME)
+    assert new_parent not in (None, parent)
+
+
+def test_children_get_sane_signal_handlers_even_if_sigint_was_ignored(supervised: Supervised) -> None:
+    def ignore_interrupts() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    with (supervised.project.tmp / "stderr").open("w") as stderr:
+        proc = supervised.project.popen("rundaemon", "counter", "idle", preexec_fn=ignore_interrupts,
+                                        stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        counter = wait_for(lambda: supervised.holder("counter"), timeout=60, message="the counter child")
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            bit = 1 << (sig - 1)
+            wait_for(lambda bit=bit: signal_mask(counter, "SigCgt") & bit, timeout=30, message=f"{sig.name} caught")
+            assert not signal_mask(counter, "SigIgn") & bit
+        os.kill(counter, signal.SIGINT)
+        wait_for(lambda: not alive(counter), timeout=30, message="the child to stop on SIGINT")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_under_systemd_only_the_supervisor_says_ready_and_ctrl_c_stops_cleanly(supervised: Supervised, tmp_path: Path) -> None:
+    address = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(address))
+    listener.settimeout(60)
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as err:
+        proc = supervised.project.popen("rundaemon", "counter", "idle", env={"NOTIFY_SOCKET": str(address)},
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                                        stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        messages = [listener.recv(4096).decode()]
+        while "READY=1" not in messages[-1]:
+            messages.append(listener.recv(4096).decode())
+        parent = supervised.holder(supervisor.NAME)
+        assert f"MAINPID={parent}" in messages[-1]
+        children = [supervised.holder("counter"), supervised.holder("idle")]
+        assert all(children)
+        # Both children are past their own readiness point: anything they sent has arrived.
+        listener.settimeout(0.5)
+        try:
+            while True:
+                messages.append(listener.recv(4096).decode())
+        except TimeoutError:
+            pass
+        assert sum("READY=1" in m for m in messages) == 1, messages
+    finally:
+        # Ctrl-C hits the whole foreground process group; the children must still stop cleanly, once.
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        listener.close()
+    assert proc.returncode == 0, stderr.read_text()
+    assert not any(alive(pid) for pid in children if pid)
+    log = stderr.read_text()
+    assert "counter stopped (exit status 0)" in log and "idle stopped (exit status 0)" in log, log
+
+
+def test_bad_combinations_are_one_line_errors(supervised: Supervised) -> None:
+    for args in (["--all", "counter"], ["counter", "idle", "--once"], ["counter", "nosuch"], []):
+        result = supervised.project.manage("rundaemon", *args)
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,1 @@
+"""A daemon app for the supervisor's tests, installed only by `tests.supervisorapp.settings`."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SupervisorAppConfig(AppConfig):
+    name = "tests.supervisorapp"
+    label = "supervisorapp"
