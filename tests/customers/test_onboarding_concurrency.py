@@ -78,7 +78,7 @@ def test_two_daemons_on_postgresql_onboard_each_customer_once(pg_database, proje
 
 WRITER = """
 import json, time
-from customers.services import customer_create
+from customers.signup import customer_create
 made, errors, i = 0, [], 0
 deadline = time.monotonic() + {seconds}
 while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import time
 import pytest
 from django.conf import settings
 
-from customers import services
+from customers import onboarding as services
 from customers.models import Customer, Onboarding
 from daemons import pidfile
 from tests.conftest import wait_for

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from customers.forms import text_problem
 from customers.models import Customer
 from customers.ratelimit import client_ip, signup_rate_hit
-from customers.services import customer_create, email_normalize, welcome_email
+from customers.onboarding import welcome_email
+from customers.signup import customer_create, email_normalize
 
 SCRIPT = "<script>alert('x')</script>"
 

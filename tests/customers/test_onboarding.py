@@ -1,4 +1,4 @@
-"""In-process tests of the customer services: claiming, leases, completion, failures, backoff."""
+"""In-process tests of onboarding: claiming, leases, completion, failures, backoff, the daemon's tick."""
 from __future__ import annotations
 
 import random
@@ -9,10 +9,11 @@ import pytest
 from django.core import mail
 from django.db import IntegrityError, transaction
 
-from customers import selectors, services
+from customers import onboarding
 from customers.daemons import OnboardingDaemon
-from customers.models import Customer, Onboarding
-from customers.services import Outcome, Owner
+from customers.models import Customer, Onboarding, OnboardingState
+from customers.onboarding import Outcome, Owner
+from customers.signup import customer_create
 
 A = Owner("host-a", 0, 100)
 B = Owner("host-b", 0, 200)
@@ -23,10 +24,17 @@ def make_customers(count: int, start, *, step=timedelta(seconds=1)) -> list[Cust
     """`count` customers created `step` apart from `start`, oldest first."""
     customers = []
     for i in range(count):
-        customer, _ = services.customer_create(name=f"Customer {i}", email=f"c{i}@example.com")
+        customer, _ = customer_create(name=f"Customer {i}", email=f"c{i}@example.com")
         Customer.objects.filter(pk=customer.pk).update(created_at=start + i * step)
         customers.append(Customer.objects.get(pk=customer.pk))
     return customers
+
+
+def ready_daemon() -> OnboardingDaemon:
+    """An onboarding daemon set up as the framework sets one up before its first tick."""
+    daemon = OnboardingDaemon()
+    daemon.setup()
+    return daemon
 
 
 @pytest.fixture
@@ -44,40 +52,40 @@ def test_claim_takes_the_oldest_first(db, fixed_now) -> None:
     customers = make_customers(5, fixed_now - timedelta(hours=1))
     # Created last but dated first: order is by signup time, not by id.
     Customer.objects.filter(pk=customers[4].pk).update(created_at=fixed_now - timedelta(days=1))
-    claimed = services.customers_claim(owner=A, now=fixed_now, limit=3)
+    claimed = onboarding.customers_claim(owner=A, now=fixed_now, limit=3)
     assert [c.pk for c in claimed] == [customers[4].pk, customers[0].pk, customers[1].pk]
     assert all(c.claimed_by == str(A) and c.claim_expires_at == fixed_now + timedelta(seconds=60) for c in claimed)
 
 
 def test_claimed_customers_are_not_claimed_again_by_another_owner(db, fixed_now) -> None:
     make_customers(4, fixed_now - timedelta(hours=1))
-    first = services.customers_claim(owner=A, now=fixed_now, limit=3)
-    second = services.customers_claim(owner=B, now=fixed_now, limit=3)
+    first = onboarding.customers_claim(owner=A, now=fixed_now, limit=3)
+    second = onboarding.customers_claim(owner=B, now=fixed_now, limit=3)
     assert len(first) == 3 and len(second) == 1
     assert not {c.pk for c in first} & {c.pk for c in second}
-    assert services.customers_claim(owner=C, now=fixed_now, limit=3) == []
+    assert onboarding.customers_claim(owner=C, now=fixed_now, limit=3) == []
 
 
 def test_an_expired_lease_lets_another_owner_claim_and_finish(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now - timedelta(hours=1))
-    assert services.customers_claim(owner=A, now=fixed_now, limit=10)
-    assert services.customers_claim(owner=B, now=fixed_now + timedelta(seconds=59), limit=10) == []
-    [taken] = services.customers_claim(owner=B, now=fixed_now + timedelta(seconds=61), limit=10)
+    assert onboarding.customers_claim(owner=A, now=fixed_now, limit=10)
+    assert onboarding.customers_claim(owner=B, now=fixed_now + timedelta(seconds=59), limit=10) == []
+    [taken] = onboarding.customers_claim(owner=B, now=fixed_now + timedelta(seconds=61), limit=10)
     assert taken.claimed_by == str(B)
     # A comes back late: its completion must not count, B's does.
-    assert not services.customer_onboarding_complete(customer=customer, owner=A, now=fixed_now)
-    assert services.customer_onboarding_complete(customer=customer, owner=B, now=fixed_now)
+    assert not onboarding.customer_onboarding_complete(customer=customer, owner=A, now=fixed_now)
+    assert onboarding.customer_onboarding_complete(customer=customer, owner=B, now=fixed_now)
     assert Onboarding.objects.get().onboarded_by == str(B)
 
 
 def test_renewal_keeps_the_lease_and_touches_only_our_claims(db, fixed_now) -> None:
     make_customers(3, fixed_now - timedelta(hours=1))
-    services.customers_claim(owner=A, now=fixed_now, limit=2)
-    services.customers_claim(owner=B, now=fixed_now, limit=2)
+    onboarding.customers_claim(owner=A, now=fixed_now, limit=2)
+    onboarding.customers_claim(owner=B, now=fixed_now, limit=2)
     later = fixed_now + timedelta(seconds=50)
-    assert services.claims_renew(owner=A, now=later) == 2
+    assert onboarding.claims_renew(owner=A, now=later) == 2
     # B's claim expired and C takes it; A's renewed ones stay A's.
-    [taken] = services.customers_claim(owner=C, now=fixed_now + timedelta(seconds=70), limit=10)
+    [taken] = onboarding.customers_claim(owner=C, now=fixed_now + timedelta(seconds=70), limit=10)
     assert taken.claim_expires_at == fixed_now + timedelta(seconds=130)
     assert set(Customer.objects.filter(claimed_by=str(A)).values_list("claim_expires_at", flat=True)) == {
         later + timedelta(seconds=60)
@@ -88,27 +96,27 @@ def test_a_restarted_instance_takes_back_its_dead_predecessors_claims_at_once(db
     make_customers(3, fixed_now - timedelta(hours=1))
     dead = Owner("host-a", 1, 100)
     other_instance = Owner("host-a", 2, 300)
-    services.customers_claim(owner=dead, now=fixed_now, limit=2)
-    services.customers_claim(owner=other_instance, now=fixed_now, limit=1)
+    onboarding.customers_claim(owner=dead, now=fixed_now, limit=2)
+    onboarding.customers_claim(owner=other_instance, now=fixed_now, limit=1)
     successor = Owner("host-a", 1, 101)
-    assert services.claims_release_predecessors(owner=successor) == 2
+    assert onboarding.claims_release_predecessors(owner=successor) == 2
     assert list(Customer.objects.exclude(claimed_by="").values_list("claimed_by", flat=True)) == [str(other_instance)]
-    assert len(services.customers_claim(owner=successor, now=fixed_now, limit=10)) == 2
+    assert len(onboarding.customers_claim(owner=successor, now=fixed_now, limit=10)) == 2
 
 
 def test_release_gives_back_only_the_owners_claims(db, fixed_now) -> None:
     make_customers(2, fixed_now - timedelta(hours=1))
-    services.customers_claim(owner=A, now=fixed_now, limit=1)
-    services.customers_claim(owner=B, now=fixed_now, limit=1)
-    assert services.claims_release(owner=A) == 1
-    assert len(services.customers_claim(owner=C, now=fixed_now, limit=10)) == 1
+    onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    onboarding.customers_claim(owner=B, now=fixed_now, limit=1)
+    assert onboarding.claims_release(owner=A) == 1
+    assert len(onboarding.customers_claim(owner=C, now=fixed_now, limit=10)) == 1
 
 
 def test_a_retry_is_not_claimed_before_it_is_due(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now - timedelta(hours=1))
     Customer.objects.filter(pk=customer.pk).update(attempts=1, next_attempt_at=fixed_now + timedelta(seconds=30))
-    assert services.customers_claim(owner=A, now=fixed_now, limit=10) == []
-    assert services.customers_claim(owner=A, now=fixed_now + timedelta(seconds=30), limit=10)
+    assert onboarding.customers_claim(owner=A, now=fixed_now, limit=10) == []
+    assert onboarding.customers_claim(owner=A, now=fixed_now + timedelta(seconds=30), limit=10)
 
 
 # --- completion ----------------------------------------------------------------------------
@@ -116,18 +124,18 @@ def test_a_retry_is_not_claimed_before_it_is_due(db, fixed_now) -> None:
 
 def test_onboard_sends_with_a_stable_message_id_then_records_once(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now)
-    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
-    result = services.customer_onboard(customer=customer, owner=A, now=fixed_now)
+    [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    result = onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now)
     assert result.outcome is Outcome.ONBOARDED
     [message] = mail.outbox
     assert message.to == [customer.email]
-    assert message.extra_headers["Message-ID"] == services.welcome_message_id(customer)
+    assert message.extra_headers["Message-ID"] == onboarding.welcome_message_id(customer)
     record = Onboarding.objects.get(customer=customer)
-    assert record.message_id == services.welcome_message_id(customer) and record.onboarded_by == str(A)
+    assert record.message_id == onboarding.welcome_message_id(customer) and record.onboarded_by == str(A)
     customer.refresh_from_db()
     assert customer.onboarded_at == fixed_now and customer.claimed_by == "" and customer.claim_expires_at is None
     # A second completion, as after a lost reply, changes nothing.
-    assert not services.customer_onboarding_complete(customer=customer, owner=A, now=fixed_now + timedelta(1))
+    assert not onboarding.customer_onboarding_complete(customer=customer, owner=A, now=fixed_now + timedelta(1))
     assert Onboarding.objects.count() == 1
 
 
@@ -140,8 +148,8 @@ def test_the_database_refuses_a_second_onboarding_record(db, fixed_now) -> None:
 
 def test_message_id_depends_only_on_the_customer(db, fixed_now) -> None:
     first, second = make_customers(2, fixed_now)
-    assert services.welcome_message_id(first) == services.welcome_message_id(Customer.objects.get(pk=first.pk))
-    assert services.welcome_message_id(first) != services.welcome_message_id(second)
+    assert onboarding.welcome_message_id(first) == onboarding.welcome_message_id(Customer.objects.get(pk=first.pk))
+    assert onboarding.welcome_message_id(first) != onboarding.welcome_message_id(second)
 
 
 # --- failures ------------------------------------------------------------------------------
@@ -150,8 +158,8 @@ def test_message_id_depends_only_on_the_customer(db, fixed_now) -> None:
 def test_a_temporary_rejection_schedules_a_retry_and_frees_the_claim(db, fixed_now, smtp_settings) -> None:
     [customer] = make_customers(1, fixed_now)
     smtp_settings.handler.reject["c0@example.com"] = ("451 4.3.0 try later, c0@example.com", None)
-    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
-    result = services.customer_onboard(customer=customer, owner=A, now=fixed_now)
+    [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    result = onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now)
     assert result.outcome is Outcome.RETRY
     customer.refresh_from_db()
     assert customer.attempts == 1 and customer.failed_at is None and customer.claimed_by == ""
@@ -163,11 +171,12 @@ def test_a_temporary_rejection_schedules_a_retry_and_frees_the_claim(db, fixed_n
 def test_a_permanent_rejection_fails_at_once(db, fixed_now, smtp_settings) -> None:
     [customer] = make_customers(1, fixed_now)
     smtp_settings.handler.reject["c0@example.com"] = ("550 5.1.1 no such user", None)
-    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
-    assert services.customer_onboard(customer=customer, owner=A, now=fixed_now).outcome is Outcome.FAILED
+    [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    assert onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now).outcome is Outcome.FAILED
     customer.refresh_from_db()
     assert customer.attempts == 1 and customer.failed_at == fixed_now and customer.next_attempt_at is None
-    assert selectors.customers_failed_count() == 1 and selectors.customers_waiting_count() == 0
+    counts = Customer.objects.onboarding_counts()
+    assert counts[OnboardingState.FAILED] == 1 and counts[OnboardingState.WAITING] == 0
 
 
 def test_max_attempts_then_failed(db, fixed_now, settings, smtp_settings) -> None:
@@ -177,21 +186,21 @@ def test_max_attempts_then_failed(db, fixed_now, settings, smtp_settings) -> Non
     now = fixed_now
     outcomes = []
     for _ in range(3):
-        [customer] = services.customers_claim(owner=A, now=now, limit=1)
-        outcomes.append(services.customer_onboard(customer=customer, owner=A, now=now).outcome)
+        [customer] = onboarding.customers_claim(owner=A, now=now, limit=1)
+        outcomes.append(onboarding.customer_onboard(customer=customer, owner=A, now=now).outcome)
         now += timedelta(hours=2)
     assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.FAILED]
     customer.refresh_from_db()
     assert customer.attempts == 3 and customer.failed_at is not None
-    assert services.customers_claim(owner=A, now=now, limit=1) == []
+    assert onboarding.customers_claim(owner=A, now=now, limit=1) == []
 
 
 def test_a_failure_after_losing_the_claim_records_nothing(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now)
-    services.customers_claim(owner=A, now=fixed_now, limit=1)
-    services.customers_claim(owner=B, now=fixed_now + timedelta(minutes=2), limit=1)
+    onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    onboarding.customers_claim(owner=B, now=fixed_now + timedelta(minutes=2), limit=1)
     error = smtplib.SMTPRecipientsRefused({customer.email: (550, b"no")})
-    assert services.customer_onboarding_failed(customer=customer, owner=A, error=error, now=fixed_now) is None
+    assert onboarding.customer_onboarding_failed(customer=customer, owner=A, error=error, now=fixed_now) is None
     customer.refresh_from_db()
     assert customer.attempts == 0 and customer.failed_at is None and customer.claimed_by == str(B)
 
@@ -201,9 +210,9 @@ def test_an_unreachable_mail_server_blames_no_customer(db, fixed_now, settings, 
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_sink.port
     smtp_sink.stop()
     [customer] = make_customers(1, fixed_now)
-    [customer] = services.customers_claim(owner=A, now=fixed_now, limit=1)
-    with pytest.raises(services.MailServerUnavailable):
-        services.customer_onboard(customer=customer, owner=A, now=fixed_now)
+    [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    with pytest.raises(onboarding.MailServerUnavailable):
+        onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now)
     customer.refresh_from_db()
     assert customer.attempts == 0 and customer.last_error == "" and customer.onboarded_at is None
 
@@ -211,8 +220,8 @@ def test_an_unreachable_mail_server_blames_no_customer(db, fixed_now, settings, 
 def test_retry_onboarding_puts_a_failed_customer_back(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now)
     Customer.objects.filter(pk=customer.pk).update(attempts=5, failed_at=fixed_now, last_error="x")
-    services.customer_retry_onboarding(customer=customer)
-    assert services.customers_claim(owner=A, now=fixed_now, limit=1)
+    onboarding.customer_retry_onboarding(customer=customer)
+    assert onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
 
 
 @pytest.mark.parametrize(
@@ -231,13 +240,13 @@ def test_retry_onboarding_puts_a_failed_customer_back(db, fixed_now) -> None:
     ],
 )
 def test_is_permanent_and_is_mail_outage(error, permanent, outage) -> None:
-    assert services.is_permanent(error) is permanent
-    assert services.is_mail_outage(error) is outage
+    assert onboarding.is_permanent(error) is permanent
+    assert onboarding.is_mail_outage(error) is outage
 
 
 def test_error_describe_redacts_every_address() -> None:
     error = smtplib.SMTPRecipientsRefused({"Jane.Doe+x@Example.COM": (550, b"5.1.1 <Jane.Doe+x@Example.COM> unknown")})
-    text = services.error_describe(error)
+    text = onboarding.error_describe(error)
     assert "SMTPRecipientsRefused" in text and "550" in text and "unknown" in text
     assert "@" not in text and "Jane" not in text
 
@@ -245,7 +254,7 @@ def test_error_describe_redacts_every_address() -> None:
 @pytest.mark.parametrize(("attempts", "low", "high"), [(1, 15, 30), (2, 30, 60), (4, 120, 240), (30, 1800, 3600)])
 def test_retry_delay_grows_exponentially_with_jitter_and_a_cap(attempts, low, high) -> None:
     rng = random.Random(4)
-    delays = [services.retry_delay(attempts, base=30, cap=3600, rng=rng).total_seconds() for _ in range(200)]
+    delays = [onboarding.retry_delay(attempts, base=30, cap=3600, rng=rng).total_seconds() for _ in range(200)]
     assert low <= min(delays) and max(delays) <= high
     assert len(set(delays)) > 100, "jitter spreads retries out"
 
@@ -253,8 +262,8 @@ def test_retry_delay_grows_exponentially_with_jitter_and_a_cap(attempts, low, hi
 def test_retry_delay_reads_its_settings(settings) -> None:
     settings.ONBOARDING_RETRY_BASE_SECONDS = 2
     settings.ONBOARDING_RETRY_MAX_SECONDS = 5
-    assert 1 <= services.retry_delay(1).total_seconds() <= 2
-    assert 2.5 <= services.retry_delay(10).total_seconds() <= 5
+    assert 1 <= onboarding.retry_delay(1).total_seconds() <= 2
+    assert 2.5 <= onboarding.retry_delay(10).total_seconds() <= 5
 
 
 # --- the daemon's tick, in process ------------------------------------------------------------
@@ -264,15 +273,15 @@ def test_a_tick_claims_batch_after_batch_until_nobody_waits(db, fixed_now, setti
     settings.ONBOARDING_BATCH_SIZE = 3
     make_customers(7, fixed_now - timedelta(hours=1))
     batches: list[int] = []
-    claim = services.customers_claim
+    claim = onboarding.customers_claim
 
     def recording_claim(**kwargs):
         claimed = claim(**kwargs)
         batches.append(len(claimed))
         return claimed
 
-    monkeypatch.setattr(services, "customers_claim", recording_claim)
-    result = OnboardingDaemon().tick(fixed_now)
+    monkeypatch.setattr(onboarding, "customers_claim", recording_claim)
+    result = ready_daemon().tick(fixed_now)
     assert batches == [3, 3, 1, 0]
     assert result.processed == 7 and result.summary == "onboarded 7 customers"
     assert len(mail.outbox) == 7 and Onboarding.objects.count() == 7
@@ -282,7 +291,7 @@ def test_a_tick_claims_batch_after_batch_until_nobody_waits(db, fixed_now, setti
 def test_one_customers_failure_does_not_stop_the_batch(db, fixed_now, smtp_settings, caplog) -> None:
     make_customers(3, fixed_now - timedelta(hours=1))
     smtp_settings.handler.reject["c1@example.com"] = ("550 5.1.1 unknown user c1@example.com", None)
-    result = OnboardingDaemon().tick(fixed_now)
+    result = ready_daemon().tick(fixed_now)
     assert result.summary == "onboarded 2 customers, 1 failed"
     assert sorted(to for r in smtp_settings.received() for to in r.to) == ["c0@example.com", "c2@example.com"]
     [record] = [r for r in caplog.records if getattr(r, "action", "") == "onboard_failed"]
@@ -293,7 +302,7 @@ def test_one_customers_failure_does_not_stop_the_batch(db, fixed_now, smtp_setti
 
 def test_a_stop_mid_batch_gives_the_rest_back_at_once(db, fixed_now) -> None:
     make_customers(5, fixed_now - timedelta(hours=1))
-    daemon = OnboardingDaemon()
+    daemon = ready_daemon()
     sent = iter(range(100))
     daemon.stop_requested = lambda: next(sent) >= 3  # the loop checks once per batch, then per customer
     daemon.tick(fixed_now)

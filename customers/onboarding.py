@@ -1,77 +1,34 @@
-"""Writes about customers: signup, claiming, onboarding and its failures."""
+"""Onboarding customers: claims and their leases, sending the welcome email, recording it or its failure."""
 from __future__ import annotations
 
-import logging
-import os
 import enum
+import os
 import random
-import re
 import smtplib
 import socket
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from . import selectors
+from daemons import reporting, wakeup
+
 from .models import Customer, Onboarding
 
-logger = logging.getLogger("customers.onboarding")
+
+# The onboarding daemon's registered name: signups and retries wake it by this name.
+DAEMON_NAME = "onboarding"
 
 
-def email_normalize(email: str) -> str:
-    """The stored form of an address: NFKC, trimmed, with the domain lower-cased and in ASCII.
-
-    NFKC folds look-alikes such as full-width letters; the domain is IDNA-encoded so
-    `bücher.de` and `xn--bcher-kva.de` are one domain and the stored address is ASCII
-    whenever the local part is. The local part keeps its case (mail goes to the address
-    as given); uniqueness ignores case through the database's `Lower(email)` constraint.
-    A domain IDNA refuses stays as typed (lower-cased), for the validator to reject.
-    """
-    email = unicodedata.normalize("NFKC", email).strip()
-    local, at, domain = email.rpartition("@")
-    if not at:
-        return email
-    domain = domain.lower()
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
-    return f"{local}@{domain}"
-
-
-@transaction.atomic
-def customer_create(*, name: str, email: str) -> tuple[Customer, bool]:
-    """Create a customer, or return the existing one with that address in any case.
-
-    Returns `(customer, created)`. The database's unique constraint decides, so two
-    simultaneous signups with one address make one row. A new customer wakes the
-    onboarding daemon once the transaction commits.
-    """
-    email = email_normalize(email)
-    try:
-        with transaction.atomic():
-            customer = Customer.objects.create(name=name.strip(), email=email)
-    except IntegrityError:
-        return Customer.objects.get(email__iexact=email), False
-    transaction.on_commit(_wake_onboarding)
-    return customer, True
-
-
-def _wake_onboarding() -> None:
-    from .daemons import OnboardingDaemon
-
-    OnboardingDaemon.wake()
-
-
-# --- onboarding ------------------------------------------------------------------------
+def onboarding_wake() -> None:
+    """Ask the running onboarding daemons to look for work now; never blocks or raises."""
+    wakeup.wake(DAEMON_NAME)
 
 
 @dataclass(frozen=True)
@@ -112,7 +69,7 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     is never taken twice, and only the rows this UPDATE really took are returned.
     """
     expires = now + lease_duration()
-    claimable = selectors.customers_due(now=now).filter(
+    claimable = Customer.objects.due(now).filter(
         Q(claimed_by="") | Q(claim_expires_at__lt=now) | Q(claimed_by__startswith=owner.prefix)
     )
     # An idle tick is the common case: answer it with a plain read, without taking
@@ -252,17 +209,14 @@ def customer_onboarding_complete(*, customer: Customer, owner: Owner, now: datet
     return True
 
 
-_ADDRESS = re.compile(r"[^\s<>'\"(),;:\[\]]+@[^\s<>'\"(),;:\[\]]+")
-
-
 def error_describe(exc: BaseException) -> str:
-    """One line about `exc` with every email address replaced by `<address>`.
+    """One line about `exc` with every email address redacted by the framework's scrubber.
 
     SMTP errors quote the recipient; this text goes to logs, the admin and Sentry, which
     get the customer id instead.
     """
     text = f"{type(exc).__name__}: {exc}"
-    return _ADDRESS.sub("<address>", " ".join(text.split()))[:2000]
+    return reporting.scrub(" ".join(text.split()))[:2000]
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -341,4 +295,4 @@ def customer_retry_onboarding(*, customer: Customer) -> None:
     Customer.objects.filter(pk=customer.pk, onboarded_at__isnull=True).update(
         failed_at=None, attempts=0, next_attempt_at=None, claimed_by="", claim_expires_at=None
     )
-    transaction.on_commit(_wake_onboarding)
+    transaction.on_commit(onboarding_wake)
