@@ -6,7 +6,6 @@ import time
 from datetime import datetime
 
 from django.conf import settings
-from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
@@ -62,13 +61,13 @@ class OnboardingDaemon(Daemon):
                 claimed_any = True
                 if mail is None:
                     # Made only when there is mail to send: an idle tick touches no server.
-                    mail = get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
+                    mail = onboarding.mail_connection()
                 renewed_at = time.monotonic()
                 for customer in batch:
                     if self.stop_requested():
                         break
                     if time.monotonic() - renewed_at >= renew_every:
-                        onboarding.claims_renew(owner=owner, now=timezone.now())
+                        onboarding.claims_renew(owner=owner)
                         renewed_at = time.monotonic()
                     self.in_flight = customer.pk
                     try:

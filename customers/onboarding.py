@@ -2,22 +2,28 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 import random
+import secrets
 import smtplib
 import socket
+import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from daemons import reporting, wakeup
+from daemons import conf, reporting, wakeup
 
 from .models import Customer, Onboarding
 
@@ -31,36 +37,80 @@ def onboarding_wake() -> None:
     wakeup.wake(DAEMON_NAME)
 
 
+def boot_id() -> str:
+    """This kernel's boot id, shared by every container on the host; "" where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def instance_lock_key(instance: int, run_dir: Path | None = None) -> str:
+    """A short name for the PID lock of onboarding instance `instance` on this host.
+
+    Built from the boot id and the run directory's device and inode, not from hostnames:
+    two checkouts on one host, or two containers sharing the host's network and hostname,
+    have different run directories and so different keys, while a restart of the same
+    instance (same kernel, same run directory) gets the same key.
+    """
+    directory = Path(run_dir) if run_dir is not None else conf.run_dir()
+    try:
+        stat = directory.stat()
+        where = f"{stat.st_dev}:{stat.st_ino}"
+    except OSError:  # not created yet (a daemon creates it before it locks): the path will do
+        where = str(directory.resolve())
+    raw = f"{boot_id()}:{where}:{DAEMON_NAME}:{instance}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Owner:
-    """Who holds a claim: this host, daemon instance and process."""
+    """Who holds a claim: the PID lock of a daemon instance, its host and number (for people), and one process.
+
+    `lock_key` (see `instance_lock_key`) is shared by every process that ever held that
+    lock, so a process holding it knows any other claim with that key is a dead
+    predecessor's. `token` is unique to this process (its PID and a random part, as PIDs
+    repeat across containers and reboots).
+    """
 
     host: str
     instance: int
-    pid: int
+    lock_key: str
+    token: str
 
     @property
     def prefix(self) -> str:
-        return f"{self.host}/{self.instance}/"
+        return f"{self.lock_key}/"
 
     def __str__(self) -> str:
-        return f"{self.prefix}{self.pid}"
+        return f"{self.prefix}{self.host}/{self.instance}/{self.token}"
 
     @classmethod
-    def current(cls, instance: int = 0) -> Owner:
-        return cls(socket.gethostname(), instance, os.getpid())
+    def current(cls, instance: int = 0, run_dir: Path | None = None) -> Owner:
+        """The owner for this process, running onboarding instance `instance`."""
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        return cls(socket.gethostname(), instance, instance_lock_key(instance, run_dir), token)
 
 
 def lease_duration() -> timedelta:
     return timedelta(seconds=settings.ONBOARDING_LEASE_SECONDS)
 
 
-def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer]:
-    """Claim up to `limit` due customers for `owner`, oldest first, in one short transaction.
+def lease_end() -> ExpressionWrapper:
+    """When a lease taken now ends, by the database's clock.
 
-    A customer is claimable when nobody holds it, its lease expired before `now`, or it
-    is held by `owner`'s host and instance (a dead predecessor: holding the PID lock
-    proves it dead). Each claim records `owner` and a lease ending at `now` + the lease.
+    Every process reads and writes leases against the one clock they share, so a host
+    whose clock runs ahead can't see another host's live claim as expired.
+    """
+    return ExpressionWrapper(Now() + lease_duration(), output_field=DateTimeField())
+
+
+def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer]:
+    """Claim up to `limit` customers due at `now` for `owner`, oldest first, in one short transaction.
+
+    A customer is claimable when nobody holds it, its lease has ended by the database's
+    clock, or it is held under `owner`'s lock key (a dead predecessor: holding the PID
+    lock proves it dead). Each claim records `owner` and a lease ending `lease_end()`.
 
     On PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
     claimers take disjoint rows without waiting for each other. On SQLite the transaction
@@ -68,9 +118,8 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     the UPDATE repeats the claimable filter, so a row claimed by someone else in between
     is never taken twice, and only the rows this UPDATE really took are returned.
     """
-    expires = now + lease_duration()
     claimable = Customer.objects.due(now).filter(
-        Q(claimed_by="") | Q(claim_expires_at__lt=now) | Q(claimed_by__startswith=owner.prefix)
+        Q(claimed_by="") | Q(claim_expires_at__lt=Now()) | Q(claimed_by__startswith=owner.prefix)
     )
     # An idle tick is the common case: answer it with a plain read, without taking
     # SQLite's write lock (or PostgreSQL row locks) just to find nothing.
@@ -83,18 +132,18 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
         ids = list(candidates.values_list("id", flat=True)[:limit])
         if not ids:
             return []
-        claimable.filter(id__in=ids).update(claimed_by=str(owner), claim_expires_at=expires)
+        claimable.filter(id__in=ids).update(claimed_by=str(owner), claim_expires_at=lease_end())
         return list(Customer.objects.filter(id__in=ids, claimed_by=str(owner)).order_by("created_at", "id"))
 
 
-def claims_renew(*, owner: Owner, now: datetime) -> int:
-    """Extend to `now` + the lease every unfinished claim `owner` still holds; return how many.
+def claims_renew(*, owner: Owner) -> int:
+    """Extend to `lease_end()` every unfinished claim `owner` still holds; return how many.
 
     A claim someone else took after it expired is not ours any more and is left alone.
     """
     with transaction.atomic():
         return Customer.objects.filter(claimed_by=str(owner), onboarded_at__isnull=True).update(
-            claim_expires_at=now + lease_duration()
+            claim_expires_at=lease_end()
         )
 
 
@@ -105,7 +154,7 @@ def claims_release(*, owner: Owner) -> int:
 
 
 def claims_release_predecessors(*, owner: Owner) -> int:
-    """Free the claims of dead processes with `owner`'s host and instance; return how many.
+    """Free the claims of dead processes under `owner`'s lock key; return how many.
 
     Call only while holding the instance's PID lock, which proves those processes dead.
     """
@@ -137,6 +186,58 @@ def welcome_email(customer: Customer) -> EmailMultiAlternatives:
     )
     message.attach_alternative(render_to_string("emails/welcome.html", context), "text/html")
     return message
+
+
+def mail_connection() -> BaseEmailBackend:
+    """A connection to the mail server, not yet open, whose every read waits at most ONBOARDING_SMTP_TIMEOUT_SECONDS."""
+    return get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
+
+
+class SendDeadlineExceeded(TimeoutError):
+    """Sending one message took longer than ONBOARDING_SEND_DEADLINE_SECONDS (a mail outage)."""
+
+
+def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadline: float | None = None) -> None:
+    """Send `message` through `mail` (opened here if needed), all of it within `deadline` seconds.
+
+    The per-read timeout alone lets a server that answers slowly, or trickles a reply,
+    hold one message for many times that timeout. Past the deadline (default
+    ONBOARDING_SEND_DEADLINE_SECONDS) a watcher thread shuts the connection's socket
+    down, which ends any read at once; the connection is then closed and
+    `SendDeadlineExceeded` raised. Sending is so bounded, which is what lets a lease of
+    three deadlines outlast any send between two renewals.
+    """
+    deadline = settings.ONBOARDING_SEND_DEADLINE_SECONDS if deadline is None else deadline
+    done, expired = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        if done.wait(deadline):
+            return
+        expired.set()
+        # Until the send gives up: the socket may appear only after a connect in progress.
+        while not done.is_set():
+            sock = getattr(getattr(mail, "connection", None), "sock", None)
+            if sock is not None:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch, name="send-deadline", daemon=True)
+    watcher.start()
+    try:
+        mail.open()
+        message.connection = mail
+        message.send(fail_silently=False)
+    except Exception as exc:
+        if expired.is_set():
+            raise SendDeadlineExceeded(f"sending one message took longer than {deadline:g} s") from exc
+        raise
+    finally:
+        done.set()
+        watcher.join()
+        if expired.is_set():
+            with suppress(Exception):
+                mail.close()
 
 
 class MailServerUnavailable(Exception):
@@ -173,12 +274,11 @@ def customer_onboard(
     itself raises `MailServerUnavailable` and records nothing against the customer.
     Database errors propagate.
     """
+    own_mail = mail is None
     try:
-        message = welcome_email(customer)
-        if mail is not None:
-            mail.open()
-        message.connection = mail
-        message.send(fail_silently=False)
+        if mail is None:
+            mail = mail_connection()
+        message_send(welcome_email(customer), mail)
     except Exception as exc:
         if is_mail_outage(exc):
             raise MailServerUnavailable(error_describe(exc)) from exc
@@ -186,6 +286,9 @@ def customer_onboard(
         if row is None:
             return OnboardResult(Outcome.NOT_OURS, customer, error_describe(exc))
         return OnboardResult(Outcome.FAILED if row.failed_at else Outcome.RETRY, row, error_describe(exc))
+    finally:
+        if own_mail and mail is not None:
+            mail.close()
     if customer_onboarding_complete(customer=customer, owner=owner, now=now or timezone.now()):
         return OnboardResult(Outcome.ONBOARDED, customer)
     return OnboardResult(Outcome.NOT_OURS, customer)

@@ -43,6 +43,7 @@ class SinkHandler:
     """
 
     delay: float = 0.0
+    rcpt_delay: float = 0.0  # before each RCPT reply
     reject: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
@@ -63,6 +64,8 @@ class SinkHandler:
         self.release.set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
+        if self.rcpt_delay:
+            await asyncio.sleep(self.rcpt_delay)
         with self.lock:
             reply, times = self.reject.get(address.lower(), ("", 0))
             if reply and (times is None or times > 0):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import random
+import time
 import smtplib
 from datetime import timedelta
 
 import pytest
 from django.core import mail
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from customers import onboarding
 from customers.daemons import OnboardingDaemon
@@ -15,9 +17,19 @@ from customers.models import Customer, Onboarding, OnboardingState
 from customers.onboarding import Outcome, Owner
 from customers.signup import customer_create
 
-A = Owner("host-a", 0, 100)
-B = Owner("host-b", 0, 200)
-C = Owner("host-c", 0, 300)
+A = Owner("host-a", 0, "key-a", "100-aa")
+B = Owner("host-b", 0, "key-b", "200-bb")
+C = Owner("host-c", 0, "key-c", "300-cc")
+LEASE = timedelta(seconds=60)
+# SQLite's clock has millisecond precision.
+CLOCK_SLACK = timedelta(milliseconds=5)
+
+
+def expire_leases(**filters: object) -> None:
+    """Make the matching claims' leases end in the past, as the passing of a lease would."""
+    Customer.objects.exclude(claimed_by="").filter(**filters).update(
+        claim_expires_at=timezone.now() - timedelta(seconds=1)
+    )
 
 
 def make_customers(count: int, start, *, step=timedelta(seconds=1)) -> list[Customer]:
@@ -52,9 +64,13 @@ def test_claim_takes_the_oldest_first(db, fixed_now) -> None:
     customers = make_customers(5, fixed_now - timedelta(hours=1))
     # Created last but dated first: order is by signup time, not by id.
     Customer.objects.filter(pk=customers[4].pk).update(created_at=fixed_now - timedelta(days=1))
+    before = timezone.now()
     claimed = onboarding.customers_claim(owner=A, now=fixed_now, limit=3)
+    after = timezone.now()
     assert [c.pk for c in claimed] == [customers[4].pk, customers[0].pk, customers[1].pk]
-    assert all(c.claimed_by == str(A) and c.claim_expires_at == fixed_now + timedelta(seconds=60) for c in claimed)
+    # The lease runs from the database's clock, not from the `now` the caller passed.
+    assert all(c.claimed_by == str(A) for c in claimed)
+    assert all(before + LEASE - CLOCK_SLACK <= c.claim_expires_at <= after + LEASE + CLOCK_SLACK for c in claimed)
 
 
 def test_claimed_customers_are_not_claimed_again_by_another_owner(db, fixed_now) -> None:
@@ -69,8 +85,9 @@ def test_claimed_customers_are_not_claimed_again_by_another_owner(db, fixed_now)
 def test_an_expired_lease_lets_another_owner_claim_and_finish(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now - timedelta(hours=1))
     assert onboarding.customers_claim(owner=A, now=fixed_now, limit=10)
-    assert onboarding.customers_claim(owner=B, now=fixed_now + timedelta(seconds=59), limit=10) == []
-    [taken] = onboarding.customers_claim(owner=B, now=fixed_now + timedelta(seconds=61), limit=10)
+    assert onboarding.customers_claim(owner=B, now=fixed_now, limit=10) == []
+    expire_leases()
+    [taken] = onboarding.customers_claim(owner=B, now=fixed_now, limit=10)
     assert taken.claimed_by == str(B)
     # A comes back late: its completion must not count, B's does.
     assert not onboarding.customer_onboarding_complete(customer=customer, owner=A, now=fixed_now)
@@ -78,30 +95,57 @@ def test_an_expired_lease_lets_another_owner_claim_and_finish(db, fixed_now) -> 
     assert Onboarding.objects.get().onboarded_by == str(B)
 
 
+def test_a_host_whose_clock_runs_ahead_cannot_take_a_live_claim(db) -> None:
+    make_customers(2, timezone.now() - timedelta(hours=1))
+    assert len(onboarding.customers_claim(owner=A, now=timezone.now(), limit=1)) == 1
+    # B's clock is ten minutes fast: by its own clock A's lease ended long ago.
+    skewed = timezone.now() + timedelta(minutes=10)
+    [taken] = onboarding.customers_claim(owner=B, now=skewed, limit=10)
+    assert Customer.objects.filter(claimed_by=str(A)).count() == 1 and taken.claimed_by == str(B)
+
+
 def test_renewal_keeps_the_lease_and_touches_only_our_claims(db, fixed_now) -> None:
     make_customers(3, fixed_now - timedelta(hours=1))
     onboarding.customers_claim(owner=A, now=fixed_now, limit=2)
     onboarding.customers_claim(owner=B, now=fixed_now, limit=2)
-    later = fixed_now + timedelta(seconds=50)
-    assert onboarding.claims_renew(owner=A, now=later) == 2
+    expire_leases()
+    before = timezone.now()
+    assert onboarding.claims_renew(owner=A) == 2
     # B's claim expired and C takes it; A's renewed ones stay A's.
-    [taken] = onboarding.customers_claim(owner=C, now=fixed_now + timedelta(seconds=70), limit=10)
-    assert taken.claim_expires_at == fixed_now + timedelta(seconds=130)
-    assert set(Customer.objects.filter(claimed_by=str(A)).values_list("claim_expires_at", flat=True)) == {
-        later + timedelta(seconds=60)
-    }
+    [taken] = onboarding.customers_claim(owner=C, now=fixed_now, limit=10)
+    assert taken.claimed_by == str(C) and Customer.objects.filter(claimed_by=str(B)).count() == 0
+    assert all(expires >= before + LEASE - CLOCK_SLACK
+               for expires in Customer.objects.filter(claimed_by=str(A)).values_list("claim_expires_at", flat=True))
 
 
-def test_a_restarted_instance_takes_back_its_dead_predecessors_claims_at_once(db, fixed_now) -> None:
+def test_a_restarted_instance_takes_back_its_dead_predecessors_claims_at_once(db, fixed_now, tmp_path) -> None:
     make_customers(3, fixed_now - timedelta(hours=1))
-    dead = Owner("host-a", 1, 100)
-    other_instance = Owner("host-a", 2, 300)
+    run_dir, other_run_dir = tmp_path / "run", tmp_path / "other"
+    run_dir.mkdir()
+    other_run_dir.mkdir()
+    dead = Owner.current(1, run_dir)
+    other_instance = Owner.current(2, run_dir)
     onboarding.customers_claim(owner=dead, now=fixed_now, limit=2)
     onboarding.customers_claim(owner=other_instance, now=fixed_now, limit=1)
-    successor = Owner("host-a", 1, 101)
+    successor = Owner.current(1, run_dir)  # same kernel, same run directory, same instance: same PID lock
+    assert successor.prefix == dead.prefix and str(successor) != str(dead)
     assert onboarding.claims_release_predecessors(owner=successor) == 2
     assert list(Customer.objects.exclude(claimed_by="").values_list("claimed_by", flat=True)) == [str(other_instance)]
     assert len(onboarding.customers_claim(owner=successor, now=fixed_now, limit=10)) == 2
+
+
+def test_another_checkout_on_the_same_host_never_takes_fresh_claims(db, fixed_now, tmp_path) -> None:
+    # Two checkouts (or two containers with the host's network and hostname): the same
+    # hostname, the same instance number, each with its own run directory and PID lock.
+    make_customers(4, fixed_now - timedelta(hours=1))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, second = Owner.current(0, tmp_path / "one"), Owner.current(0, tmp_path / "two")
+    assert first.host == second.host and first.prefix != second.prefix
+    assert len(onboarding.customers_claim(owner=first, now=fixed_now, limit=2)) == 2
+    assert onboarding.claims_release_predecessors(owner=second) == 0
+    assert len(onboarding.customers_claim(owner=second, now=fixed_now, limit=10)) == 2
+    assert Customer.objects.filter(claimed_by=str(first)).count() == 2
 
 
 def test_release_gives_back_only_the_owners_claims(db, fixed_now) -> None:
@@ -198,7 +242,8 @@ def test_max_attempts_then_failed(db, fixed_now, settings, smtp_settings) -> Non
 def test_a_failure_after_losing_the_claim_records_nothing(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now)
     onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
-    onboarding.customers_claim(owner=B, now=fixed_now + timedelta(minutes=2), limit=1)
+    expire_leases()
+    onboarding.customers_claim(owner=B, now=fixed_now, limit=1)
     error = smtplib.SMTPRecipientsRefused({customer.email: (550, b"no")})
     assert onboarding.customer_onboarding_failed(customer=customer, owner=A, error=error, now=fixed_now) is None
     customer.refresh_from_db()
@@ -309,3 +354,30 @@ def test_a_stop_mid_batch_gives_the_rest_back_at_once(db, fixed_now) -> None:
     assert Onboarding.objects.count() == 2
     assert not Customer.objects.exclude(claimed_by="").exists()
     assert OnboardingDaemon().status() == "3 waiting, 0 failed"
+
+
+# --- bounded sending ---------------------------------------------------------------------------
+
+
+def test_one_send_has_a_total_deadline_not_only_a_read_timeout(db, fixed_now, settings, smtp_settings) -> None:
+    # Every reply comes within the 1.2 s read timeout, but RCPT and DATA together take 2 s.
+    settings.ONBOARDING_SMTP_TIMEOUT_SECONDS = 1.2
+    settings.ONBOARDING_SEND_DEADLINE_SECONDS = 1.5
+    smtp_settings.handler.rcpt_delay = 1.0
+    smtp_settings.handler.delay = 1.0
+    make_customers(1, fixed_now)
+    [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    began = time.monotonic()
+    with pytest.raises(onboarding.MailServerUnavailable, match="longer than 1.5 s"):
+        onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now)
+    assert 1.5 <= time.monotonic() - began < 1.9
+    customer.refresh_from_db()
+    assert customer.attempts == 0 and customer.onboarded_at is None
+
+
+def test_a_send_within_its_deadline_is_untouched(db, fixed_now, settings, smtp_settings) -> None:
+    settings.ONBOARDING_SEND_DEADLINE_SECONDS = 1.5
+    smtp_settings.handler.delay = 0.5
+    make_customers(1, fixed_now)
+    [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
+    assert onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now).outcome is Outcome.ONBOARDED
