@@ -29,8 +29,9 @@ class OnboardingDaemon(Daemon):
 
     A tick keeps claiming until nobody is due, so a backlog clears at full speed. The
     lease on claims is renewed while a batch runs, so a slow mail server can't make a
-    claim expire under us. When the mail server is down the tick gives its claims back
-    and ends; the next tick tries again, and no customer's attempts are used up.
+    claim expire under us. When the mail server is down, or refuses everyone (see
+    `onboarding.Breaker`), the tick gives its claims back and ends, and later ticks wait
+    with backoff before trying the server again; no customer's attempts are used up.
     """
 
     name = onboarding.DAEMON_NAME
@@ -40,17 +41,21 @@ class OnboardingDaemon(Daemon):
 
     def setup(self) -> None:
         self.owner = onboarding.Owner.current(self.instance)
-        self.mail_down = False
-        # Holding our PID lock proves any predecessor with our host and instance is dead.
+        self.breaker = onboarding.Breaker(self.owner)
+        self.mail_failures = 0  # failed tries of the mail server in a row
+        self.mail_retry_at = 0.0  # time.monotonic() before which the server is left alone
+        # Holding our PID lock proves any predecessor under our lock key is dead.
         released = onboarding.claims_release_predecessors(owner=self.owner)
         if released:
             logger.info("took back %d claims of a dead predecessor", released, extra={"action": "claims_reclaimed"})
 
     def tick(self, now: datetime) -> TickResult:
+        counts = {outcome: 0 for outcome in Outcome}
+        if self.mail_failures and time.monotonic() < self.mail_retry_at:
+            return self.summary(counts, suffix="mail server unavailable, waiting to try again")
         owner = self.owner
         batch_size = settings.ONBOARDING_BATCH_SIZE
         renew_every = onboarding.lease_duration().total_seconds() / 3
-        counts = {outcome: 0 for outcome in Outcome}
         mail: BaseEmailBackend | None = None
         claimed_any = False
         try:
@@ -71,27 +76,40 @@ class OnboardingDaemon(Daemon):
                         renewed_at = time.monotonic()
                     self.in_flight = customer.pk
                     try:
-                        result = onboarding.customer_onboard(customer=customer, owner=owner, mail=mail)
+                        result = onboarding.customer_onboard(customer=customer, owner=owner, mail=mail,
+                                                             breaker=self.breaker)
                     except onboarding.MailServerUnavailable as exc:
+                        self.breaker.held.clear()  # given back below with every other claim
                         self.mail_unavailable(exc)
                         return self.summary(counts, suffix="mail server unavailable")
                     finally:
                         self.in_flight = None
-                    self.mail_available()
                     self.progress()
+                    if result.outcome is Outcome.HELD:
+                        continue
+                    self.settle(counts)
+                    self.mail_available()  # it answered, and not by refusing everyone
                     counts[result.outcome] += 1
                     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
                         self.record_failure(result)
                         # The SMTP session may be in any state; the next send opens a new one.
                         mail.close()
                 now = timezone.now()
+            if not self.stop_requested():
+                self.settle(counts)  # nobody else to try: the refusals held back were the customers' own
         finally:
+            self.breaker.held.clear()  # whatever is left was interrupted: its claim goes back below
             if mail is not None:
                 mail.close()
             # Whatever a stop or an outage interrupted goes back at once, not after the lease.
             if claimed_any:
                 onboarding.claims_release(owner=owner)
         return self.summary(counts)
+
+    def settle(self, counts: dict[Outcome, int]) -> None:
+        for failure in self.breaker.settle(timezone.now()):
+            counts[failure.outcome] += 1
+            self.record_failure(failure)
 
     @staticmethod
     def summary(counts: dict[Outcome, int], suffix: str = "") -> TickResult:
@@ -117,15 +135,16 @@ class OnboardingDaemon(Daemon):
                           daemon=self.name, customer_id=customer.pk)
 
     def mail_unavailable(self, exc: onboarding.MailServerUnavailable) -> None:
-        if not self.mail_down:
-            self.mail_down = True
+        self.mail_failures += 1
+        self.mail_retry_at = time.monotonic() + onboarding.mail_outage_delay(self.mail_failures)
+        if self.mail_failures == 1:
             logger.warning("mail server unavailable, will retry: %s", exc, extra={"action": "mail_unavailable"})
             # A fresh exception: the original's chain has frames that hold addresses.
             reporting.capture(onboarding.MailServerUnavailable(str(exc)), daemon=self.name)
 
     def mail_available(self) -> None:
-        if self.mail_down:
-            self.mail_down = False
+        if self.mail_failures:
+            self.mail_failures = 0
             logger.info("mail server available again", extra={"action": "mail_available"})
 
     def work_in_progress(self) -> str:

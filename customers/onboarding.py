@@ -5,6 +5,7 @@ import enum
 import hashlib
 import os
 import random
+import re
 import secrets
 import smtplib
 import socket
@@ -249,6 +250,7 @@ class Outcome(enum.Enum):
     NOT_OURS = "not_ours"  # the claim was lost; whoever holds it now finishes the customer
     RETRY = "retry"
     FAILED = "failed"
+    HELD = "held"  # refused, but held back by the Breaker until it is clear whom to blame
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ class OnboardResult:
 
 
 def customer_onboard(
-    *, customer: Customer, owner: Owner, mail: BaseEmailBackend | None = None, now: datetime | None = None
+    *, customer: Customer, owner: Owner, mail: BaseEmailBackend | None = None, now: datetime | None = None,
+    breaker: Breaker | None = None,
 ) -> OnboardResult:
     """Send the welcome email, then record the onboarding, exactly once.
 
@@ -272,7 +275,9 @@ def customer_onboard(
     A failure to send that belongs to this customer (a refused recipient, a bad
     template) is recorded by `customer_onboarding_failed`. A failure of the mail server
     itself raises `MailServerUnavailable` and records nothing against the customer.
-    Database errors propagate.
+    With a `breaker`, a permanent refusal goes to it first: it may hold the refusal back
+    (`Outcome.HELD`, nothing recorded) or decide that the server refuses everyone
+    (`MailServerUnavailable`). Database errors propagate.
     """
     own_mail = mail is None
     try:
@@ -282,6 +287,8 @@ def customer_onboard(
     except Exception as exc:
         if is_mail_outage(exc):
             raise MailServerUnavailable(error_describe(exc)) from exc
+        if breaker is not None and is_permanent(exc) and breaker.refused(customer, exc, now or timezone.now()):
+            return OnboardResult(Outcome.HELD, customer, error_describe(exc))
         row = customer_onboarding_failed(customer=customer, owner=owner, error=exc, now=now or timezone.now())
         if row is None:
             return OnboardResult(Outcome.NOT_OURS, customer, error_describe(exc))
@@ -289,9 +296,80 @@ def customer_onboard(
     finally:
         if own_mail and mail is not None:
             mail.close()
+    if breaker is not None:
+        breaker.accepted()
     if customer_onboarding_complete(customer=customer, owner=owner, now=now or timezone.now()):
         return OnboardResult(Outcome.ONBOARDED, customer)
     return OnboardResult(Outcome.NOT_OURS, customer)
+
+
+class Breaker:
+    """Tells a mail server that refuses everyone from customers whose addresses are bad.
+
+    A relay without its credentials, or a provider's sandbox, answers every recipient
+    with a permanent 5xx; failing each customer would fail the whole backlog. So a
+    permanent refusal is held back, nothing recorded, until the next customer's outcome:
+
+    - anything else (an accepted message, a temporary failure) ends the streak, and the
+      held refusals are the customers' own: `settle` records them;
+    - ONBOARDING_BREAKER_THRESHOLD different customers refused in a row, or one 5.7.x
+      (policy) reply, mean the server is the problem: the breaker trips. The held
+      customers are given back with no attempt counted, due again after a short delay so
+      that others are tried first, and `MailServerUnavailable` is raised.
+
+    A customer given back this way is a suspect: refused again once the server has
+    accepted another message since, the refusal is its own and fails it at once. So a
+    few bad addresses that sort next to each other can't stall the queue for ever.
+    """
+
+    def __init__(self, owner: Owner, threshold: int | None = None) -> None:
+        self.owner = owner
+        self.threshold = settings.ONBOARDING_BREAKER_THRESHOLD if threshold is None else threshold
+        self.held: list[tuple[Customer, BaseException]] = []
+        self.suspects: set[int] = set()
+        self.proven = False  # the server accepted a message since the last trip
+
+    def accepted(self) -> None:
+        """The server accepted a message."""
+        self.proven = True
+
+    def refused(self, customer: Customer, exc: BaseException, now: datetime) -> bool:
+        """Take a permanent refusal: True if it is held back, False if the customer is to blame now.
+
+        Raises `MailServerUnavailable` when the refusal trips the breaker.
+        """
+        if customer.pk in self.suspects and self.proven:
+            self.suspects.discard(customer.pk)
+            return False
+        self.held.append((customer, exc))
+        policy = is_policy_refusal(exc)
+        if policy or len({held.pk for held, _ in self.held}) >= self.threshold:
+            self.trip(now, reason="a policy refusal (5.7.x)" if policy else
+                      f"{len(self.held)} different recipients refused in a row")
+        return True
+
+    def trip(self, now: datetime, *, reason: str) -> None:
+        ids = [customer.pk for customer, _ in self.held]
+        last_error = error_describe(self.held[-1][1])
+        self.held.clear()
+        with transaction.atomic():
+            Customer.objects.filter(pk__in=ids, claimed_by=str(self.owner), onboarded_at__isnull=True).update(
+                claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1)
+            )
+        self.suspects.update(ids)
+        self.proven = False
+        raise MailServerUnavailable(f"the mail server refuses everyone: {reason}; last reply: {last_error}")
+
+    def settle(self, now: datetime) -> list[OnboardResult]:
+        """Record the held refusals as the customers' own failures; return what was recorded."""
+        results = []
+        for customer, exc in self.held:
+            row = customer_onboarding_failed(customer=customer, owner=self.owner, error=exc, now=now)
+            if row is not None:
+                results.append(OnboardResult(Outcome.FAILED if row.failed_at else Outcome.RETRY, row,
+                                             error_describe(exc)))
+        self.held.clear()
+        return results
 
 
 def customer_onboarding_complete(*, customer: Customer, owner: Owner, now: datetime) -> bool:
@@ -330,6 +408,33 @@ def is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, smtplib.SMTPResponseException):
         return 500 <= exc.smtp_code < 600
     return False
+
+
+# A mail outage is retried with backoff up to this many seconds.
+MAIL_OUTAGE_BACKOFF_CAP = 300.0
+_POLICY_STATUS = re.compile(rb"^\s*5\.7\.\d{1,3}\b")
+
+
+def is_policy_refusal(exc: BaseException) -> bool:
+    """True for a 5xx reply with a 5.7.x enhanced status: refused by policy (relaying, auth, sandbox)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = list(exc.recipients.values())
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        replies = [(exc.smtp_code, exc.smtp_error)]
+    else:
+        return False
+    return any(500 <= code < 600 and _POLICY_STATUS.match(message if isinstance(message, bytes) else
+                                                           str(message).encode())
+               for code, message in replies)
+
+
+def mail_outage_delay(failures: int) -> float:
+    """Seconds to wait before trying a mail server again after `failures` failed tries in a row.
+
+    The customers' retry backoff, capped at MAIL_OUTAGE_BACKOFF_CAP: a server that is
+    back is found within minutes, and one that isn't is not hammered.
+    """
+    return retry_delay(failures, cap=min(settings.ONBOARDING_RETRY_MAX_SECONDS, MAIL_OUTAGE_BACKOFF_CAP)).total_seconds()
 
 
 def is_mail_outage(exc: BaseException) -> bool:

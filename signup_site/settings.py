@@ -219,6 +219,9 @@ LOGGING = {
 ONBOARDING_INTERVAL_SECONDS = env.float("ONBOARDING_INTERVAL_SECONDS", default=5.0)
 ONBOARDING_BATCH_SIZE = env.int("ONBOARDING_BATCH_SIZE", default=50)
 ONBOARDING_MAX_ATTEMPTS = env.int("ONBOARDING_MAX_ATTEMPTS", default=5)
+# Permanent refusals of this many different customers in a row mean the mail server
+# refuses everyone (customers.onboarding.Breaker): nobody is failed, the server is retried.
+ONBOARDING_BREAKER_THRESHOLD = env.int("ONBOARDING_BREAKER_THRESHOLD", default=3)
 ONBOARDING_LEASE_SECONDS = env.float("ONBOARDING_LEASE_SECONDS", default=60.0)
 # Retries wait base * 2^(attempt-1) seconds, capped, with jitter.
 ONBOARDING_RETRY_BASE_SECONDS = env.float("ONBOARDING_RETRY_BASE_SECONDS", default=30.0)

@@ -381,3 +381,58 @@ def test_a_send_within_its_deadline_is_untouched(db, fixed_now, settings, smtp_s
     make_customers(1, fixed_now)
     [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
     assert onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now).outcome is Outcome.ONBOARDED
+
+
+# --- the circuit breaker -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reply", "policy"), [("554 5.7.1 Relay access denied", True),
+                                               ("550 5.1.1 no such user", False)])
+def test_a_server_refusing_everyone_fails_nobody(db, fixed_now, smtp_settings, reply, policy) -> None:
+    make_customers(10, fixed_now - timedelta(hours=1))
+    smtp_settings.handler.reject_all = reply
+    daemon = ready_daemon()
+    result = daemon.tick(timezone.now())
+    assert result.processed == 0 and "mail server unavailable" in result.summary
+    # A policy reply trips at once; other refusals after three different customers.
+    assert len(smtp_settings.handler.refused) == (1 if policy else 3)
+    assert not Customer.objects.exclude(attempts=0).exists() and not Customer.objects.failed().exists()
+    assert not Customer.objects.exclude(claimed_by="").exists()
+    # The next tick leaves the server alone until its backoff is over.
+    assert "waiting to try again" in daemon.tick(timezone.now()).summary
+    assert len(smtp_settings.handler.refused) == (1 if policy else 3)
+
+
+def test_one_bad_address_among_good_ones_still_fails_at_once(db, fixed_now, smtp_settings) -> None:
+    make_customers(21, fixed_now - timedelta(hours=1))
+    smtp_settings.handler.reject["c7@example.com"] = ("550 5.1.1 no such user", None)
+    result = ready_daemon().tick(timezone.now())
+    assert result.summary == "onboarded 20 customers, 1 failed"
+    assert list(Customer.objects.failed().values_list("email", flat=True)) == ["c7@example.com"]
+    assert Customer.objects.get(email="c7@example.com").attempts == 1
+
+
+def test_bad_addresses_next_to_each_other_cannot_stall_the_queue(db, fixed_now, smtp_settings) -> None:
+    make_customers(8, fixed_now - timedelta(hours=1))
+    for i in range(3):  # the three oldest: they come first in every tick
+        smtp_settings.handler.reject[f"c{i}@example.com"] = ("550 5.1.1 no such user", None)
+    daemon = ready_daemon()
+    assert "mail server unavailable" in daemon.tick(timezone.now()).summary
+    assert not Customer.objects.failed().exists()
+    daemon.mail_retry_at = 0  # the backoff is over
+    # The three are due again only later, so the others are tried first and get through.
+    assert daemon.tick(timezone.now()).summary == "onboarded 5 customers"
+    # Refused again after the server proved it works: their own failure, at once.
+    result = daemon.tick(timezone.now() + timedelta(hours=1))
+    assert result.summary == "onboarded 0 customers, 3 failed"
+    assert sorted(Customer.objects.failed().values_list("email", flat=True)) == [f"c{i}@example.com" for i in range(3)]
+
+
+@pytest.mark.parametrize(("error", "policy"), [
+    (smtplib.SMTPRecipientsRefused({"a@x.example": (554, b"5.7.1 Relay access denied")}), True),
+    (smtplib.SMTPRecipientsRefused({"a@x.example": (550, b"5.1.1 no such user")}), False),
+    (smtplib.SMTPDataError(554, b"5.7.0 Message rejected: sandbox"), True),
+    (smtplib.SMTPDataError(554, b"rejected as spam"), False),
+])
+def test_is_policy_refusal(error, policy) -> None:
+    assert onboarding.is_policy_refusal(error) is policy
