@@ -10,6 +10,8 @@ import secrets
 import smtplib
 import socket
 import threading
+from collections import Counter
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +28,7 @@ from django.utils import timezone
 
 from daemons import conf, reporting, wakeup
 
-from .models import Customer, Onboarding
+from .models import Customer, Onboarding, OnboardingState
 
 
 # The onboarding daemon's registered name: signups and retries wake it by this name.
@@ -497,10 +499,49 @@ def customer_onboarding_failed(
     return row
 
 
+@dataclass(frozen=True)
+class RetryReport:
+    """What `customers_retry_onboarding` did: how many were re-queued, and how many skipped and why."""
+
+    requeued: int
+    skipped: dict[str, int]  # reason -> how many
+
+
+# Why a customer chosen for a retry was left alone, by its state.
+RETRY_SKIP_REASONS = {
+    OnboardingState.ONBOARDED: "already onboarded",
+    OnboardingState.WAITING: "still in the queue, not failed",
+    OnboardingState.RETRYING: "still in the queue, not failed",
+}
+BEING_ONBOARDED = "being onboarded right now"
+
+
 @transaction.atomic
-def customer_retry_onboarding(*, customer: Customer) -> None:
-    """Put a failed customer back in the queue with a fresh attempt count."""
-    Customer.objects.filter(pk=customer.pk, onboarded_at__isnull=True).update(
+def customers_retry_onboarding(*, ids: Iterable[int]) -> RetryReport:
+    """Put the failed customers among `ids` back in the queue with a fresh attempt count.
+
+    Only failed customers are touched, and never one a daemon holds a live claim on: the
+    UPDATE itself carries both conditions, so a customer claimed in the meantime is left
+    alone and can't be emailed twice. The others are counted by reason. The onboarding
+    daemon is woken once the transaction commits.
+    """
+    chosen = Customer.objects.filter(pk__in=list(ids))
+    retryable = chosen.failed().filter(Q(claimed_by="") | Q(claim_expires_at__lt=Now()))
+    if connection.features.has_select_for_update:
+        retryable = retryable.select_for_update()
+    retry_ids = list(retryable.values_list("pk", flat=True))
+    skipped = Counter(_retry_skip_reason(customer) for customer in chosen.exclude(pk__in=retry_ids))
+    requeued = retryable.filter(pk__in=retry_ids).update(
         failed_at=None, attempts=0, next_attempt_at=None, claimed_by="", claim_expires_at=None
     )
-    transaction.on_commit(onboarding_wake)
+    if requeued < len(retry_ids):  # claimed between the read and the UPDATE
+        skipped[BEING_ONBOARDED] += len(retry_ids) - requeued
+    if requeued:
+        transaction.on_commit(onboarding_wake)
+    return RetryReport(requeued=requeued, skipped=dict(skipped))
+
+
+def _retry_skip_reason(customer: Customer) -> str:
+    if customer.claimed_by and customer.onboarded_at is None:
+        return BEING_ONBOARDED
+    return RETRY_SKIP_REASONS[customer.onboarding_state]

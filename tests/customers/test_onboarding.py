@@ -265,7 +265,7 @@ def test_an_unreachable_mail_server_blames_no_customer(db, fixed_now, settings, 
 def test_retry_onboarding_puts_a_failed_customer_back(db, fixed_now) -> None:
     [customer] = make_customers(1, fixed_now)
     Customer.objects.filter(pk=customer.pk).update(attempts=5, failed_at=fixed_now, last_error="x")
-    onboarding.customer_retry_onboarding(customer=customer)
+    assert onboarding.customers_retry_onboarding(ids=[customer.pk]) == onboarding.RetryReport(1, {})
     assert onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
 
 
