@@ -129,3 +129,17 @@ class Onboarding(models.Model):
 
     def __str__(self) -> str:
         return f"onboarding of customer #{self.customer_id}"
+
+
+class SignupRateCounter(models.Model):
+    """Signup attempts from one client network in one rate-limit window (customers.ratelimit)."""
+
+    client = models.CharField(max_length=64)  # an IPv4 address or an IPv6 /64, e.g. "2001:db8:1:2::/64"
+    window = models.BigIntegerField(db_index=True)  # the window's number since the epoch
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "window"], name="signup_rate_counter_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.count} signups from {self.client} in window {self.window}"

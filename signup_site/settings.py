@@ -165,11 +165,12 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
-# The cache holds the signup rate-limit counters. Several server processes must share
-# one cache for the limit to hold across them (see docs/production.md).
+# Django's cache. Nothing in the site needs it shared: the signup rate limit counts in
+# the database (customers.ratelimit), atomically across every process.
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://signup-site")}
 
-# Signups per client IP per window; the next one gets a 429 page. 0 switches the limit off.
+# Signups per client (IPv4 address or IPv6 /64) per window; the next one gets a 429 page.
+# 0 switches the limit off.
 SIGNUP_RATE_LIMIT = env.int("SIGNUP_RATE_LIMIT", default=10)
 SIGNUP_RATE_WINDOW = env.int("SIGNUP_RATE_WINDOW", default=60)
 # Proxies (addresses or networks) whose X-Forwarded-For is believed. Empty: the client is
