@@ -14,19 +14,17 @@ from .models import SignupRateCounter
 
 
 def client_ip(request: HttpRequest) -> str:
-    """The address of the client that sent `request`.
+    """The address of the client that sent `request`, or "" if it can't be told.
 
-    `REMOTE_ADDR` unless it is one of TRUSTED_PROXIES: then X-Forwarded-For is read from
-    the right, skipping the trusted proxies, and the first other address is the client.
-    A header from an untrusted peer is ignored, so a client can't choose its own address.
+    `REMOTE_ADDR` unless it is one of TRUSTED_PROXIES (an empty one, from gunicorn's Unix
+    socket, counts as trusted when TRUSTED_PROXIES says "unix"): then X-Forwarded-For is
+    read from the right, skipping the trusted proxies, and the first other address is the
+    client. A header from an untrusted peer is ignored, so a client can't choose its own
+    address.
     """
-    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
-    networks = getattr(settings, "TRUSTED_PROXY_NETWORKS", [])
-    if not networks:
-        return remote
+    client = request.META.get("REMOTE_ADDR", "")
     hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
-    client = remote
-    while _is_trusted(client, networks) and hops:
+    while _is_trusted(client) and hops:
         hop = hops.pop()
         try:
             ipaddress.ip_address(hop)
@@ -36,12 +34,14 @@ def client_ip(request: HttpRequest) -> str:
     return client
 
 
-def _is_trusted(address: str, networks: list) -> bool:
+def _is_trusted(address: str) -> bool:
+    if not address:
+        return getattr(settings, "TRUSTED_PROXY_UNIX", False)
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in networks)
+    return any(ip in network for network in getattr(settings, "TRUSTED_PROXY_NETWORKS", []))
 
 
 def client_network(ip: str) -> str:

@@ -298,6 +298,14 @@ def test_client_ip_reads_forwarded_for_only_from_trusted_proxies(rf, settings) -
     assert client_ip(request) == "198.51.100.1"
 
 
+def test_client_ip_behind_a_proxy_on_a_unix_socket(rf, settings) -> None:
+    settings.TRUSTED_PROXY_NETWORKS, settings.TRUSTED_PROXY_UNIX = [], False
+    request = rf.post("/", REMOTE_ADDR="", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert client_ip(request) == ""  # nobody vouches for the header: clients can't be told apart
+    settings.TRUSTED_PROXY_UNIX = True
+    assert client_ip(request) == "203.0.113.9"
+
+
 @pytest.mark.django_db
 def test_rate_limit_window_resets(settings) -> None:
     settings.SIGNUP_RATE_LIMIT = 2
