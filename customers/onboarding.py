@@ -30,7 +30,6 @@ from daemons import conf, reporting, wakeup
 
 from .models import Customer, Onboarding, OnboardingState
 
-
 # The onboarding daemon's registered name: signups and retries wake it by this name.
 DAEMON_NAME = "onboarding"
 
@@ -436,7 +435,8 @@ def mail_outage_delay(failures: int) -> float:
     The customers' retry backoff, capped at MAIL_OUTAGE_BACKOFF_CAP: a server that is
     back is found within minutes, and one that isn't is not hammered.
     """
-    return retry_delay(failures, cap=min(settings.ONBOARDING_RETRY_MAX_SECONDS, MAIL_OUTAGE_BACKOFF_CAP)).total_seconds()
+    cap = min(settings.ONBOARDING_RETRY_MAX_SECONDS, MAIL_OUTAGE_BACKOFF_CAP)
+    return retry_delay(failures, cap=cap).total_seconds()
 
 
 def is_mail_outage(exc: BaseException) -> bool:
@@ -495,7 +495,8 @@ def customer_onboarding_failed(
             row.next_attempt_at = None
         else:
             row.next_attempt_at = now + retry_delay(row.attempts)
-        row.save(update_fields=["attempts", "last_error", "claimed_by", "claim_expires_at", "failed_at", "next_attempt_at"])
+        row.save(update_fields=["attempts", "last_error", "claimed_by", "claim_expires_at", "failed_at",
+                                "next_attempt_at"])
     return row
 
 

@@ -6,10 +6,9 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core import mail
 from django.test import Client
 from django.utils import timezone
-
-from django.core import mail
 
 from customers import onboarding
 from customers.daemons import OnboardingDaemon

@@ -23,7 +23,8 @@ def seed(fixed_now) -> dict[str, Customer]:
         # Onboarded after an earlier failure was retried from the admin: onboarded wins.
         "onboarded_after_failure": {"onboarded_at": fixed_now, "failed_at": fixed_now},
     }
-    return {key: Customer.objects.create(name=key, email=f"{key}@example.com", **fields) for key, fields in rows.items()}
+    return {key: Customer.objects.create(name=key, email=f"{key}@example.com", **fields)
+            for key, fields in rows.items()}
 
 
 def test_every_state_query_agrees_with_the_instance_property(fixed_now) -> None:

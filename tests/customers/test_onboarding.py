@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import random
-import time
 import smtplib
+import time
 from datetime import timedelta
 
 import pytest

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from customers.forms import text_problem
 from customers.models import Customer
-from customers.ratelimit import client_ip, client_network, signup_rate_hit
 from customers.onboarding import welcome_email
+from customers.ratelimit import client_ip, client_network, signup_rate_hit
 from customers.signup import customer_create, email_normalize
 
 SCRIPT = "<script>alert('x')</script>"
