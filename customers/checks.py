@@ -32,7 +32,8 @@ def check_onboarding_settings(app_configs: Sequence[AppConfig] | None = None, **
     if errors:
         return errors
     lease, deadline = settings.ONBOARDING_LEASE_SECONDS, settings.ONBOARDING_SEND_DEADLINE_SECONDS
-    if lease < 3 * deadline:
+    # Relative slack: the default deadline is lease / 3, which floats may round up.
+    if lease < 3 * deadline * (1 - 1e-9):
         errors.append(Error(
             f"ONBOARDING_LEASE_SECONDS ({lease:g}) must be at least three times ONBOARDING_SEND_DEADLINE_SECONDS "
             f"({deadline:g}), or a slow email could outlive its claim", id="customers.E002"))

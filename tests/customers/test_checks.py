@@ -23,6 +23,14 @@ def test_a_lease_shorter_than_three_send_deadlines_is_refused(settings) -> None:
     assert check_onboarding_settings() == []
 
 
+@pytest.mark.parametrize("lease", [3.1, 3.9, 6.2, 60.0])
+def test_the_default_deadline_of_a_third_of_the_lease_passes(settings, lease) -> None:
+    settings.ONBOARDING_LEASE_SECONDS = lease
+    settings.ONBOARDING_SEND_DEADLINE_SECONDS = lease / 3
+    settings.ONBOARDING_SMTP_TIMEOUT_SECONDS = lease / 12
+    assert check_onboarding_settings() == []
+
+
 def test_a_read_timeout_longer_than_the_deadline_is_refused(settings) -> None:
     settings.ONBOARDING_SMTP_TIMEOUT_SECONDS = 30
     settings.ONBOARDING_SEND_DEADLINE_SECONDS = 20
