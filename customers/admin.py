@@ -1,21 +1,13 @@
 """The operator's view of customers and their onboarding."""
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import Q, QuerySet
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
-from .models import Customer, Onboarding, OnboardingState
-from .services import customer_retry_onboarding
-
-# Each state as a query; the same rules as Customer.onboarding_state.
-STATE_FILTERS = {
-    OnboardingState.WAITING: Q(onboarded_at__isnull=True, failed_at__isnull=True, attempts=0),
-    OnboardingState.RETRYING: Q(onboarded_at__isnull=True, failed_at__isnull=True, attempts__gt=0),
-    OnboardingState.ONBOARDED: Q(onboarded_at__isnull=False),
-    OnboardingState.FAILED: Q(onboarded_at__isnull=True, failed_at__isnull=False),
-}
+from .models import Customer, CustomerQuerySet, Onboarding, OnboardingState
+from .onboarding import customers_retry_onboarding
 
 
 class OnboardingStateFilter(admin.SimpleListFilter):
@@ -23,12 +15,12 @@ class OnboardingStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(state.value, state.label) for state in STATE_FILTERS]
+        return [(state.value, state.label) for state in OnboardingState]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> QuerySet[Customer]:
+    def queryset(self, request: HttpRequest, queryset: CustomerQuerySet) -> CustomerQuerySet:
         value = self.value()
-        if value in STATE_FILTERS:
-            return queryset.filter(STATE_FILTERS[OnboardingState(value)])
+        if value in OnboardingState.values:
+            return queryset.in_state(value)
         return queryset
 
 
@@ -59,14 +51,12 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry onboarding")
     def retry_onboarding(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
-        pending = list(queryset.filter(onboarded_at__isnull=True))
-        for customer in pending:
-            customer_retry_onboarding(customer=customer)
-        skipped = queryset.count() - len(pending)
-        message = f"{len(pending)} customer(s) queued for onboarding again."
-        if skipped:
-            message += f" {skipped} already onboarded, left alone."
-        self.message_user(request, message)
+        report = customers_retry_onboarding(ids=queryset.values_list("pk", flat=True))
+        message = f"{report.requeued} customer(s) re-queued for onboarding."
+        if report.skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report.skipped.items()))
+            message += f" {sum(report.skipped.values())} skipped: {reasons}."
+        self.message_user(request, message, messages.SUCCESS if report.requeued else messages.WARNING)
 
 
 @admin.register(Onboarding)

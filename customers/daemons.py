@@ -1,4 +1,4 @@
-"""The onboarding daemon: finds new customers and onboards each one, exactly once."""
+"""The showcase's daemons: onboarding (each new customer, exactly once) and the daily digest."""
 from __future__ import annotations
 
 import logging
@@ -6,14 +6,15 @@ import time
 from datetime import datetime
 
 from django.conf import settings
-from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
 from daemons import Daemon, TickResult, register, reporting
+from daemons.jobs import ScheduledDaemon, job
 
-from . import selectors, services
-from .services import Outcome
+from . import onboarding, selectors
+from .digest import digest_send
+from .onboarding import Outcome
 
 logger = logging.getLogger("daemons.onboarding")
 
@@ -28,69 +29,87 @@ class OnboardingDaemon(Daemon):
 
     A tick keeps claiming until nobody is due, so a backlog clears at full speed. The
     lease on claims is renewed while a batch runs, so a slow mail server can't make a
-    claim expire under us. When the mail server is down the tick gives its claims back
-    and ends; the next tick tries again, and no customer's attempts are used up.
+    claim expire under us. When the mail server is down, or refuses everyone (see
+    `onboarding.Breaker`), the tick gives its claims back and ends, and later ticks wait
+    with backoff before trying the server again; no customer's attempts are used up.
     """
 
-    name = "onboarding"
+    name = onboarding.DAEMON_NAME
+    # The customer whose email is being sent; read by work_in_progress() from another thread.
+    in_flight: int | None = None
     interval = settings.ONBOARDING_INTERVAL_SECONDS
 
     def setup(self) -> None:
-        self.owner = services.Owner.current(self.instance)
-        self.mail_down = False
-        self.in_flight: int | None = None  # the customer whose email is being sent
-        # Holding our PID lock proves any predecessor with our host and instance is dead.
-        released = services.claims_release_predecessors(owner=self.owner)
+        self.owner = onboarding.Owner.current(self.instance)
+        self.breaker = onboarding.Breaker(self.owner)
+        self.mail_failures = 0  # failed tries of the mail server in a row
+        self.mail_retry_at = 0.0  # time.monotonic() before which the server is left alone
+        # Holding our PID lock proves any predecessor under our lock key is dead.
+        released = onboarding.claims_release_predecessors(owner=self.owner)
         if released:
             logger.info("took back %d claims of a dead predecessor", released, extra={"action": "claims_reclaimed"})
 
     def tick(self, now: datetime) -> TickResult:
-        if not hasattr(self, "owner"):
-            self.setup()
+        counts = {outcome: 0 for outcome in Outcome}
+        if self.mail_failures and time.monotonic() < self.mail_retry_at:
+            return self.summary(counts, suffix="mail server unavailable, waiting to try again")
         owner = self.owner
         batch_size = settings.ONBOARDING_BATCH_SIZE
-        renew_every = services.lease_duration().total_seconds() / 3
-        counts = {outcome: 0 for outcome in Outcome}
+        renew_every = onboarding.lease_duration().total_seconds() / 3
         mail: BaseEmailBackend | None = None
         claimed_any = False
         try:
             while not self.stop_requested():
-                batch = services.customers_claim(owner=owner, now=now, limit=batch_size)
+                batch = onboarding.customers_claim(owner=owner, now=now, limit=batch_size)
                 if not batch:
                     break
                 claimed_any = True
                 if mail is None:
                     # Made only when there is mail to send: an idle tick touches no server.
-                    mail = get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
+                    mail = onboarding.mail_connection()
                 renewed_at = time.monotonic()
                 for customer in batch:
                     if self.stop_requested():
                         break
                     if time.monotonic() - renewed_at >= renew_every:
-                        services.claims_renew(owner=owner, now=timezone.now())
+                        onboarding.claims_renew(owner=owner)
                         renewed_at = time.monotonic()
                     self.in_flight = customer.pk
                     try:
-                        result = services.customer_onboard(customer=customer, owner=owner, mail=mail)
-                    except services.MailServerUnavailable as exc:
+                        result = onboarding.customer_onboard(customer=customer, owner=owner, mail=mail,
+                                                             breaker=self.breaker)
+                    except onboarding.MailServerUnavailable as exc:
+                        self.breaker.held.clear()  # given back below with every other claim
                         self.mail_unavailable(exc)
                         return self.summary(counts, suffix="mail server unavailable")
                     finally:
                         self.in_flight = None
-                    self.mail_available()
+                    self.progress()
+                    if result.outcome is Outcome.HELD:
+                        continue
+                    self.settle(counts)
+                    self.mail_available()  # it answered, and not by refusing everyone
                     counts[result.outcome] += 1
                     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
                         self.record_failure(result)
                         # The SMTP session may be in any state; the next send opens a new one.
                         mail.close()
                 now = timezone.now()
+            if not self.stop_requested():
+                self.settle(counts)  # nobody else to try: the refusals held back were the customers' own
         finally:
+            self.breaker.held.clear()  # whatever is left was interrupted: its claim goes back below
             if mail is not None:
                 mail.close()
             # Whatever a stop or an outage interrupted goes back at once, not after the lease.
             if claimed_any:
-                services.claims_release(owner=owner)
+                onboarding.claims_release(owner=owner)
         return self.summary(counts)
+
+    def settle(self, counts: dict[Outcome, int]) -> None:
+        for failure in self.breaker.settle(timezone.now()):
+            counts[failure.outcome] += 1
+            self.record_failure(failure)
 
     @staticmethod
     def summary(counts: dict[Outcome, int], suffix: str = "") -> TickResult:
@@ -103,7 +122,7 @@ class OnboardingDaemon(Daemon):
             text += f"; {suffix}"
         return TickResult(processed=onboarded + failed, summary=text)
 
-    def record_failure(self, result: services.OnboardResult) -> None:
+    def record_failure(self, result: onboarding.OnboardResult) -> None:
         customer = result.customer
         retry = result.outcome is Outcome.RETRY
         logger.warning(
@@ -115,26 +134,37 @@ class OnboardingDaemon(Daemon):
         reporting.capture(OnboardingFailure(f"customer {customer.pk}: {result.error}"),
                           daemon=self.name, customer_id=customer.pk)
 
-    def mail_unavailable(self, exc: services.MailServerUnavailable) -> None:
-        if not self.mail_down:
-            self.mail_down = True
+    def mail_unavailable(self, exc: onboarding.MailServerUnavailable) -> None:
+        self.mail_failures += 1
+        self.mail_retry_at = time.monotonic() + onboarding.mail_outage_delay(self.mail_failures)
+        if self.mail_failures == 1:
             logger.warning("mail server unavailable, will retry: %s", exc, extra={"action": "mail_unavailable"})
             # A fresh exception: the original's chain has frames that hold addresses.
-            reporting.capture(services.MailServerUnavailable(str(exc)), daemon=self.name)
+            reporting.capture(onboarding.MailServerUnavailable(str(exc)), daemon=self.name)
 
     def mail_available(self) -> None:
-        if self.mail_down:
-            self.mail_down = False
+        if self.mail_failures:
+            self.mail_failures = 0
             logger.info("mail server available again", extra={"action": "mail_available"})
 
     def work_in_progress(self) -> str:
         # Its claim is released by the lease (or at once by our restart); the email may
         # go out again, which the Message-ID lets mail systems drop.
-        in_flight = getattr(self, "in_flight", None)  # read from the watch thread, maybe before setup()
+        in_flight = self.in_flight
         return f"the welcome email to customer {in_flight}" if in_flight is not None else ""
 
     def status(self) -> str:
-        return f"{selectors.customers_waiting_count()} waiting, {selectors.customers_failed_count()} failed"
+        return selectors.onboarding_status_line()
 
 
-from . import digest  # noqa: F401
+@register
+class DigestDaemon(ScheduledDaemon):
+    """Sends the daily digest at 08:00 in settings.TIME_ZONE; a digest missed while down goes out at start."""
+
+    name = "digest"
+    # The digest is due at 08:00 sharp; looking every 10 s is precise enough and cheap.
+    interval = 10.0
+
+    @job(cron="0 8 * * *", catch_up=True)
+    def daily_digest(self, now: datetime) -> int:
+        return digest_send(now=now)

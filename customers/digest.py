@@ -1,4 +1,4 @@
-"""The daily digest: yesterday's signups and onboarding failures, emailed to staff at 08:00."""
+"""The daily digest: yesterday's signups and onboarding failures, emailed to staff (DigestDaemon sends it)."""
 from __future__ import annotations
 
 import logging
@@ -11,9 +11,6 @@ from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import QuerySet
 from django.template.loader import render_to_string
-
-from daemons import register
-from daemons.jobs import ScheduledDaemon, job
 
 from .models import Customer
 
@@ -48,7 +45,7 @@ def customers_signed_up_between(start: datetime, end: datetime) -> QuerySet[Cust
 
 
 def customers_failed_between(start: datetime, end: datetime) -> QuerySet[Customer]:
-    return Customer.objects.filter(failed_at__gte=start, failed_at__lt=end).order_by("failed_at", "id")
+    return Customer.objects.failed().filter(failed_at__gte=start, failed_at__lt=end).order_by("failed_at", "id")
 
 
 def digest_build(now: datetime, tz: str | None = None) -> Digest:
@@ -104,16 +101,3 @@ def digest_send(*, now: datetime) -> int:
                 extra={"action": "digest_sent", "day": digest.day.isoformat(), "signups": len(digest.signups),
                        "failures": len(digest.failures)})
     return len(recipients)
-
-
-@register
-class DigestDaemon(ScheduledDaemon):
-    """Sends the daily digest at 08:00 in settings.TIME_ZONE; a digest missed while down goes out at start."""
-
-    name = "digest"
-    # The digest is due at 08:00 sharp; looking every 10 s is precise enough and cheap.
-    interval = 10.0
-
-    @job(cron="0 8 * * *", catch_up=True)
-    def daily_digest(self, now: datetime) -> int:
-        return digest_send(now=now)

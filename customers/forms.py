@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .services import email_normalize
+from .signup import email_normalize
 
 NAME_MAX_LENGTH = 200
 EMAIL_MAX_LENGTH = 254

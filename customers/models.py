@@ -1,7 +1,11 @@
 """Customers who signed up, and the record of each one's onboarding."""
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from django.db import models
+from django.db.models import Count, Q
 from django.db.models.functions import Lower
 
 
@@ -12,19 +16,89 @@ class OnboardingState(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+# The one definition of each onboarding state, as field lookups. The queryset turns them
+# into filters and `Customer.onboarding_state` reads them against an instance, so the
+# admin, the dashboard, the daemon's status line and the model can never disagree.
+# Pending: still to be onboarded by the daemon, now or later (waiting or retrying).
+PENDING_LOOKUPS: dict[str, Any] = {"onboarded_at__isnull": True, "failed_at__isnull": True}
+STATE_LOOKUPS: dict[OnboardingState, dict[str, Any]] = {
+    OnboardingState.ONBOARDED: {"onboarded_at__isnull": False},
+    OnboardingState.FAILED: {"onboarded_at__isnull": True, "failed_at__isnull": False},
+    OnboardingState.RETRYING: {**PENDING_LOOKUPS, "attempts__gt": 0},
+    OnboardingState.WAITING: {**PENDING_LOOKUPS, "attempts": 0},
+}
+
+
+def _matches(obj: models.Model, lookups: dict[str, Any]) -> bool:
+    """Whether `obj` satisfies `lookups`; only the lookups STATE_LOOKUPS uses are known."""
+    for key, wanted in lookups.items():
+        field, _, op = key.partition("__")
+        value = getattr(obj, field)
+        if op == "isnull":
+            ok = (value is None) is wanted
+        elif op == "gt":
+            ok = value is not None and value > wanted
+        elif op == "":
+            ok = value == wanted
+        else:  # pragma: no cover - a new lookup in STATE_LOOKUPS must be taught here
+            raise ValueError(f"unsupported lookup {key!r}")
+        if not ok:
+            return False
+    return True
+
+
+class CustomerQuerySet(models.QuerySet):
+    """Customers by onboarding state: the one place the states are defined as queries."""
+
+    def in_state(self, state: OnboardingState | str) -> CustomerQuerySet:
+        return self.filter(**STATE_LOOKUPS[OnboardingState(state)])
+
+    def waiting(self) -> CustomerQuerySet:
+        """Never tried yet."""
+        return self.in_state(OnboardingState.WAITING)
+
+    def retrying(self) -> CustomerQuerySet:
+        """Tried and failed at least once, with attempts left."""
+        return self.in_state(OnboardingState.RETRYING)
+
+    def failed(self) -> CustomerQuerySet:
+        """Given up on: a permanent rejection or every attempt used."""
+        return self.in_state(OnboardingState.FAILED)
+
+    def onboarded(self) -> CustomerQuerySet:
+        return self.in_state(OnboardingState.ONBOARDED)
+
+    def pending(self) -> CustomerQuerySet:
+        """Waiting or retrying: the daemon still has work to do for them, now or later."""
+        return self.filter(**PENDING_LOOKUPS)
+
+    def due(self, now: datetime) -> CustomerQuerySet:
+        """Pending customers whose next attempt is not after `now` (claims aside)."""
+        return self.pending().filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+    def onboarding_counts(self) -> dict[OnboardingState, int]:
+        """How many customers are in each state, in one query."""
+        counts = self.aggregate(
+            **{state.value: Count("id", filter=Q(**lookups)) for state, lookups in STATE_LOOKUPS.items()}
+        )
+        return {state: counts[state.value] for state in STATE_LOOKUPS}
+
+
 class Customer(models.Model):
     name = models.CharField(max_length=200)
     email = models.EmailField(max_length=254)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     onboarded_at = models.DateTimeField(null=True, blank=True)
 
-    # Onboarding bookkeeping, written only by customers.services.
+    # Onboarding bookkeeping, written only by customers.onboarding.
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=200, blank=True, default="")
     claim_expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = CustomerQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -42,13 +116,7 @@ class Customer(models.Model):
 
     @property
     def onboarding_state(self) -> OnboardingState:
-        if self.onboarded_at is not None:
-            return OnboardingState.ONBOARDED
-        if self.failed_at is not None:
-            return OnboardingState.FAILED
-        if self.attempts:
-            return OnboardingState.RETRYING
-        return OnboardingState.WAITING
+        return next(state for state, lookups in STATE_LOOKUPS.items() if _matches(self, lookups))
 
 
 class Onboarding(models.Model):
@@ -61,3 +129,17 @@ class Onboarding(models.Model):
 
     def __str__(self) -> str:
         return f"onboarding of customer #{self.customer_id}"
+
+
+class SignupRateCounter(models.Model):
+    """Signup attempts from one client network in one rate-limit window (customers.ratelimit)."""
+
+    client = models.CharField(max_length=64)  # an IPv4 address or an IPv6 /64, e.g. "2001:db8:1:2::/64"
+    window = models.BigIntegerField(db_index=True)  # the window's number since the epoch
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "window"], name="signup_rate_counter_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.count} signups from {self.client} in window {self.window}"

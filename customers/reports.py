@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.db.models.functions import TruncHour
 
 from daemons.models import Heartbeat
 from daemons.status import heartbeat_overdue
 
-from .models import Customer
+from .models import Customer, OnboardingState
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,9 @@ class Backlog:
 
 def onboarding_backlog() -> Backlog:
     """Customers not yet onboarded: never tried, between retries, and given up on. One query."""
-    counts = Customer.objects.filter(onboarded_at__isnull=True).aggregate(
-        waiting=Count("id", filter=Q(failed_at__isnull=True, attempts=0)),
-        retrying=Count("id", filter=Q(failed_at__isnull=True, attempts__gt=0)),
-        failed=Count("id", filter=Q(failed_at__isnull=False)),
-    )
-    return Backlog(**counts)
+    counts = Customer.objects.onboarding_counts()
+    return Backlog(waiting=counts[OnboardingState.WAITING], retrying=counts[OnboardingState.RETRYING],
+                   failed=counts[OnboardingState.FAILED])
 
 
 @dataclass(frozen=True)

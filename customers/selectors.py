@@ -1,23 +1,17 @@
 """Reads about customers and their onboarding."""
 from __future__ import annotations
 
-from datetime import datetime
-
-from django.db.models import Q, QuerySet
-
-from .models import Customer
+from .models import Customer, OnboardingState
 
 
-def customers_due(*, now: datetime) -> QuerySet[Customer]:
-    """Customers not yet onboarded, not failed, and not waiting for a retry after `now`."""
-    return Customer.objects.filter(onboarded_at__isnull=True, failed_at__isnull=True).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
+def onboarding_status_line() -> str:
+    """The onboarding backlog in one line, e.g. "12 waiting, 3 retrying, 1 failed" (one query).
 
-
-def customers_waiting_count() -> int:
-    return Customer.objects.filter(onboarded_at__isnull=True, failed_at__isnull=True).count()
-
-
-def customers_failed_count() -> int:
-    return Customer.objects.filter(failed_at__isnull=False).count()
+    Retrying is named only when some are, so the usual line stays short.
+    """
+    counts = Customer.objects.onboarding_counts()
+    parts = [f"{counts[OnboardingState.WAITING]} waiting"]
+    if counts[OnboardingState.RETRYING]:
+        parts.append(f"{counts[OnboardingState.RETRYING]} retrying")
+    parts.append(f"{counts[OnboardingState.FAILED]} failed")
+    return ", ".join(parts)

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods
 
 from .forms import SignupForm
 from .ratelimit import client_ip, signup_rate_hit
-from .services import customer_create
+from .signup import customer_create
 
 logger = logging.getLogger("customers.signup")
 

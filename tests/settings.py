@@ -1,6 +1,10 @@
 """Test settings: the project's settings plus a test app with daemons made for the tests."""
 import os
 
+# The project's settings default to production (DEBUG off); the tests run in development
+# mode unless a test sets DEBUG itself (its child processes inherit this).
+os.environ.setdefault("DEBUG", "true")
+
 from signup_site.settings import *  # noqa: F403
 from signup_site.settings import BASE_DIR, DATABASES, INSTALLED_APPS
 

@@ -65,7 +65,7 @@ def test_production_env_sets_everything_and_holds_no_secret() -> None:
     assert values["DEBUG"] == "false"
     for key in ["ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE",
                 "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_PROXY_SSL_HEADER", "TRUSTED_PROXIES",
-                "CACHE_URL", "DATABASE_URL", "STATIC_ROOT", "EMAIL_URL", "SIGNUP_RATE_LIMIT"]:
+                "GUNICORN_CMD_ARGS", "DATABASE_URL", "STATIC_ROOT", "EMAIL_URL", "SIGNUP_RATE_LIMIT"]:
         assert values.get(key), key
     for value in values.values():
         assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value), f"a password in {value!r}"
@@ -103,6 +103,53 @@ def test_missing_or_weak_secret_key_fails_in_one_clear_line(tmp_path: Path, key:
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("configuration error: SECRET_KEY") and reason in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_debug_is_off_unless_the_environment_turns_it_on(tmp_path: Path) -> None:
+    env = production_env(tmp_path)
+    del env["DEBUG"], env["SECRET_KEY"]
+    result = manage(env, "check")
+    assert result.returncode == 2 and result.stderr.startswith("configuration error: SECRET_KEY must be set")
+    assert "set DEBUG=1" in result.stderr
+    assert manage({**env, "DEBUG": "1"}, "check").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, check_id",
+    [
+        ({"EMAIL_URL": None}, "customers.E010"),
+        ({"EMAIL_URL": "filemail:///tmp/mail"}, "customers.E011"),
+        ({"EMAIL_URL": "consolemail://"}, "customers.E011"),
+        ({"DATABASE_URL": "sqlite://:memory:"}, "customers.E012"),
+        ({"TRUSTED_PROXIES": ""}, "customers.E013"),
+        ({"GUNICORN_CMD_ARGS": "--workers 3 --bind unix:/run/signup_site/gunicorn.sock"}, "customers.E014"),
+    ],
+)
+def test_production_fails_closed_in_check_deploy_and_in_the_daemons(
+    tmp_path: Path, overrides: dict[str, str | None], check_id: str
+) -> None:
+    env = production_env(tmp_path)
+    for key, value in overrides.items():
+        if value is None:
+            del env[key]
+        else:
+            env[key] = value
+    checked = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert checked.returncode != 0 and check_id in checked.stderr, checked.stdout + checked.stderr
+    [line] = [line for line in checked.stderr.splitlines() if check_id in line]
+    assert line.count(check_id) == 1  # one clear line for the problem
+    daemon = manage({**env, "DAEMONS_RUN_DIR": str(tmp_path / "run"), "DAEMONS_LOG_DIR": str(tmp_path / "log")},
+                    "rundaemon", "onboarding", "--once")
+    assert daemon.returncode != 0 and check_id in daemon.stderr and "Traceback" not in daemon.stderr
+    # In development the same setting is allowed.
+    assert check_id not in manage({**env, "DEBUG": "1"}, "check").stderr
+
+
+def test_a_unix_socket_bind_is_fine_when_the_proxy_on_it_is_trusted(tmp_path: Path) -> None:
+    env = production_env(tmp_path, GUNICORN_CMD_ARGS="--bind=unix:/run/signup_site/gunicorn.sock",
+                         TRUSTED_PROXIES="unix")
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_bad_trusted_proxy_fails_in_one_clear_line(tmp_path: Path) -> None:
@@ -228,3 +275,46 @@ def test_scrub_replaces_addresses_everywhere() -> None:
 
     event = {"message": "to a.b+c@example.co.uk", "tags": {"who": "x@y.z"}, "extra": [("ada@example.com", 1)]}
     assert scrub(event) == {"message": "to [email]", "tags": {"who": "[email]"}, "extra": [("[email]", 1)]}
+
+
+# --- deploy/: one set of paths --------------------------------------------------------------
+
+DEPLOY = BASE_DIR / "deploy"
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:srv|run|var|opt|home|tmp)(?:/[\w.-]+)+")
+
+
+def ini_value(text: str, key: str) -> str:
+    """The value of the first `key=value` line of a unit or supervisord file."""
+    return re.search(rf"^{re.escape(key)}=(.*)$", text, flags=re.M).group(1).strip()
+
+
+def test_every_path_in_deploy_agrees() -> None:
+    env = env_file(DEPLOY / "production.env")
+    unit = (DEPLOY / "onboarding.service").read_text()
+    program = (DEPLOY / "onboarding.supervisor.conf").read_text()
+    rotate = (DEPLOY / "onboarding.logrotate").read_text()
+
+    project = Path(ini_value(unit, "WorkingDirectory"))
+    assert ini_value(program, "directory") == str(project)
+    command = f"{project}/.venv/bin/python {project}/manage.py rundaemon onboarding"
+    assert ini_value(unit, "ExecStart") == command and ini_value(program, "command") == command
+    assert ini_value(unit, "EnvironmentFile") == f"-{project}/.env"
+
+    run_dir = Path(env["DAEMONS_RUN_DIR"])
+    assert ini_value(unit, "Environment") == f"DAEMONS_RUN_DIR={run_dir}"
+    assert Path("/run") / ini_value(unit, "RuntimeDirectory") == run_dir
+    [pid_file] = set(re.findall(r"(/\S+\.pid)", rotate))
+    assert Path(pid_file) == run_dir / "onboarding.pid"
+
+    log_dir = Path(env["DAEMONS_LOG_DIR"])
+    assert Path(ini_value(program, "stdout_logfile")) == log_dir / "onboarding.log"
+    assert Path(rotate.split("\n")[2].split(" {")[0]) == log_dir / "onboarding.log"
+
+    assert env["DATABASE_URL"] == f"sqlite:///{project}/var/db.sqlite3"
+    assert Path(env["STATIC_ROOT"]) == project / "var" / "static"
+
+    # And nothing else: every absolute path in every file is under one of the three.
+    roots = (project, run_dir, log_dir)
+    for path in sorted(DEPLOY.iterdir()):
+        for found in ABSOLUTE_PATH.findall(path.read_text()):
+            assert any(Path(found) == root or root in Path(found).parents for root in roots), f"{path.name}: {found}"

@@ -43,6 +43,8 @@ class SinkHandler:
     """
 
     delay: float = 0.0
+    rcpt_delay: float = 0.0  # before each RCPT reply
+    reject_all: str = ""  # the reply to every RCPT, if set (a relay that refuses everyone)
     reject: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
@@ -63,8 +65,10 @@ class SinkHandler:
         self.release.set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
+        if self.rcpt_delay:
+            await asyncio.sleep(self.rcpt_delay)
         with self.lock:
-            reply, times = self.reject.get(address.lower(), ("", 0))
+            reply, times = self.reject.get(address.lower(), (self.reject_all, None if self.reject_all else 0))
             if reply and (times is None or times > 0):
                 if times is not None:
                     self.reject[address.lower()] = (reply, times - 1)

@@ -6,10 +6,15 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core import mail
 from django.test import Client
 from django.utils import timezone
 
-from customers.models import Customer, OnboardingState
+from customers import onboarding
+from customers.daemons import OnboardingDaemon
+from customers.models import Customer, Onboarding, OnboardingState
+from customers.onboarding import Owner
+from customers.signup import customer_create
 
 pytestmark = pytest.mark.django_db
 
@@ -64,14 +69,44 @@ def test_date_filter_and_search(admin_client: Client, customers) -> None:
     assert names_listed(admin_client.get(CHANGELIST, {"q": "fay@example"}).content.decode()) == {"Fay Failed"}
 
 
-def test_retry_onboarding_action_requeues_failed_and_leaves_onboarded(admin_client: Client, customers) -> None:
-    chosen = [customers["failed"].pk, customers["onboarded"].pk]
+def retry(admin_client: Client, *customers: Customer) -> str:
+    """Run the admin's "Retry onboarding" on `customers` as an operator would; return the page's text."""
+    chosen = [customer.pk for customer in customers]
     response = admin_client.post(CHANGELIST, {"action": "retry_onboarding", "_selected_action": chosen}, follow=True)
-    assert "1 customer(s) queued for onboarding again. 1 already onboarded, left alone." in response.content.decode()
+    assert response.status_code == 200
+    return html.unescape(response.content.decode())
+
+
+def test_retry_onboarding_requeues_only_failed_customers_and_says_why_others_were_skipped(
+    admin_client: Client, customers
+) -> None:
+    owner = Owner("host-a", 0, "key-a", "1-a")
+    claimed = Customer.objects.create(name="Carl Claimed", email="carl@example.com", claimed_by=str(owner),
+                                      claim_expires_at=timezone.now() + timedelta(minutes=1))
+    before = {c.pk: (c.attempts, c.claimed_by, c.failed_at) for c in Customer.objects.all()}
+    page = retry(admin_client, *customers.values(), claimed)
+    assert ("1 customer(s) re-queued for onboarding. 4 skipped: 1 already onboarded, "
+            "1 being onboarded right now, 2 still in the queue, not failed.") in page
     failed = Customer.objects.get(pk=customers["failed"].pk)
     assert failed.onboarding_state == OnboardingState.WAITING
-    assert (failed.failed_at, failed.attempts) == (None, 0)
-    assert Customer.objects.get(pk=customers["onboarded"].pk).onboarding_state == OnboardingState.ONBOARDED
+    assert (failed.failed_at, failed.attempts, failed.claimed_by) == (None, 0, "")
+    for customer in Customer.objects.exclude(pk=failed.pk):
+        assert (customer.attempts, customer.claimed_by, customer.failed_at) == before[customer.pk], customer
+
+
+def test_retry_of_a_customer_being_onboarded_never_sends_a_second_email(admin_client: Client, settings) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    customer, _ = customer_create(name="Ada", email="ada@example.com")
+    owner = Owner("host-a", 0, "key-a", "1-a")
+    [claimed] = onboarding.customers_claim(owner=owner, now=timezone.now(), limit=1)
+    page = retry(admin_client, customer)
+    assert "0 customer(s) re-queued for onboarding. 1 skipped: 1 being onboarded right now." in page
+    # The daemon that holds the claim finishes; another daemon then looks for work.
+    assert onboarding.customer_onboard(customer=claimed, owner=owner).outcome is onboarding.Outcome.ONBOARDED
+    other = OnboardingDaemon(instance=1)
+    other.setup()
+    other.tick(timezone.now())
+    assert len(mail.outbox) == 1 and Onboarding.objects.filter(customer=customer).count() == 1
 
 
 def test_markup_in_customer_fields_is_escaped(admin_client: Client) -> None:

@@ -7,9 +7,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth import get_user_model
 
-from customers.digest import DigestDaemon, digest_build, digest_day, digest_recipients
+from customers.daemons import DigestDaemon
+from customers.digest import digest_build, digest_day, digest_recipients
 from customers.models import Customer
-from customers.services import customer_create
+from customers.signup import customer_create
 from daemons import registry
 from daemons.models import JobRun
 

@@ -5,7 +5,7 @@ import pytest
 from django.http import QueryDict
 
 from customers.forms import SignupForm, readable_data, text_problem
-from customers.services import email_normalize
+from customers.signup import email_normalize
 
 
 def form(name: str = "Ada Lovelace", email: str = "ada@example.com", **extra: str) -> SignupForm:

@@ -40,7 +40,8 @@ def test_two_daemons_on_one_sqlite_file_onboard_each_customer_once(project, smtp
     assert Onboarding.objects.values("customer").distinct().count() == CUSTOMERS
     assert not Customer.objects.filter(onboarded_at__isnull=True).exists()
     assert not Customer.objects.filter(attempts__gt=0).exists()
-    by_instance = collections.Counter(o.split("/")[1] for o in Onboarding.objects.values_list("onboarded_by", flat=True))
+    owners = Onboarding.objects.values_list("onboarded_by", flat=True)
+    by_instance = collections.Counter(owner.split("/")[2] for owner in owners)
     assert set(by_instance) == {"1", "2"}, f"both instances worked: {by_instance}"
     assert_one_email_each(smtp_sink, set(Customer.objects.values_list("email", flat=True)))
     assert_clean_logs(project, 1, 2)
@@ -70,7 +71,7 @@ def test_two_daemons_on_postgresql_onboard_each_customer_once(pg_database, proje
         assert count("SELECT count(*) FROM customers_customer WHERE onboarded_at IS NULL OR attempts > 0") == 0
         owners = [row[0] for row in conn.execute("SELECT onboarded_by FROM customers_onboarding")]
         addresses = {row[0] for row in conn.execute("SELECT email FROM customers_customer")}
-    by_instance = collections.Counter(owner.split("/")[1] for owner in owners)
+    by_instance = collections.Counter(owner.split("/")[2] for owner in owners)
     assert set(by_instance) == {"1", "2"}, f"both instances worked: {by_instance}"
     assert_one_email_each(smtp_sink, addresses)
     assert_clean_logs(project, 1, 2)
@@ -78,7 +79,7 @@ def test_two_daemons_on_postgresql_onboard_each_customer_once(pg_database, proje
 
 WRITER = """
 import json, time
-from customers.services import customer_create
+from customers.signup import customer_create
 made, errors, i = 0, [], 0
 deadline = time.monotonic() + {seconds}
 while time.monotonic() < deadline:

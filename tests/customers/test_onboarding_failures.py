@@ -96,3 +96,28 @@ def test_a_stop_during_a_hung_send_is_abandoned_at_the_deadline_and_nobody_is_lo
     # A restart takes back the dead daemon's claim at once and onboards the customer.
     project.start("onboarding")
     wait_for(lambda: Onboarding.objects.filter(customer_id=customer_id).exists(), message="onboarded after restart")
+
+
+def test_a_relay_that_refuses_everyone_is_an_outage_not_forty_failures(project, smtp_sink, sentry_sink) -> None:
+    customers_seed(40)
+    smtp_sink.handler.reject_all = "554 5.7.1 Relay access denied"
+    onboarding_env(project, smtp_sink)
+    project.env["SENTRY_DSN"] = sentry_sink.dsn
+    project.start("onboarding")
+    log = project.log_file("onboarding")
+    # Several ticks try the server again (with backoff) and each is refused at once.
+    wait_for(lambda: len(smtp_sink.handler.refused) >= 3, timeout=20, message="three tries of the server")
+    assert not Customer.objects.filter(failed_at__isnull=False).exists()
+    assert not Customer.objects.filter(attempts__gt=0).exists() and not Onboarding.objects.exists()
+    warnings = [line for line in log.read_text().splitlines() if " WARNING " in line or " ERROR " in line]
+    assert len(warnings) == 1 and "mail server unavailable" in warnings[0] and "5.7.1" in warnings[0], warnings
+    events = wait_for(lambda: sentry_sink.events(), message="the Sentry event")
+    assert len(events) == 1 and "MailServerUnavailable" in str(events[0])
+    wait_for(lambda: not Customer.objects.exclude(claimed_by="").exists(), message="claims given back")
+    assert daemon_row(project)["info"] == "40 waiting, 0 failed"
+
+    # The relay gets its credentials: everyone is onboarded, nobody failed.
+    smtp_sink.handler.reject_all = ""
+    wait_for(lambda: Onboarding.objects.count() == 40, timeout=30, message="all 40 onboarded")
+    assert not Customer.objects.filter(failed_at__isnull=False).exists()
+    assert len(sentry_sink.events()) == 1

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from customers.forms import text_problem
 from customers.models import Customer
-from customers.ratelimit import client_ip, signup_rate_hit
-from customers.services import customer_create, email_normalize, welcome_email
+from customers.onboarding import welcome_email
+from customers.ratelimit import client_ip, client_network, signup_rate_hit
+from customers.signup import customer_create, email_normalize
 
 SCRIPT = "<script>alert('x')</script>"
 
@@ -297,6 +298,15 @@ def test_client_ip_reads_forwarded_for_only_from_trusted_proxies(rf, settings) -
     assert client_ip(request) == "198.51.100.1"
 
 
+def test_client_ip_behind_a_proxy_on_a_unix_socket(rf, settings) -> None:
+    settings.TRUSTED_PROXY_NETWORKS, settings.TRUSTED_PROXY_UNIX = [], False
+    request = rf.post("/", REMOTE_ADDR="", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert client_ip(request) == ""  # nobody vouches for the header: clients can't be told apart
+    settings.TRUSTED_PROXY_UNIX = True
+    assert client_ip(request) == "203.0.113.9"
+
+
+@pytest.mark.django_db
 def test_rate_limit_window_resets(settings) -> None:
     settings.SIGNUP_RATE_LIMIT = 2
     settings.SIGNUP_RATE_WINDOW = 60
@@ -304,6 +314,26 @@ def test_rate_limit_window_resets(settings) -> None:
     assert [signup_rate_hit("192.0.2.1", now=start + i).allowed for i in range(3)] == [True, True, False]
     assert signup_rate_hit("192.0.2.1", now=start + 2).retry_after == 58
     assert signup_rate_hit("192.0.2.1", now=start + 60).allowed
+
+
+@pytest.mark.django_db
+def test_an_ipv6_client_is_limited_per_64_not_per_address(client: Client, settings) -> None:
+    settings.SIGNUP_RATE_LIMIT = 2
+    for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"]:
+        assert client.post("/", {"name": "", "email": ""}, REMOTE_ADDR=host).status_code == 400
+    assert client.post("/", {"name": "", "email": ""}, REMOTE_ADDR="2001:db8:1:2:abcd::7").status_code == 429
+    # The next /64 is another client.
+    assert client.post("/", {"name": "", "email": ""}, REMOTE_ADDR="2001:db8:1:3::1").status_code == 400
+
+
+@pytest.mark.parametrize(("ip", "network"), [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("", ""),
+])
+def test_client_network(ip: str, network: str) -> None:
+    assert client_network(ip) == network
 
 
 # --- escaping in email bodies and logs --------------------------------------------------------

@@ -1,0 +1,548 @@
+"""Onboarding customers: claims and their leases, sending the welcome email, recording it or its failure."""
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import random
+import re
+import secrets
+import smtplib
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import connection, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from daemons import conf, reporting, wakeup
+
+from .models import Customer, Onboarding, OnboardingState
+
+# The onboarding daemon's registered name: signups and retries wake it by this name.
+DAEMON_NAME = "onboarding"
+
+
+def onboarding_wake() -> None:
+    """Ask the running onboarding daemons to look for work now; never blocks or raises."""
+    wakeup.wake(DAEMON_NAME)
+
+
+def boot_id() -> str:
+    """This kernel's boot id, shared by every container on the host; "" where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def instance_lock_key(instance: int, run_dir: Path | None = None) -> str:
+    """A short name for the PID lock of onboarding instance `instance` on this host.
+
+    Built from the boot id and the run directory's device and inode, not from hostnames:
+    two checkouts on one host, or two containers sharing the host's network and hostname,
+    have different run directories and so different keys, while a restart of the same
+    instance (same kernel, same run directory) gets the same key.
+    """
+    directory = Path(run_dir) if run_dir is not None else conf.run_dir()
+    try:
+        stat = directory.stat()
+        where = f"{stat.st_dev}:{stat.st_ino}"
+    except OSError:  # not created yet (a daemon creates it before it locks): the path will do
+        where = str(directory.resolve())
+    raw = f"{boot_id()}:{where}:{DAEMON_NAME}:{instance}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a claim: the PID lock of a daemon instance, its host and number (for people), and one process.
+
+    `lock_key` (see `instance_lock_key`) is shared by every process that ever held that
+    lock, so a process holding it knows any other claim with that key is a dead
+    predecessor's. `token` is unique to this process (its PID and a random part, as PIDs
+    repeat across containers and reboots).
+    """
+
+    host: str
+    instance: int
+    lock_key: str
+    token: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.lock_key}/"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}{self.host}/{self.instance}/{self.token}"
+
+    @classmethod
+    def current(cls, instance: int = 0, run_dir: Path | None = None) -> Owner:
+        """The owner for this process, running onboarding instance `instance`."""
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        return cls(socket.gethostname(), instance, instance_lock_key(instance, run_dir), token)
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=settings.ONBOARDING_LEASE_SECONDS)
+
+
+def lease_end() -> ExpressionWrapper:
+    """When a lease taken now ends, by the database's clock.
+
+    Every process reads and writes leases against the one clock they share, so a host
+    whose clock runs ahead can't see another host's live claim as expired.
+    """
+    return ExpressionWrapper(Now() + lease_duration(), output_field=DateTimeField())
+
+
+def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer]:
+    """Claim up to `limit` customers due at `now` for `owner`, oldest first, in one short transaction.
+
+    A customer is claimable when nobody holds it, its lease has ended by the database's
+    clock, or it is held under `owner`'s lock key (a dead predecessor: holding the PID
+    lock proves it dead). Each claim records `owner` and a lease ending `lease_end()`.
+
+    On PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
+    claimers take disjoint rows without waiting for each other. On SQLite the transaction
+    is `IMMEDIATE` and so holds the single write lock from its first statement. On both,
+    the UPDATE repeats the claimable filter, so a row claimed by someone else in between
+    is never taken twice, and only the rows this UPDATE really took are returned.
+    """
+    claimable = Customer.objects.due(now).filter(
+        Q(claimed_by="") | Q(claim_expires_at__lt=Now()) | Q(claimed_by__startswith=owner.prefix)
+    )
+    # An idle tick is the common case: answer it with a plain read, without taking
+    # SQLite's write lock (or PostgreSQL row locks) just to find nothing.
+    if not claimable.exists():
+        return []
+    with transaction.atomic():
+        candidates = claimable.order_by("created_at", "id")
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        ids = list(candidates.values_list("id", flat=True)[:limit])
+        if not ids:
+            return []
+        claimable.filter(id__in=ids).update(claimed_by=str(owner), claim_expires_at=lease_end())
+        return list(Customer.objects.filter(id__in=ids, claimed_by=str(owner)).order_by("created_at", "id"))
+
+
+def claims_renew(*, owner: Owner) -> int:
+    """Extend to `lease_end()` every unfinished claim `owner` still holds; return how many.
+
+    A claim someone else took after it expired is not ours any more and is left alone.
+    """
+    with transaction.atomic():
+        return Customer.objects.filter(claimed_by=str(owner), onboarded_at__isnull=True).update(
+            claim_expires_at=lease_end()
+        )
+
+
+def claims_release(*, owner: Owner) -> int:
+    """Give back every unfinished claim of `owner`, so others can take them at once."""
+    with transaction.atomic():
+        return Customer.objects.filter(claimed_by=str(owner)).update(claimed_by="", claim_expires_at=None)
+
+
+def claims_release_predecessors(*, owner: Owner) -> int:
+    """Free the claims of dead processes under `owner`'s lock key; return how many.
+
+    Call only while holding the instance's PID lock, which proves those processes dead.
+    """
+    with transaction.atomic():
+        return (
+            Customer.objects.filter(claimed_by__startswith=owner.prefix, onboarded_at__isnull=True)
+            .exclude(claimed_by=str(owner))
+            .update(claimed_by="", claim_expires_at=None)
+        )
+
+
+def welcome_message_id(customer: Customer) -> str:
+    """The same Message-ID for every copy of a customer's welcome email.
+
+    It is derived from the customer alone, so a copy sent again after a crash carries
+    the ID of the first and mail systems can drop it as a repeat.
+    """
+    domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip(">") or "localhost"
+    return f"<welcome-{customer.pk}-{int(customer.created_at.timestamp())}@{domain}>"
+
+
+def welcome_email(customer: Customer) -> EmailMultiAlternatives:
+    context = {"customer": customer}
+    message = EmailMultiAlternatives(
+        subject=render_to_string("emails/welcome_subject.txt", context).strip(),
+        body=render_to_string("emails/welcome.txt", context),
+        to=[customer.email],
+        headers={"Message-ID": welcome_message_id(customer)},
+    )
+    message.attach_alternative(render_to_string("emails/welcome.html", context), "text/html")
+    return message
+
+
+def mail_connection() -> BaseEmailBackend:
+    """A connection to the mail server, not yet open, whose every read waits at most ONBOARDING_SMTP_TIMEOUT_SECONDS."""
+    return get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
+
+
+class SendDeadlineExceeded(TimeoutError):
+    """Sending one message took longer than ONBOARDING_SEND_DEADLINE_SECONDS (a mail outage)."""
+
+
+def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadline: float | None = None) -> None:
+    """Send `message` through `mail` (opened here if needed), all of it within `deadline` seconds.
+
+    The per-read timeout alone lets a server that answers slowly, or trickles a reply,
+    hold one message for many times that timeout. Past the deadline (default
+    ONBOARDING_SEND_DEADLINE_SECONDS) a watcher thread shuts the connection's socket
+    down, which ends any read at once; the connection is then closed and
+    `SendDeadlineExceeded` raised. Sending is so bounded, which is what lets a lease of
+    three deadlines outlast any send between two renewals.
+    """
+    deadline = settings.ONBOARDING_SEND_DEADLINE_SECONDS if deadline is None else deadline
+    done, expired = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        if done.wait(deadline):
+            return
+        expired.set()
+        # Until the send gives up: the socket may appear only after a connect in progress.
+        while not done.is_set():
+            sock = getattr(getattr(mail, "connection", None), "sock", None)
+            if sock is not None:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch, name="send-deadline", daemon=True)
+    watcher.start()
+    try:
+        mail.open()
+        message.connection = mail
+        message.send(fail_silently=False)
+    except Exception as exc:
+        if expired.is_set():
+            raise SendDeadlineExceeded(f"sending one message took longer than {deadline:g} s") from exc
+        raise
+    finally:
+        done.set()
+        watcher.join()
+        if expired.is_set():
+            with suppress(Exception):
+                mail.close()
+
+
+class MailServerUnavailable(Exception):
+    """The mail server can't be reached or refuses everyone; no customer is to blame."""
+
+
+class Outcome(enum.Enum):
+    ONBOARDED = "onboarded"
+    NOT_OURS = "not_ours"  # the claim was lost; whoever holds it now finishes the customer
+    RETRY = "retry"
+    FAILED = "failed"
+    HELD = "held"  # refused, but held back by the Breaker until it is clear whom to blame
+
+
+@dataclass(frozen=True)
+class OnboardResult:
+    outcome: Outcome
+    customer: Customer
+    error: str = ""  # the failure, with addresses redacted: safe for logs and Sentry
+
+
+def customer_onboard(
+    *, customer: Customer, owner: Owner, mail: BaseEmailBackend | None = None, now: datetime | None = None,
+    breaker: Breaker | None = None,
+) -> OnboardResult:
+    """Send the welcome email, then record the onboarding, exactly once.
+
+    The email goes out first, outside any transaction, through `mail` (opened here if it
+    is not open). The `Onboarding` record and `onboarded_at` then commit together, and
+    only while `owner` still holds the claim; the unique key on `Onboarding.customer`
+    stops a second record whatever happens. A kill between the two leaves the customer
+    claimed but not onboarded, so it is sent again: with the same Message-ID.
+
+    A failure to send that belongs to this customer (a refused recipient, a bad
+    template) is recorded by `customer_onboarding_failed`. A failure of the mail server
+    itself raises `MailServerUnavailable` and records nothing against the customer.
+    With a `breaker`, a permanent refusal goes to it first: it may hold the refusal back
+    (`Outcome.HELD`, nothing recorded) or decide that the server refuses everyone
+    (`MailServerUnavailable`). Database errors propagate.
+    """
+    own_mail = mail is None
+    try:
+        if mail is None:
+            mail = mail_connection()
+        message_send(welcome_email(customer), mail)
+    except Exception as exc:
+        if is_mail_outage(exc):
+            raise MailServerUnavailable(error_describe(exc)) from exc
+        if breaker is not None and is_permanent(exc) and breaker.refused(customer, exc, now or timezone.now()):
+            return OnboardResult(Outcome.HELD, customer, error_describe(exc))
+        row = customer_onboarding_failed(customer=customer, owner=owner, error=exc, now=now or timezone.now())
+        if row is None:
+            return OnboardResult(Outcome.NOT_OURS, customer, error_describe(exc))
+        return OnboardResult(Outcome.FAILED if row.failed_at else Outcome.RETRY, row, error_describe(exc))
+    finally:
+        if own_mail and mail is not None:
+            mail.close()
+    if breaker is not None:
+        breaker.accepted()
+    if customer_onboarding_complete(customer=customer, owner=owner, now=now or timezone.now()):
+        return OnboardResult(Outcome.ONBOARDED, customer)
+    return OnboardResult(Outcome.NOT_OURS, customer)
+
+
+class Breaker:
+    """Tells a mail server that refuses everyone from customers whose addresses are bad.
+
+    A relay without its credentials, or a provider's sandbox, answers every recipient
+    with a permanent 5xx; failing each customer would fail the whole backlog. So a
+    permanent refusal is held back, nothing recorded, until the next customer's outcome:
+
+    - anything else (an accepted message, a temporary failure) ends the streak, and the
+      held refusals are the customers' own: `settle` records them;
+    - ONBOARDING_BREAKER_THRESHOLD different customers refused in a row, or one 5.7.x
+      (policy) reply, mean the server is the problem: the breaker trips. The held
+      customers are given back with no attempt counted, due again after a short delay so
+      that others are tried first, and `MailServerUnavailable` is raised.
+
+    A customer given back this way is a suspect: refused again once the server has
+    accepted another message since, the refusal is its own and fails it at once. So a
+    few bad addresses that sort next to each other can't stall the queue for ever.
+    """
+
+    def __init__(self, owner: Owner, threshold: int | None = None) -> None:
+        self.owner = owner
+        self.threshold = settings.ONBOARDING_BREAKER_THRESHOLD if threshold is None else threshold
+        self.held: list[tuple[Customer, BaseException]] = []
+        self.suspects: set[int] = set()
+        self.proven = False  # the server accepted a message since the last trip
+
+    def accepted(self) -> None:
+        """The server accepted a message."""
+        self.proven = True
+
+    def refused(self, customer: Customer, exc: BaseException, now: datetime) -> bool:
+        """Take a permanent refusal: True if it is held back, False if the customer is to blame now.
+
+        Raises `MailServerUnavailable` when the refusal trips the breaker.
+        """
+        if customer.pk in self.suspects and self.proven:
+            self.suspects.discard(customer.pk)
+            return False
+        self.held.append((customer, exc))
+        policy = is_policy_refusal(exc)
+        if policy or len({held.pk for held, _ in self.held}) >= self.threshold:
+            self.trip(now, reason="a policy refusal (5.7.x)" if policy else
+                      f"{len(self.held)} different recipients refused in a row")
+        return True
+
+    def trip(self, now: datetime, *, reason: str) -> None:
+        ids = [customer.pk for customer, _ in self.held]
+        last_error = error_describe(self.held[-1][1])
+        self.held.clear()
+        with transaction.atomic():
+            Customer.objects.filter(pk__in=ids, claimed_by=str(self.owner), onboarded_at__isnull=True).update(
+                claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1)
+            )
+        self.suspects.update(ids)
+        self.proven = False
+        raise MailServerUnavailable(f"the mail server refuses everyone: {reason}; last reply: {last_error}")
+
+    def settle(self, now: datetime) -> list[OnboardResult]:
+        """Record the held refusals as the customers' own failures; return what was recorded."""
+        results = []
+        for customer, exc in self.held:
+            row = customer_onboarding_failed(customer=customer, owner=self.owner, error=exc, now=now)
+            if row is not None:
+                results.append(OnboardResult(Outcome.FAILED if row.failed_at else Outcome.RETRY, row,
+                                             error_describe(exc)))
+        self.held.clear()
+        return results
+
+
+def customer_onboarding_complete(*, customer: Customer, owner: Owner, now: datetime) -> bool:
+    """Commit the onboarding record and `onboarded_at` together, if `owner` holds the claim.
+
+    Returns False, changing nothing, when the claim was lost to another process or the
+    customer is already onboarded.
+    """
+    with transaction.atomic():
+        won = Customer.objects.filter(pk=customer.pk, claimed_by=str(owner), onboarded_at__isnull=True).update(
+            onboarded_at=now, claimed_by="", claim_expires_at=None, next_attempt_at=None
+        )
+        if not won:
+            return False
+        Onboarding.objects.create(
+            customer=customer, onboarded_at=now, message_id=welcome_message_id(customer), onboarded_by=str(owner)
+        )
+    return True
+
+
+def error_describe(exc: BaseException) -> str:
+    """One line about `exc` with every email address redacted by the framework's scrubber.
+
+    SMTP errors quote the recipient; this text goes to logs, the admin and Sentry, which
+    get the customer id instead.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    return reporting.scrub(" ".join(text.split()))[:2000]
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for an SMTP 5xx rejection, which no retry will cure."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(500 <= code < 600 for code in codes)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 500 <= exc.smtp_code < 600
+    return False
+
+
+# A mail outage is retried with backoff up to this many seconds.
+MAIL_OUTAGE_BACKOFF_CAP = 300.0
+_POLICY_STATUS = re.compile(rb"^\s*5\.7\.\d{1,3}\b")
+
+
+def is_policy_refusal(exc: BaseException) -> bool:
+    """True for a 5xx reply with a 5.7.x enhanced status: refused by policy (relaying, auth, sandbox)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = list(exc.recipients.values())
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        replies = [(exc.smtp_code, exc.smtp_error)]
+    else:
+        return False
+    return any(500 <= code < 600 and _POLICY_STATUS.match(message if isinstance(message, bytes) else
+                                                           str(message).encode())
+               for code, message in replies)
+
+
+def mail_outage_delay(failures: int) -> float:
+    """Seconds to wait before trying a mail server again after `failures` failed tries in a row.
+
+    The customers' retry backoff, capped at MAIL_OUTAGE_BACKOFF_CAP: a server that is
+    back is found within minutes, and one that isn't is not hammered.
+    """
+    cap = min(settings.ONBOARDING_RETRY_MAX_SECONDS, MAIL_OUTAGE_BACKOFF_CAP)
+    return retry_delay(failures, cap=cap).total_seconds()
+
+
+def is_mail_outage(exc: BaseException) -> bool:
+    """True when sending failed for a reason no single customer causes.
+
+    The server is unreachable, hung up, timed out, says it is unavailable (421), or
+    refuses our login or sender address: every other customer would fail the same way,
+    so no customer's attempt is counted.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return False
+    if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError,
+                        smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError)):
+        return True
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, OSError)
+
+
+def retry_delay(
+    attempts: int, *, base: float | None = None, cap: float | None = None, rng: random.Random | None = None
+) -> timedelta:
+    """Exponential backoff with jitter, after the `attempts`-th failed attempt.
+
+    The ceiling is base * 2^(attempts-1), capped at `cap`; the delay is drawn uniformly
+    from the upper half of it, so retries of many customers spread out but the wait
+    still grows with each attempt. `base` and `cap` default to the settings
+    ONBOARDING_RETRY_BASE_SECONDS and ONBOARDING_RETRY_MAX_SECONDS.
+    """
+    base = settings.ONBOARDING_RETRY_BASE_SECONDS if base is None else base
+    cap = settings.ONBOARDING_RETRY_MAX_SECONDS if cap is None else cap
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=(rng or random).uniform(ceiling / 2, ceiling))
+
+
+def customer_onboarding_failed(
+    *, customer: Customer, owner: Owner, error: BaseException, now: datetime
+) -> Customer | None:
+    """Record a failed attempt: count it, schedule a retry, or mark the customer failed.
+
+    A permanent SMTP rejection (5xx) fails the customer at once; otherwise the customer
+    fails after ONBOARDING_MAX_ATTEMPTS attempts, and before that waits `retry_delay`.
+    The claim is given back either way. Returns the updated customer, or None, recording
+    nothing, when `owner` no longer holds the claim.
+    """
+    with transaction.atomic():
+        row = Customer.objects.select_for_update().get(pk=customer.pk)
+        if row.onboarded_at is not None or row.claimed_by != str(owner):
+            return None
+        row.attempts += 1
+        row.last_error = error_describe(error)
+        row.claimed_by = ""
+        row.claim_expires_at = None
+        if is_permanent(error) or row.attempts >= settings.ONBOARDING_MAX_ATTEMPTS:
+            row.failed_at = now
+            row.next_attempt_at = None
+        else:
+            row.next_attempt_at = now + retry_delay(row.attempts)
+        row.save(update_fields=["attempts", "last_error", "claimed_by", "claim_expires_at", "failed_at",
+                                "next_attempt_at"])
+    return row
+
+
+@dataclass(frozen=True)
+class RetryReport:
+    """What `customers_retry_onboarding` did: how many were re-queued, and how many skipped and why."""
+
+    requeued: int
+    skipped: dict[str, int]  # reason -> how many
+
+
+# Why a customer chosen for a retry was left alone, by its state.
+RETRY_SKIP_REASONS = {
+    OnboardingState.ONBOARDED: "already onboarded",
+    OnboardingState.WAITING: "still in the queue, not failed",
+    OnboardingState.RETRYING: "still in the queue, not failed",
+}
+BEING_ONBOARDED = "being onboarded right now"
+
+
+@transaction.atomic
+def customers_retry_onboarding(*, ids: Iterable[int]) -> RetryReport:
+    """Put the failed customers among `ids` back in the queue with a fresh attempt count.
+
+    Only failed customers are touched, and never one a daemon holds a live claim on: the
+    UPDATE itself carries both conditions, so a customer claimed in the meantime is left
+    alone and can't be emailed twice. The others are counted by reason. The onboarding
+    daemon is woken once the transaction commits.
+    """
+    chosen = Customer.objects.filter(pk__in=list(ids))
+    retryable = chosen.failed().filter(Q(claimed_by="") | Q(claim_expires_at__lt=Now()))
+    if connection.features.has_select_for_update:
+        retryable = retryable.select_for_update()
+    retry_ids = list(retryable.values_list("pk", flat=True))
+    skipped = Counter(_retry_skip_reason(customer) for customer in chosen.exclude(pk__in=retry_ids))
+    requeued = retryable.filter(pk__in=retry_ids).update(
+        failed_at=None, attempts=0, next_attempt_at=None, claimed_by="", claim_expires_at=None
+    )
+    if requeued < len(retry_ids):  # claimed between the read and the UPDATE
+        skipped[BEING_ONBOARDED] += len(retry_ids) - requeued
+    if requeued:
+        transaction.on_commit(onboarding_wake)
+    return RetryReport(requeued=requeued, skipped=dict(skipped))
+
+
+def _retry_skip_reason(customer: Customer) -> str:
+    if customer.claimed_by and customer.onboarded_at is None:
+        return BEING_ONBOARDED
+    return RETRY_SKIP_REASONS[customer.onboarding_state]
