@@ -37,7 +37,8 @@ def in_project_dirs(project):
     return override_settings(DAEMONS_RUN_DIR=project.run_dir, DAEMONS_LOG_DIR=project.log_dir)
 
 
-@override_settings(DAEMONS_RUN_DIR=BASE_DIR / "var" / "run", DAEMONS_LOG_DIR=BASE_DIR / "var" / "log")
+# deploy/production.env's directories: the examples must agree with it (test_settings_production checks that).
+@override_settings(DAEMONS_RUN_DIR=Path("/run/signup_site"), DAEMONS_LOG_DIR=Path("/var/log/signup_site"))
 @pytest.mark.parametrize(("kind", "filename"), [("--systemd", "onboarding.service"),
                                                 ("--supervisor", "onboarding.supervisor.conf"),
                                                 ("--logrotate", "onboarding.logrotate")])
