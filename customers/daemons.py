@@ -1,7 +1,6 @@
 """The showcase's daemons: onboarding (each new customer, exactly once) and the daily digest."""
 from __future__ import annotations
 
-import logging
 import time
 from datetime import datetime
 
@@ -15,8 +14,6 @@ from daemons.jobs import ScheduledDaemon, job
 from . import onboarding, selectors
 from .digest import digest_send
 from .onboarding import Outcome
-
-logger = logging.getLogger("daemons.onboarding")
 
 
 class OnboardingFailure(Exception):
@@ -47,7 +44,7 @@ class OnboardingDaemon(Daemon):
         # Holding our PID lock proves any predecessor under our lock key is dead.
         released = onboarding.claims_release_predecessors(owner=self.owner)
         if released:
-            logger.info("took back %d claims of a dead predecessor", released, extra={"action": "claims_reclaimed"})
+            self.logger.info("took back %d claims of a dead predecessor", released, extra={"action": "claims_reclaimed"})
 
     def tick(self, now: datetime) -> TickResult:
         counts = {outcome: 0 for outcome in Outcome}
@@ -125,7 +122,7 @@ class OnboardingDaemon(Daemon):
     def record_failure(self, result: onboarding.OnboardResult) -> None:
         customer = result.customer
         retry = result.outcome is Outcome.RETRY
-        logger.warning(
+        self.logger.warning(
             "onboarding customer %s failed (attempt %d), %s: %s",
             customer.pk, customer.attempts, "will retry" if retry else "gave up", result.error,
             extra={"action": "onboard_retry" if retry else "onboard_failed", "customer_id": customer.pk},
@@ -138,14 +135,14 @@ class OnboardingDaemon(Daemon):
         self.mail_failures += 1
         self.mail_retry_at = time.monotonic() + onboarding.mail_outage_delay(self.mail_failures)
         if self.mail_failures == 1:
-            logger.warning("mail server unavailable, will retry: %s", exc, extra={"action": "mail_unavailable"})
+            self.logger.warning("mail server unavailable, will retry: %s", exc, extra={"action": "mail_unavailable"})
             # A fresh exception: the original's chain has frames that hold addresses.
             reporting.capture(onboarding.MailServerUnavailable(str(exc)), daemon=self.name)
 
     def mail_available(self) -> None:
         if self.mail_failures:
             self.mail_failures = 0
-            logger.info("mail server available again", extra={"action": "mail_available"})
+            self.logger.info("mail server available again", extra={"action": "mail_available"})
 
     def work_in_progress(self) -> str:
         # Its claim is released by the lease (or at once by our restart); the email may
@@ -167,4 +164,4 @@ class DigestDaemon(ScheduledDaemon):
 
     @job(cron="0 8 * * *", catch_up=True)
     def daily_digest(self, now: datetime) -> int:
-        return digest_send(now=now)
+        return digest_send(now=now, log=self.logger)

@@ -14,7 +14,7 @@ from django.template.loader import render_to_string
 
 from .models import Customer
 
-logger = logging.getLogger("daemons.digest")
+logger = logging.getLogger("customers.digest")  # the daemon passes its own
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def digest_email(digest: Digest, recipients: list[str]) -> EmailMultiAlternative
     return message
 
 
-def digest_send(*, now: datetime) -> int:
+def digest_send(*, now: datetime, log: logging.Logger = logger) -> int:
     """Email the digest of the day before `now` to the recipients; return how many got it.
 
     With nobody to send to, logs a warning (action `digest_no_recipients`) and sends
@@ -91,12 +91,12 @@ def digest_send(*, now: datetime) -> int:
     """
     recipients = digest_recipients()
     if not recipients:
-        logger.warning("no digest recipients: set DIGEST_RECIPIENTS or give a staff user an email address",
+        log.warning("no digest recipients: set DIGEST_RECIPIENTS or give a staff user an email address",
                        extra={"action": "digest_no_recipients"})
         return 0
     digest = digest_build(now)
     digest_email(digest, recipients).send(fail_silently=False)
-    logger.info("sent the digest for %s (%d signups, %d failures) to %d recipients", digest.day,
+    log.info("sent the digest for %s (%d signups, %d failures) to %d recipients", digest.day,
                 len(digest.signups), len(digest.failures), len(recipients),
                 extra={"action": "digest_sent", "day": digest.day.isoformat(), "signups": len(digest.signups),
                        "failures": len(digest.failures)})

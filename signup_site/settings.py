@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import environ
@@ -201,27 +202,22 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signup Site <welcome
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production")
 
-# The daemon framework.
-DAEMONS_RUN_DIR = project_path(env.str("DAEMONS_RUN_DIR", default="var/run"))
-DAEMONS_LOG_DIR = project_path(env.str("DAEMONS_LOG_DIR", default="var/log"))
+# The daemon framework: its settings and their defaults live in daemons/conf.py; set here
+# only what the environment sets, so no default is written twice.
+for _name in ("DAEMONS_RUN_DIR", "DAEMONS_LOG_DIR", "DAEMONS_LOG_LEVEL", "DAEMONS_LOG_FORMAT"):
+    if _name in os.environ:
+        globals()[_name] = env.str(_name)
+if "DAEMONS_STOP_TIMEOUT" in os.environ:
+    DAEMONS_STOP_TIMEOUT = env.float("DAEMONS_STOP_TIMEOUT")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "daemon": {
-            "format": "%(asctime)s %(levelname)s pid=%(process)d daemon=%(daemon)s %(name)s: %(message)s",
-        },
-    },
-    "filters": {
-        "daemon_name": {"()": "daemons.logs.DaemonNameFilter"},
-    },
     "handlers": {
         "console": {"class": "logging.StreamHandler"},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "daemons": {"level": env.str("DAEMONS_LOG_LEVEL", default="INFO")},
         "customers": {"level": "INFO"},
     },
 }
@@ -241,10 +237,6 @@ ONBOARDING_RETRY_MAX_SECONDS = env.float("ONBOARDING_RETRY_MAX_SECONDS", default
 # customers.checks), and each SMTP read at most the timeout.
 ONBOARDING_SEND_DEADLINE_SECONDS = env.float("ONBOARDING_SEND_DEADLINE_SECONDS", default=ONBOARDING_LEASE_SECONDS / 3)
 ONBOARDING_SMTP_TIMEOUT_SECONDS = env.float("ONBOARDING_SMTP_TIMEOUT_SECONDS", default=ONBOARDING_LEASE_SECONDS / 12)
-
-# How long a stopping daemon may take to finish or release its work before it gives up
-# and exits non-zero; under supervisord's default 10 s wait before SIGKILL.
-DAEMONS_STOP_TIMEOUT = env.float("DAEMONS_STOP_TIMEOUT", default=8.0)
 
 # The daily digest (customers/digest.py): addresses to send it to; empty means active staff users.
 DIGEST_RECIPIENTS = env.list("DIGEST_RECIPIENTS", default=[])
