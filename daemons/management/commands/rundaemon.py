@@ -1,8 +1,10 @@
-"""`manage.py rundaemon NAME [--detach] [--once]`: a thin shell over `daemons.lifecycle`."""
+"""`manage.py rundaemon NAME [--detach | --once | --reload]`: a thin shell over `daemons.lifecycle`."""
 from __future__ import annotations
 
 import argparse
+import sys
 
+from daemons import control, reload
 from daemons.lifecycle import Lifecycle, StartupError
 from daemons.privileges import Credentials, PrivilegeError
 
@@ -15,24 +17,42 @@ class Command(DaemonCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         self.add_name_argument(parser)
         mode = parser.add_mutually_exclusive_group()
-        mode.add_argument("--detach", action="store_true", help="daemonize; return once it is up")
+        mode.add_argument("--detach", action="store_true",
+                          help="daemonize; return once it is up (exit 0 if it already runs)")
         mode.add_argument("--once", action="store_true", help="run one tick and exit; non-zero if the tick raised")
+        mode.add_argument("--reload", action="store_true",
+                          help="development only: run in the foreground and restart when the code changes")
         self.add_instance_argument(parser)
-        parser.add_argument("--user", help="when started as root, run as this user")
-        parser.add_argument("--group", help="when started as root, run with this group")
+        self.add_credentials_arguments(parser)
 
-    def handle(self, *args, name: str, detach: bool, once: bool, instance: int, user: str | None,
+    def handle(self, *args, name: str, detach: bool, once: bool, reload: bool, instance: int, user: str | None,
                group: str | None, **options) -> None:
         daemon_cls = self.daemon_class(name)
         try:
-            lifecycle = Lifecycle(daemon_cls, instance=instance, detach=detach, once=once,
-                                  credentials=Credentials.resolve(user, group))
-            code = lifecycle.run()
+            credentials = Credentials.resolve(user, group)
+            if detach:
+                started = control.start(daemon_cls, instance=instance, credentials=credentials)
+                label = control.label(name, instance)
+                if started.already_running:
+                    self.stdout.write(f"{label} already running (pid {started.pid})")
+                else:
+                    self.stdout.write(f"{label} started (pid {started.pid}); log: {started.log}")
+                return
+            lifecycle = Lifecycle(daemon_cls, instance=instance, once=once, credentials=credentials)
+            if reload:
+                code = self.run_reloading(lifecycle)
+            else:
+                code = lifecycle.run()
         except (StartupError, PrivilegeError) as exc:
             raise self.fail(name, str(exc)) from None
-        if detach:
-            self.stdout.write(f"{name} started (pid {lifecycle.pid}); log: {lifecycle.paths.log}")
-        elif once:
+        if once:
             self.stdout.write(f"{name}: {lifecycle.last_result_line}")
         if code:
             raise self.fail(name, f"exited with status {code}; see its log", returncode=code)
+
+    def run_reloading(self, lifecycle: Lifecycle) -> int:
+        """Run under `daemons.reload`; the child ends here with its own status (3 asks for a new one)."""
+        code = reload.run_with_reloader(lifecycle.run)
+        if reload.is_child():
+            sys.exit(code)
+        return code
