@@ -220,7 +220,8 @@ def test_table_keeps_one_line_per_instance_and_shows_the_last_error_on_it(projec
     result = project.manage("daemonstatus", "failing", "counter")
     lines = result.stdout.splitlines()
     assert len(lines) == 3, result.stdout
-    assert lines[1].startswith("failing ") and "last error: RuntimeError: the failing daemon failed on purpose" in lines[1]
+    assert lines[1].startswith("failing ")
+    assert "last error: RuntimeError: the failing daemon failed on purpose" in lines[1]
     assert lines[2].startswith("counter ") and "running" in lines[2]
 
 

@@ -53,7 +53,8 @@ def test_first_interval_says_starting_then_never(fixed_now) -> None:
     from daemons import registry
     from daemons.heartbeat import heartbeat_period
 
-    period = max(registry.get("counter").interval_seconds(), heartbeat_period(registry.get("counter").interval_seconds()))
+    interval = registry.get("counter").interval_seconds()
+    period = max(interval, heartbeat_period(interval))
     young = row(started_at=fixed_now - timedelta(seconds=period / 2))
     old = row(started_at=fixed_now - timedelta(seconds=period + 1))
     assert _table.last_tick_label(young, fixed_now) == "starting"

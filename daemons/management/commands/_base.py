@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,7 +12,7 @@ from daemons import registry
 from daemons.base import Daemon
 
 MAX_INSTANCE = 999
-MAX_TIMEOUT = 3600.0
+MAX_SECONDS = 3600.0
 
 
 def instance_type(value: str) -> int:
@@ -25,15 +26,19 @@ def instance_type(value: str) -> int:
     return number
 
 
-def seconds_type(value: str) -> float:
-    """A number of seconds above 0 and at most an hour (--timeout, --watch)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not 0 < seconds <= MAX_TIMEOUT:
-        raise argparse.ArgumentTypeError(f"expected more than 0 and at most {MAX_TIMEOUT:g} seconds, got {value}")
-    return seconds
+def seconds_type(what: str) -> Callable[[str], float]:
+    """An argparse type for `what` (e.g. "timeout"): seconds above 0 and at most an hour."""
+
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number of seconds, got {value!r}") from None
+        if not 0 < seconds <= MAX_SECONDS:
+            raise argparse.ArgumentTypeError(f"{what} must be between 0 and {MAX_SECONDS:g} seconds, got {value}")
+        return seconds
+
+    return parse
 
 
 def registered_names() -> str:
@@ -61,7 +66,7 @@ class DaemonCommandMixin:
         parser.add_argument("--group", help="when started as root, run with this group")
 
     def add_stop_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--timeout", type=seconds_type, default=None,
+        parser.add_argument("--timeout", type=seconds_type("timeout"), default=None,
                             help="seconds to wait for it to stop (default: DAEMONS_STOP_TIMEOUT plus 2)")
         parser.add_argument("--kill", action="store_true", help="send SIGKILL if it has not stopped by then")
 

@@ -31,7 +31,8 @@ class Command(DaemonCommand):
                             help="every instance of every registered daemon on this host (the default without NAME)")
         view = parser.add_mutually_exclusive_group()
         view.add_argument("--json", action="store_true", help="print a JSON list for monitoring")
-        view.add_argument("--watch", nargs="?", type=seconds_type, const=WATCH_EVERY, default=None, metavar="SECONDS",
+        view.add_argument("--watch", nargs="?", type=seconds_type("watch interval"), const=WATCH_EVERY, default=None,
+                          metavar="SECONDS",
                           help=f"redraw the table every SECONDS (default {WATCH_EVERY:g}) until Ctrl-C")
 
     def handle(self, *args, names: list[str], every: bool, json: bool, watch: float | None, **options) -> None:
@@ -64,7 +65,8 @@ class Command(DaemonCommand):
                 table = _table.render(self.rows(names), self.style, now)
                 if self.stdout.isatty():
                     self.stdout.write(CLEAR_SCREEN, ending="")
-                self.stdout.write(f"Every {every:g}s: daemonstatus    {now.astimezone():%Y-%m-%d %H:%M:%S}\n\n{table}\n")
+                header = f"Every {every:g}s: daemonstatus    {now.astimezone():%Y-%m-%d %H:%M:%S}"
+                self.stdout.write(f"{header}\n\n{table}\n")
                 self.stdout.flush()
                 time.sleep(every)
         except KeyboardInterrupt:
