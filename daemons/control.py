@@ -187,8 +187,8 @@ def all_stop_targets() -> list[StopTarget]:
 
     This list is the one place to add another process that `--all` must stop.
     """
-    return [target for name in registry.names() for target in map(lambda i: stop_target(name, i), instances(name))
-            if target.pid_file.exists()]
+    targets = (stop_target(name, instance) for name in registry.names() for instance in instances(name))
+    return [target for target in targets if target.pid_file.exists()]
 
 
 def stop_many(targets: list[StopTarget], *, timeout: float, kill: bool,
@@ -206,7 +206,7 @@ def stop_many(targets: list[StopTarget], *, timeout: float, kill: bool,
     def stop_one(target: StopTarget) -> None:
         try:
             report = StopReport(target, stopping.stop(target.pid_file, timeout=timeout, kill=kill))
-        except Exception as exc:  # reported like any other outcome, never lost in a thread
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is reported, never lost in a thread
             report = StopReport(target, None, str(exc))
         finished.put(report)
 

@@ -68,7 +68,8 @@ def test_a_stale_pid_file_is_replaced_by_the_new_daemon(project) -> None:
 def hung_slow_daemon(project, tmp_path: Path) -> int:
     """A `slow` daemon stuck in a tick that reports no progress, until daemonstatus calls it hung."""
     marker = tmp_path / "marker"
-    pid = project.start("slow", env={"TESTAPP_TICK_SECONDS": "120", "TESTAPP_TICKS_FILE": str(marker)})
+    pid = project.start("slow", env={"TESTAPP_TICK_SECONDS": "120", "TESTAPP_TICKS_FILE": str(marker),
+                                     "TESTAPP_PROGRESS_LIMIT": "1"})
     wait_for(lambda: marker.exists(), 30, "the slow tick to begin")
     wait_for(lambda: status_json(project, "slow")[0]["state"] == "hung", 60, "the daemon to read as hung")
     return pid
