@@ -334,3 +334,15 @@ def test_rundaemon_help_lists_the_registered_daemons(project) -> None:
     assert result.returncode == 0
     assert f"the daemon's registered name: {', '.join(registry.names())}" in " ".join(result.stdout.split())
 
+
+
+def test_restart_starts_nothing_while_the_old_daemon_still_runs(project, tmp_path) -> None:
+    marker = tmp_path / "marker"
+    env = {"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "60", "DAEMONS_STOP_TIMEOUT": "30"}
+    pid = project.start("slow", env=env)
+    wait_for(lambda: marker.exists(), 30, "a tick in progress")
+    result = project.manage("restartdaemon", "slow", "--timeout", "0.5", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(f"slow: pid {pid} did not stop within 0.5s; not restarted (try --kill)")
+    assert alive(pid)
+    assert status_json(project, "slow")[0]["pid"] == pid
