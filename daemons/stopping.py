@@ -107,3 +107,11 @@ def remove_stale(path: Path) -> None:
     except pidfile.PidFileError:
         return
     stale.release()
+
+
+def send_signal(path: Path, signum: int) -> int | None:
+    """Send `signum` to the daemon holding the lock on `path`, by the path `stop` takes; its PID, or None.
+
+    None means nobody holds the lock: a PID written in a stale file is never signalled.
+    """
+    return _signal_holder(path, signum)

@@ -23,7 +23,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 
-from . import conf, logs, pidfile, registry, stopping
+from . import conf, logs, registry, stopping
 from .base import Daemon
 from .notify import Notifier
 from .paths import RunPaths
@@ -557,29 +557,6 @@ def _detached_main(specs: list[ChildSpec], own: PidFile, ready_fd: int) -> int: 
     return code
 
 
-@dataclass(frozen=True)
-class StopReport:
-    """One line of `stopdaemon --all`: what was stopped, and how."""
-
-    label: str
-    outcome: stopping.StopOutcome
-
-
-def stop_all(*, timeout: float, kill: bool = False) -> list[StopReport]:
-    """Stop the supervisor (which stops its children), then any registered daemon still holding its PID file.
-
-    The supervisor gets `timeout` plus the children's stop deadline, since it waits for
-    them. Standalone daemons started with `rundaemon NAME` are stopped too, so nothing
-    registered keeps running.
-    """
-    reports = [StopReport(NAME, stopping.stop(pid_path(), timeout=timeout + conf.stop_timeout(), kill=kill))]
-    names = set(registry.names())
-    for path in sorted(conf.run_dir().glob("*.pid")):
-        if path.name.split(".")[0] in names and pidfile.is_locked(path):
-            reports.append(StopReport(path.stem, stopping.stop(path, timeout=timeout, kill=kill)))
-    return reports
-
-
 def supervise(names: list[str], *, every: bool, detach: bool, once: bool = False, instance: int = 0,
               user: str | None = None, group: str | None = None) -> str:
     """`rundaemon --all` and `rundaemon NAME1 NAME2 ...`: run the supervisor; return the line to print.
@@ -615,27 +592,3 @@ def supervise(names: list[str], *, every: bool, detach: bool, once: bool = False
         failures = "; ".join(f"{label}: {why}" for label, why in started.failed.items())
         raise CommandError(f"{NAME} (pid {started.pid}) runs the others, but {failures}")
     return f"{NAME} started (pid {started.pid}) with {', '.join(s.label for s in specs)}; log: {log_path()}"
-
-
-def stop_all_command(name: str | None, *, every: bool, timeout: float, kill: bool) -> str:
-    """`stopdaemon --all`: stop everything; return the lines to print, or raise `CommandError`.
-
-    Fails (after stopping what it could) when something is still running at the deadline.
-    """
-    from django.core.management.base import CommandError
-
-    if name is not None or not every:
-        raise CommandError("give a daemon name or --all, not both" if name else "name a daemon, or use --all")
-    lines, stuck = [], []
-    for report in stop_all(timeout=timeout, kill=kill):
-        outcome = report.outcome
-        if outcome.state == "timeout":
-            stuck.append(f"{report.label} (pid {outcome.pid})")
-        elif outcome.state == "not_running" and report.label == NAME:
-            stale = f" (stale PID file names pid {outcome.stale_pid}; not signalled)" if outcome.stale_pid else ""
-            lines.append(f"{NAME} is not running{stale}")
-        elif outcome.state != "not_running":
-            lines.append(f"{report.label} {'stopped' if outcome.state == 'stopped' else 'killed'} (pid {outcome.pid})")
-    if stuck:
-        raise CommandError(f"still running after the deadline: {', '.join(stuck)}; try --kill")
-    return "\n".join(lines)

@@ -178,8 +178,9 @@ def test_logrotate_with_the_generated_stanza_loses_no_line(project) -> None:
 
     for rotation in (1, 2):
         wait_for(lambda: _ticks_logged(log.read_text()) >= 20, message="ticks logged before rotating")
+        # postrotate runs `manage.py signaldaemon`: it needs this project's settings and run directory.
         result = subprocess.run([logrotate, "-s", str(state), "-f", str(conf)], capture_output=True, text=True,
-                                timeout=60)
+                                timeout=60, env=project.env)
         assert result.returncode == 0, result.stderr
         # The daemon got the HUP and writes to the new file.
         wait_for(lambda: "reopened log files" in log.read_text(), message=f"the reopen after rotation {rotation}")

@@ -1,7 +1,10 @@
-"""What every daemon command shares: the NAME and --instance arguments, the lookup and its errors."""
+"""What every daemon command shares: the NAME and --instance arguments, the lookup and its errors, NO_COLOR."""
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,6 +12,7 @@ from daemons import registry
 from daemons.base import Daemon
 
 MAX_INSTANCE = 999
+MAX_SECONDS = 3600.0
 
 
 def instance_type(value: str) -> int:
@@ -22,18 +26,49 @@ def instance_type(value: str) -> int:
     return number
 
 
+def seconds_type(what: str) -> Callable[[str], float]:
+    """An argparse type for `what` (e.g. "timeout"): seconds above 0 and at most an hour."""
+
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number of seconds, got {value!r}") from None
+        if not 0 < seconds <= MAX_SECONDS:
+            raise argparse.ArgumentTypeError(f"{what} must be between 0 and {MAX_SECONDS:g} seconds, got {value}")
+        return seconds
+
+    return parse
+
+
+def registered_names() -> str:
+    return ", ".join(registry.names()) or "none"
+
+
 class DaemonCommandMixin:
     """Arguments and lookup for commands about registered daemons; mix into a BaseCommand."""
 
-    def add_name_argument(self, parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    def add_name_argument(self, parser: argparse.ArgumentParser, *, many: bool = False,
+                          required: bool = True) -> None:
         if many:
-            parser.add_argument("names", nargs="*", metavar="NAME", help="registered daemon names (default: all)")
+            parser.add_argument("names", nargs="*", metavar="NAME",
+                                help=f"registered daemon names (default: all): {registered_names()}")
         else:
-            parser.add_argument("name", help="the daemon's registered name")
+            parser.add_argument("name", nargs=None if required else "?", metavar="NAME",
+                                help=f"the daemon's registered name: {registered_names()}")
 
     def add_instance_argument(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--instance", type=instance_type, default=0,
                             help=f"instance number, to run several copies on one host (0 to {MAX_INSTANCE}, default 0)")
+
+    def add_credentials_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--user", help="when started as root, run as this user")
+        parser.add_argument("--group", help="when started as root, run with this group")
+
+    def add_stop_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--timeout", type=seconds_type("timeout"), default=None,
+                            help="seconds to wait for it to stop (default: DAEMONS_STOP_TIMEOUT plus 2)")
+        parser.add_argument("--kill", action="store_true", help="send SIGKILL if it has not stopped by then")
 
     def daemon_class(self, name: str) -> type[Daemon]:
         """The daemon registered as `name`; CommandError listing the registered daemons if none is."""
@@ -49,3 +84,9 @@ class DaemonCommandMixin:
 
 class DaemonCommand(DaemonCommandMixin, BaseCommand):
     """A management command about one or more registered daemons."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        # https://no-color.org: a non-empty NO_COLOR turns colour off unless --force-color asks for it.
+        if os.environ.get("NO_COLOR") and not options.get("force_color"):
+            options["no_color"] = True
+        return super().execute(*args, **options)

@@ -21,6 +21,13 @@ def seconds_type(value: str) -> int:
     return seconds
 
 
+KIND_HELP = {
+    "systemd": "print a systemd unit (Type=notify, foreground)",
+    "supervisor": "print a supervisord program section (foreground)",
+    "logrotate": "print a logrotate stanza for the detached daemon's log",
+}
+
+
 class Command(DaemonCommand):
     help = "Print a systemd unit, a supervisord program section or a logrotate stanza for a daemon."
 
@@ -30,7 +37,7 @@ class Command(DaemonCommand):
                             help="the files for `rundaemon --all`: one supervisor running every daemon")
         kind = parser.add_mutually_exclusive_group(required=True)
         for option in deployment.RENDERERS:
-            kind.add_argument(f"--{option}", dest="kind", action="store_const", const=option)
+            kind.add_argument(f"--{option}", dest="kind", action="store_const", const=option, help=KIND_HELP[option])
         parser.add_argument("--project-dir", type=Path, help="the project on the server (default: this one)")
         parser.add_argument("--python", type=Path, help="the interpreter (default: PROJECT_DIR/.venv/bin/python)")
         parser.add_argument("--user", help="run as this user (default: the owner of the project directory)")

@@ -1,15 +1,22 @@
-"""`manage.py daemonstatus [NAME ...] [--json]`: state, pid, uptime, memory and last tick."""
+"""`manage.py daemonstatus [NAME ... | --all] [--json | --watch [SECONDS]]`: state, pid, uptime, memory, last tick."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 
+from django.core.management.base import CommandError
+from django.db import close_old_connections
 from django.utils import timezone
 
-from daemons.status import format_duration, read_statuses, worst_exit_code
+from daemons.status import DaemonStatus, read_statuses, worst_exit_code
 
-from ._base import DaemonCommand
+from . import _table
+from ._base import DaemonCommand, seconds_type
+
+WATCH_EVERY = 2.0  # seconds, as `watch` redraws
+CLEAR_SCREEN = "\033[H\033[2J"
 
 
 class Command(DaemonCommand):
@@ -18,36 +25,49 @@ class Command(DaemonCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         self.add_name_argument(parser, many=True)
-        parser.add_argument("--json", action="store_true", help="print a JSON list for monitoring")
+        parser.add_argument("--all", action="store_true", dest="every",
+                            help="every instance of every registered daemon on this host (the default without NAME)")
+        view = parser.add_mutually_exclusive_group()
+        view.add_argument("--json", action="store_true", help="print a JSON list for monitoring")
+        view.add_argument("--watch", nargs="?", type=seconds_type("watch interval"), const=WATCH_EVERY, default=None,
+                          metavar="SECONDS",
+                          help=f"redraw the table every SECONDS (default {WATCH_EVERY:g}) until Ctrl-C")
 
-    def handle(self, *args, names: list[str], json: bool, **options) -> None:
+    def handle(self, *args, names: list[str], every: bool, json: bool, watch: float | None, **options) -> None:
+        if every and names:
+            raise CommandError("give daemon NAMEs or --all, not both", returncode=2)
         for name in names:
             self.daemon_class(name)
-        rows = read_statuses(names)
+        if watch is not None:
+            self.watch(names, watch)
+            return
+        rows = self.rows(names)
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))
         else:
-            self.stdout.write(self.table(rows))
+            self.stdout.write(_table.render(rows, self.style, timezone.now()))
         code = worst_exit_code(rows)
         if code:
             sys.exit(code)
 
-    def table(self, rows) -> str:
-        now = timezone.now()
-        lines = [f"{'NAME':<16} {'STATE':<14} {'PID':>7} {'UPTIME':>8} {'RSS':>8} {'LAST TICK':>10} "
-                 f"{'DONE':>7} {'ERRORS':>6}  INFO"]
-        for row in rows:
-            label = row.name if not row.instance else f"{row.name}.{row.instance}"
-            rss = f"{row.rss_kib / 1024:.1f}M" if row.rss_kib else "-"
-            last = row.last_tick_label(now)
-            state = {"stale": "stale PID file"}.get(row.state, row.state)
-            lines.append(
-                f"{label:<16} {state:<14} {row.pid or '-':>7} {format_duration(row.uptime_seconds):>8} "
-                f"{rss:>8} {last:>10} {row.processed:>7} {row.errors:>6}  {row.info}"
-            )
-            if row.last_error and row.errors:
-                lines.append(f"{'':<16} last error: {row.last_error.splitlines()[-1][:200]}")
-        return "\n".join(lines)
+    def rows(self, names: list[str]) -> list[DaemonStatus]:
+        return read_statuses(names)
+
+    def watch(self, names: list[str], every: float) -> None:
+        """Redraw the table every `every` seconds, like `watch`, until Ctrl-C (which is a normal end)."""
+        try:
+            while True:
+                close_old_connections()  # a database that came back is used again at the next redraw
+                now = timezone.now()
+                table = _table.render(self.rows(names), self.style, now)
+                if self.stdout.isatty():
+                    self.stdout.write(CLEAR_SCREEN, ending="")
+                header = f"Every {every:g}s: daemonstatus    {now.astimezone():%Y-%m-%d %H:%M:%S}"
+                self.stdout.write(f"{header}\n\n{table}\n")
+                self.stdout.flush()
+                time.sleep(every)
+        except KeyboardInterrupt:
+            self.stdout.write("")
 
 
 def _json_dumps(data: object) -> str:

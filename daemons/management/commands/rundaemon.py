@@ -1,13 +1,17 @@
-"""`manage.py rundaemon NAME [--detach] [--once]`: a thin shell over `daemons.lifecycle`."""
+"""`manage.py rundaemon NAME [--detach | --once | --reload]`: a thin shell over `daemons.lifecycle`."""
 from __future__ import annotations
 
 import argparse
+import sys
 
+from django.core.management.base import CommandError
+
+from daemons import operations, reload
 from daemons.lifecycle import Lifecycle, StartupError
 from daemons.privileges import Credentials, PrivilegeError
 from daemons.supervisor import supervise
 
-from ._base import DaemonCommand
+from ._base import DaemonCommand, registered_names
 
 
 class Command(DaemonCommand):
@@ -15,36 +19,55 @@ class Command(DaemonCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME",
-                            help="the daemon's registered name; several run under one supervisor")
+                            help=f"the daemon's registered name: {registered_names()}; several run under one supervisor")
         parser.add_argument("--all", dest="all_daemons", action="store_true",
                             help="run every registered daemon under one supervisor")
         mode = parser.add_mutually_exclusive_group()
-        mode.add_argument("--detach", action="store_true", help="daemonize; return once it is up")
+        mode.add_argument("--detach", action="store_true",
+                          help="daemonize; return once it is up (exit 0 if it already runs)")
         mode.add_argument("--once", action="store_true", help="run one tick and exit; non-zero if the tick raised")
+        mode.add_argument("--reload", action="store_true",
+                          help="development only: run in the foreground and restart when the code changes")
         self.add_instance_argument(parser)
-        parser.add_argument("--user", help="when started as root, run as this user")
-        parser.add_argument("--group", help="when started as root, run with this group")
+        self.add_credentials_arguments(parser)
 
-    def handle(self, *args, names: list[str], all_daemons: bool, detach: bool, once: bool, instance: int,
-               user: str | None, group: str | None, **options) -> None:
+    def handle(self, *args, names: list[str], all_daemons: bool, detach: bool, once: bool, reload: bool,
+               instance: int, user: str | None, group: str | None, **options) -> None:
         if all_daemons or len(names) != 1:
+            if reload:
+                raise CommandError("--reload runs one daemon; give exactly one NAME", returncode=2)
             self.stdout.write(supervise(names, every=all_daemons, detach=detach, once=once, instance=instance,
                                         user=user, group=group))
             return
         name = names[0]
         daemon_cls = self.daemon_class(name)
         try:
-            lifecycle = Lifecycle(daemon_cls, instance=instance, detach=detach, once=once,
-                                  credentials=Credentials.resolve(user, group))
-            code = lifecycle.run()
+            credentials = Credentials.resolve(user, group)
+            if detach:
+                started = operations.start(daemon_cls, instance=instance, credentials=credentials)
+                label = operations.label(name, instance)
+                if started.already_running:
+                    self.stdout.write(f"{label} already running (pid {started.pid})")
+                else:
+                    self.stdout.write(f"{label} started (pid {started.pid}); log: {started.log}")
+                return
+            lifecycle = Lifecycle(daemon_cls, instance=instance, once=once, credentials=credentials)
+            if reload:
+                code = self.run_reloading(lifecycle)
+            else:
+                code = lifecycle.run()
         except (StartupError, PrivilegeError) as exc:
             raise self.fail(name, str(exc)) from None
-        if detach:
-            self.stdout.write(f"{name} started (pid {lifecycle.pid}); log: {lifecycle.paths.log}")
-            return
         if once and lifecycle.last_result_line:
             if code:
                 raise self.fail(name, lifecycle.last_result_line, returncode=code)
             self.stdout.write(f"{name}: {lifecycle.last_result_line}")
         if code:
             raise self.fail(name, f"exited with status {code}; see its log", returncode=code)
+
+    def run_reloading(self, lifecycle: Lifecycle) -> int:
+        """Run under `daemons.reload`; the child ends here with its own status (3 asks for a new one)."""
+        code = reload.run_with_reloader(lifecycle.run)
+        if reload.is_child():
+            sys.exit(code)
+        return code

@@ -1,51 +1,67 @@
-"""`manage.py stopdaemon NAME [--timeout S] [--kill]`: stop the daemon that holds the lock."""
+"""`manage.py stopdaemon NAME [--instance N] | --all [--timeout S] [--kill]`: stop the daemons that hold their locks."""
 from __future__ import annotations
 
 import argparse
 
 from django.core.management.base import CommandError
 
-from daemons.paths import RunPaths
-from daemons.stopping import stop
-from daemons.supervisor import stop_all_command
+from daemons import operations, pidfile
+from daemons.operations import StopReport, StopTarget
 
 from ._base import DaemonCommand
 
 
-def timeout_type(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"timeout must be a number of seconds, got {value!r}") from None
-    if not 0 < seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"timeout must be between 0 and 3600 seconds, got {value}")
-    return seconds
-
-
 class Command(DaemonCommand):
-    help = "Send SIGTERM to a running daemon and wait for it to stop."
+    help = ("Send SIGTERM to a running daemon (or to every one on this host with --all) and wait for it to stop. "
+            "Only the process holding the PID file's lock is signalled.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", nargs="?", help="the daemon's registered name")
-        parser.add_argument("--all", dest="all_daemons", action="store_true",
-                            help="stop the supervisor, its daemons and every other registered daemon")
-        parser.add_argument("--timeout", type=timeout_type, default=10.0, help="seconds to wait (default 10)")
-        parser.add_argument("--kill", action="store_true", help="send SIGKILL if it has not stopped by then")
+        self.add_name_argument(parser, required=False)
+        parser.add_argument("--all", action="store_true", dest="every",
+                            help="stop the supervisor, its daemons and every other daemon running on this host")
+        self.add_stop_arguments(parser)
         self.add_instance_argument(parser)
 
-    def handle(self, *args, name: str | None, all_daemons: bool, timeout: float, kill: bool, instance: int,
+    def handle(self, *args, name: str | None, every: bool, timeout: float | None, kill: bool, instance: int,
                **options) -> None:
-        if all_daemons or name is None:
-            self.stdout.write(stop_all_command(name, every=all_daemons, timeout=timeout, kill=kill))
-            return
-        self.daemon_class(name)
-        outcome = stop(RunPaths.for_daemon(name, instance).pid, timeout=timeout, kill=kill)
+        if every == bool(name):
+            raise CommandError("give a daemon's NAME or --all, not both" if every else "give a daemon's NAME or --all",
+                               returncode=2)
+        if every:
+            targets = operations.all_stop_targets()
+            if not targets:
+                self.stdout.write("no daemon is running on this host")
+                return
+        else:
+            self.daemon_class(name)
+            targets = [operations.stop_target(name, instance)]
+        self.timeout = operations.stop_wait() if timeout is None else timeout
+        reports = operations.stop_many(targets, timeout=self.timeout, kill=kill, on_done=self.done,
+                                       on_wait=self.waiting)
+        failed = [report for report in reports if report.outcome is None or report.outcome.state == "timeout"]
+        if failed:
+            raise CommandError("; ".join(self.failure(report) for report in failed))
+
+    def done(self, report: StopReport) -> None:
+        outcome, label = report.outcome, report.target.label
+        if outcome is None or outcome.state == "timeout":
+            return  # said once, in the error at the end
         if outcome.state == "not_running":
             extra = f" (stale PID file names pid {outcome.stale_pid}; not signalled)" if outcome.stale_pid else ""
-            self.stdout.write(f"{name} is not running{extra}")
+            self.stdout.write(f"{label} is not running{extra}")
         elif outcome.state == "stopped":
-            self.stdout.write(f"{name} stopped (pid {outcome.pid})")
-        elif outcome.state == "killed":
-            self.stdout.write(f"{name} did not stop within {timeout:g}s; killed (pid {outcome.pid})")
+            self.stdout.write(f"{label} stopped (pid {outcome.pid})")
         else:
-            raise CommandError(f"{name} (pid {outcome.pid}) did not stop within {timeout:g}s; try --kill")
+            self.stdout.write(f"{label} did not stop within {self.timeout:g}s; killed (pid {outcome.pid})")
+        self.stdout.flush()
+
+    def waiting(self, pending: list[StopTarget], elapsed: float) -> None:
+        names = ", ".join(f"{target.label} (pid {pidfile.read_holder(target.pid_file, wait=0) or '?'})"
+                          for target in pending)
+        self.stdout.write(f"waiting for {names}: {elapsed:.0f}s of {self.timeout:g}s")
+        self.stdout.flush()
+
+    def failure(self, report: StopReport) -> str:
+        if report.outcome is None:
+            return f"{report.target.label}: {report.error}"
+        return f"{report.target.label} (pid {report.outcome.pid}) did not stop within {self.timeout:g}s; try --kill"
