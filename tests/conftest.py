@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +30,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: st
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(0.02)
+
+
+def default_signals() -> None:
+    """`preexec_fn` for every child a test starts: SIGINT and SIGTERM do their default there.
+
+    A shell starts a background job (`make test &`) with SIGINT ignored, and a child inherits that:
+    Ctrl-C, or a test's SIGINT, would then do nothing to it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class FakeClock:
@@ -89,6 +100,7 @@ class Project:
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            preexec_fn=default_signals,
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
@@ -100,6 +112,7 @@ class Project:
             stdout=kwargs.pop("stdout", subprocess.PIPE),
             stderr=kwargs.pop("stderr", subprocess.PIPE),
             text=True,
+            preexec_fn=kwargs.pop("preexec_fn", default_signals),
             **kwargs,
         )
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from tests.conftest import BASE_DIR, wait_for
+from tests.conftest import BASE_DIR, default_signals, wait_for
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
@@ -69,6 +69,7 @@ def gunicorn(env: dict[str, str], log: Path, *, workers: int = 2, threads: int =
         [GUNICORN, "signup_site.wsgi", "--bind", "127.0.0.1:0", "--workers", str(workers), "--threads", str(threads),
          "--graceful-timeout", "5", "--error-logfile", "-"],
         cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+        preexec_fn=default_signals,
     )
     try:
         def listening() -> int | None:
