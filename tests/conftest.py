@@ -72,10 +72,16 @@ def stop_event() -> threading.Event:
 
 @dataclass
 class Project:
-    """Runs `manage.py` in real subprocesses against the test database and a temp run dir."""
+    """Runs `manage.py` in real subprocesses against the test database and a temp run dir.
+
+    It remembers what it started (every run directory a command was given, every process from
+    `popen`), so that `stop_all` leaves nothing running, whatever the test did or failed to do.
+    """
 
     tmp: Path
     env: dict[str, str] = field(default_factory=dict)
+    run_dirs: set[Path] = field(default_factory=set)
+    processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -91,11 +97,17 @@ class Project:
     def log_file(self, name: str, instance: int = 0) -> Path:
         return self.log_dir / (f"{name}.{instance}.log" if instance else f"{name}.log")
 
-    def manage(self, *args: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
+        env = {**self.env, **(extra or {})}
+        if env.get("DAEMONS_RUN_DIR"):
+            self.run_dirs.add(Path(env["DAEMONS_RUN_DIR"]))
+        return env
+
+    def manage(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
-            env={**self.env, **(env or {})},
+            env=self._env(env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -104,10 +116,10 @@ class Project:
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
-            env={**self.env, **(env or {})},
+            env=self._env(env),
             stdin=subprocess.DEVNULL,
             stdout=kwargs.pop("stdout", subprocess.PIPE),
             stderr=kwargs.pop("stderr", subprocess.PIPE),
@@ -115,6 +127,8 @@ class Project:
             preexec_fn=kwargs.pop("preexec_fn", default_signals),
             **kwargs,
         )
+        self.processes.append(process)
+        return process
 
     def start(self, name: str, *extra: str, env: dict[str, str] | None = None) -> int:
         """`rundaemon NAME --detach`; return the PID it printed."""
@@ -123,10 +137,20 @@ class Project:
         return int(result.stdout.split("(pid ")[1].split(")")[0])
 
     def stop_all(self) -> None:
+        """Stop every daemon with a PID file in a run directory we used (SIGTERM, then SIGKILL), then kill
+        whatever `popen` started that is still running."""
         from daemons.stopping import stop
 
-        for pid_path in self.run_dir.glob("*.pid"):
-            stop(pid_path, timeout=5, kill=True)
+        for run_dir in {self.run_dir, *self.run_dirs}:
+            for pid_path in run_dir.glob("*.pid"):
+                stop(pid_path, timeout=10, kill=True)
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 def process_env(tmp: Path) -> dict[str, str]:
