@@ -1,6 +1,7 @@
 """PostgreSQL fixtures: this run's test cluster (scripts/test-env.d/postgres.sh), and fresh databases on it."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 POSTGRES_SH = BASE_DIR / "scripts" / "test-env.d" / "postgres.sh"
+RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,11 @@ def own_cluster() -> Iterator[Cluster]:
 
 
 def read_env(env_file: Path) -> dict[str, str]:
-    """The NAME=value lines the test-env.d scripts recorded; a later line for a name wins."""
-    lines = env_file.read_text().splitlines() if env_file.exists() else []
-    return dict(line.split("=", 1) for line in lines if "=" in line)
+    """What the test-env.d scripts recorded, read by run.py's own reader (its directory is no package)."""
+    spec = importlib.util.spec_from_file_location("test_env_run", RUN_PY)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run.read_env(env_file)
 
 
 @pytest.fixture(scope="session")
