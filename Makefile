@@ -32,10 +32,11 @@ run: install
 	trap 'exit 0' INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
+# The suite runs in a test environment of its own (scripts/test-env.d/run.py): a fresh PostgreSQL
+# cluster and temporary directory for this run, all stopped and removed afterwards, whether the tests
+# pass, fail or are interrupted. PYTEST_ARGS picks tests: make test PYTEST_ARGS="tests/daemons -x".
 test: install-dev
-	@# Each script in scripts/test-env.d/ readies one thing the tests need (a server, a browser).
-	@for script in scripts/test-env.d/*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
-	$(PY) -m pytest
+	$(PY) scripts/test-env.d/run.py $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt

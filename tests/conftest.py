@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +30,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: st
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(0.02)
+
+
+def default_signals() -> None:
+    """`preexec_fn` for every child a test starts: SIGINT and SIGTERM do their default there.
+
+    A shell starts a background job (`make test &`) with SIGINT ignored, and a child inherits that:
+    Ctrl-C, or a test's SIGINT, would then do nothing to it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class FakeClock:
@@ -61,10 +72,16 @@ def stop_event() -> threading.Event:
 
 @dataclass
 class Project:
-    """Runs `manage.py` in real subprocesses against the test database and a temp run dir."""
+    """Runs `manage.py` in real subprocesses against the test database and a temp run dir.
+
+    It remembers what it started (every run directory a command was given, every process from
+    `popen`), so that `stop_all` leaves nothing running, whatever the test did or failed to do.
+    """
 
     tmp: Path
     env: dict[str, str] = field(default_factory=dict)
+    run_dirs: set[Path] = field(default_factory=set)
+    processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -80,28 +97,38 @@ class Project:
     def log_file(self, name: str, instance: int = 0) -> Path:
         return self.log_dir / (f"{name}.{instance}.log" if instance else f"{name}.log")
 
-    def manage(self, *args: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
+        env = {**self.env, **(extra or {})}
+        if env.get("DAEMONS_RUN_DIR"):
+            self.run_dirs.add(Path(env["DAEMONS_RUN_DIR"]))
+        return env
+
+    def manage(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
-            env={**self.env, **(env or {})},
+            env=self._env(env),
             capture_output=True,
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            preexec_fn=default_signals,
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
-            env={**self.env, **(env or {})},
+            env=self._env(env),
             stdin=subprocess.DEVNULL,
             stdout=kwargs.pop("stdout", subprocess.PIPE),
             stderr=kwargs.pop("stderr", subprocess.PIPE),
             text=True,
+            preexec_fn=kwargs.pop("preexec_fn", default_signals),
             **kwargs,
         )
+        self.processes.append(process)
+        return process
 
     def start(self, name: str, *extra: str, env: dict[str, str] | None = None) -> int:
         """`rundaemon NAME --detach`; return the PID it printed."""
@@ -110,10 +137,20 @@ class Project:
         return int(result.stdout.split("(pid ")[1].split(")")[0])
 
     def stop_all(self) -> None:
+        """Stop every daemon with a PID file in a run directory we used (SIGTERM, then SIGKILL), then kill
+        whatever `popen` started that is still running."""
         from daemons.stopping import stop
 
-        for pid_path in self.run_dir.glob("*.pid"):
-            stop(pid_path, timeout=5, kill=True)
+        for run_dir in {self.run_dir, *self.run_dirs}:
+            for pid_path in run_dir.glob("*.pid"):
+                stop(pid_path, timeout=10, kill=True)
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 def process_env(tmp: Path) -> dict[str, str]:

@@ -1,55 +1,116 @@
-"""PostgreSQL fixtures: the test cluster started by scripts/test-env.d/postgres.sh, and fresh databases on it."""
+"""PostgreSQL fixtures: this run's test cluster (scripts/test-env.d/postgres.sh), and fresh databases on it."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+POSTGRES_SH = BASE_DIR / "scripts" / "test-env.d" / "postgres.sh"
+RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
 
 
-def _port() -> int:
-    """The port scripts/test-env.d/postgres.sh started the cluster on (it moves on if 54329 is taken)."""
-    recorded = BASE_DIR / "var" / "pg" / "port"
-    if recorded.exists():
-        return int(recorded.read_text().strip())
-    return int(os.environ.get("TEST_PG_PORT", "54329"))
+@dataclass(frozen=True)
+class Cluster:
+    """A running test cluster: the URL of its `daemonkit` database and the directory that holds it."""
+
+    url: str
+    directory: Path
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port
+
+    def database_url(self, database: str) -> str:
+        return self.url.rsplit("/", 1)[0] + "/" + database
 
 
-PG_PORT = _port()
-PG_ROLE = "daemonkit"
-
-
-def pg_url(database: str) -> str:
-    return f"postgres://{PG_ROLE}@127.0.0.1:{PG_PORT}/{database}"
+# The session's cluster, once pg_server has found or started it.
+_cluster: Cluster | None = None
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> str:
-    """The URL of the test cluster's maintenance database (scripts/test-env.d/postgres.sh).
+def _unavailable(reason: str) -> None:
+    """Outside CI a missing cluster skips the test; in CI it fails it, since `make test` starts one there."""
+    if in_ci():
+        pytest.fail(reason)
+    pytest.skip(reason)
 
-    Outside CI a missing cluster skips the test; in CI it fails it, since `make test`
-    starts the cluster there.
+
+class ClusterUnavailable(Exception):
+    """The cluster could not be started; the message says why, in one line."""
+
+
+@contextmanager
+def own_cluster() -> Iterator[Cluster]:
+    """A cluster started by postgres.sh for the block alone, stopped and removed after it.
+
+    Raises ClusterUnavailable when postgres.sh could not start one.
+    """
+    env_dir = Path(tempfile.mkdtemp(prefix="dktest-pg-"))
+    env = {**os.environ, "TEST_ENV_DIR": str(env_dir)}
+    try:
+        result = subprocess.run(["bash", str(POSTGRES_SH), "up"], env=env, capture_output=True, text=True,
+                                timeout=300, stdin=subprocess.DEVNULL)
+        recorded = read_env(env_dir / "env")
+        if result.returncode != 0 or "TEST_PG_URL" not in recorded:
+            raise ClusterUnavailable((result.stderr.strip().splitlines() or ["postgres.sh up failed"])[-1])
+        yield Cluster(recorded["TEST_PG_URL"], Path(recorded["TEST_PG_DIR"]))
+    finally:
+        subprocess.run(["bash", str(POSTGRES_SH), "down"], env=env, capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+        shutil.rmtree(env_dir, ignore_errors=True)
+
+
+def read_env(env_file: Path) -> dict[str, str]:
+    """What the test-env.d scripts recorded, read by run.py's own reader (its directory is no package)."""
+    spec = importlib.util.spec_from_file_location("test_env_run", RUN_PY)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    return run.read_env(env_file)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of the test cluster's `daemonkit` database.
+
+    `make test` starts one cluster for the run and passes it in TEST_PG_URL and TEST_PG_DIR. A plain
+    `pytest` starts one for its session on first use, and stops and removes it at the end.
     """
     import psycopg
 
-    url = pg_url(PG_ROLE)
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if in_ci():
-            pytest.fail(f"PostgreSQL test cluster unreachable at {url}: {exc}")
-        pytest.skip(f"no PostgreSQL test cluster at {url}; run scripts/test-env.d/postgres.sh")
-    return url
+    global _cluster
+    with ExitStack() as stack:
+        if os.environ.get("TEST_PG_URL"):
+            cluster = Cluster(os.environ["TEST_PG_URL"], Path(os.environ.get("TEST_PG_DIR", "")))
+        else:
+            try:
+                cluster = stack.enter_context(own_cluster())
+            except ClusterUnavailable as exc:
+                _unavailable(f"no PostgreSQL test cluster: {exc}")
+        try:
+            psycopg.connect(cluster.url, connect_timeout=3).close()
+        except psycopg.OperationalError as exc:
+            _unavailable(f"PostgreSQL test cluster unreachable at {cluster.url}: {exc}")
+        _cluster = cluster
+        try:
+            yield cluster.url
+        finally:
+            _cluster = None
 
 
 @pytest.fixture
@@ -60,12 +121,12 @@ def pg_database(pg_server: str) -> Iterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = pg_url(name)
+    url = _cluster.database_url(name)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
         env.update({"DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": url})
         result = subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, env=env,
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert result.returncode == 0, result.stderr
         yield url
     finally:
@@ -74,12 +135,13 @@ def pg_database(pg_server: str) -> Iterator[str]:
 
 
 def pg_ctl(action: str) -> None:
-    """Stop or start the test cluster (as its owner when we are root), waiting until done."""
+    """Stop or start the session's test cluster (as its owner when we are root), waiting until done."""
+    assert _cluster is not None, "pg_ctl needs the pg_server fixture"
     binary = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin") + "/pg_ctl"
-    data = (BASE_DIR / "var" / "pg").resolve() / "data"
+    data = _cluster.directory / "data"
     command = [binary, "-D", str(data), "-w", "-t", "60", "-m", "fast", action]
     if action == "start":
-        command = [*command[:-3], "-l", str(data.parent / "server.log"), "-o", f"-p {PG_PORT}", "start"]
+        command = [*command[:-3], "-l", str(_cluster.directory / "server.log"), "-o", f"-p {_cluster.port}", "start"]
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
-    subprocess.run(command, check=True, capture_output=True, timeout=90)
+    subprocess.run(command, check=True, capture_output=True, timeout=90, stdin=subprocess.DEVNULL)

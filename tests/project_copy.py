@@ -9,6 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from tests.conftest import default_signals
+
 BASE_DIR = Path(settings.BASE_DIR)
 VENV = BASE_DIR / ".venv"
 _SKIP = {".venv", "var", ".git", "__pycache__", ".pytest_cache", "test-artifacts", ".env"}
@@ -27,7 +29,8 @@ class ProjectCopy:
 
     def run(self, *args: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+                              timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                              preexec_fn=default_signals)
 
     def manage(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.run(self.python, "manage.py", *args, timeout=timeout)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from tests.conftest import BASE_DIR, wait_for
+from tests.conftest import BASE_DIR, default_signals, wait_for
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
@@ -69,19 +69,21 @@ def gunicorn(env: dict[str, str], log: Path, *, workers: int = 2, threads: int =
         [GUNICORN, "signup_site.wsgi", "--bind", "127.0.0.1:0", "--workers", str(workers), "--threads", str(threads),
          "--graceful-timeout", "5", "--error-logfile", "-"],
         cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+        preexec_fn=default_signals,
     )
     try:
         def listening() -> int | None:
             if process.poll() is not None:
                 raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-            match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
+            # Up to the " (pid)" that ends the line: a line read while being written may hold half the port.
+            match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+) \(", log.read_text())
             return int(match.group(1)) if match else None
 
-        port = wait_for(listening, timeout=30, message="gunicorn to listen")
+        port = wait_for(listening, timeout=60, message="gunicorn to listen")
         server = Server(port=port, process=process, log=log)
         # The master listens before its workers boot; a page served proves one is up.
         wait_for(lambda: server.request("GET", "/", headers={"X-Forwarded-Proto": "https"}, keep_cookies=False).status
-                 < 500, timeout=30, message="a gunicorn worker to answer")
+                 < 500, timeout=60, message="a gunicorn worker to answer")
         yield server
     finally:
         process.terminate()
