@@ -22,13 +22,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/bin/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# Start the onboarding daemon detached, serve the site in the foreground; on exit
-# (Ctrl-C included) stop the daemon so nothing is left behind.
+# Start every daemon of the showcase under one supervisor (detached), serve the site in the
+# foreground; on exit (Ctrl-C included) stop them all so nothing is left behind. DEBUG=1:
+# this is the development server (production refuses to start without its settings).
+run: export DEBUG ?= 1
 run: install
 	$(PY) manage.py migrate --no-input
-	@# A daemon left running by an earlier session is reused, not started twice.
-	$(PY) manage.py daemonstatus onboarding >/dev/null || $(PY) manage.py rundaemon onboarding --detach
-	@trap '$(PY) manage.py stopdaemon onboarding' EXIT; \
+	@# Daemons left running by an earlier session are reused, not started twice.
+	$(PY) manage.py daemonstatus >/dev/null 2>&1 || $(PY) manage.py rundaemon --all --detach
+	@trap '$(PY) manage.py stopdaemon --all' EXIT; \
 	trap 'exit 0' INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 

@@ -1,10 +1,11 @@
-"""`make run`: the site and the onboarding daemon start together, and Ctrl-C stops both."""
+"""`make run`: the site and every showcase daemon (under one supervisor) start together, and Ctrl-C stops all."""
 from __future__ import annotations
 
 import os
 import signal
 import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def stop_leftovers(make: subprocess.Popen, pid_path: Path) -> None:
     if make.poll() is None:
         make.kill()
         make.communicate()
-    stop(pid_path, timeout=5, kill=True)
+    for path in pid_path.parent.glob("*.pid"):
+        stop(path, timeout=5, kill=True)
 
 
 def test_make_run_twice_and_ctrl_c_leaves_nothing_behind(tmp_path, transactional_db) -> None:
@@ -75,19 +77,25 @@ def test_make_run_twice_and_ctrl_c_leaves_nothing_behind(tmp_path, transactional
     env.pop("TESTAPP_INTERVAL")
     env["DJANGO_SETTINGS_MODULE"] = "signup_site.settings"
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    pid_path = tmp_path / "run" / "onboarding.pid"
+    run_dir = tmp_path / "run"
+    pid_path = run_dir / "onboarding.pid"
     for _ in range(2):
         make, port = start_make_run(env)
         try:
             daemon_pid = pidfile.read_holder(pid_path)
             assert daemon_pid, "the onboarding daemon is not running"
+            others = {path.name: pidfile.read_holder(path) for path in run_dir.glob("*.pid")}
+            assert {"supervisor.pid", "onboarding.pid", "digest.pid"} <= set(others), others
+            status = subprocess.run([sys.executable, "manage.py", "daemonstatus"],
+                                    cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
+            assert status.returncode == 0, status.stdout + status.stderr
             # Ctrl-C in a terminal signals the whole foreground process group.
             os.killpg(make.pid, signal.SIGINT)
             output, _ = make.communicate(timeout=60)
-            assert "onboarding stopped" in output, output
-            assert not pid_path.exists()
+            assert "supervisor stopped" in output, output
+            assert not list(run_dir.glob("*.pid")), output
             assert page(port) is None
-            assert not alive(daemon_pid), "the daemon outlived make run"
+            assert not any(alive(pid) for pid in others.values() if pid), "a daemon outlived make run"
             wait_for(lambda: not group_alive(make.pid), timeout=10, message="make run's processes to exit")
         finally:
             stop_leftovers(make, pid_path)

@@ -19,7 +19,8 @@ class Command(DaemonCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME",
-                            help=f"the daemon's registered name: {registered_names()}; several run under one supervisor")
+                            help=f"the daemon's registered name: {registered_names()}; "
+                                 "several run under one supervisor")
         parser.add_argument("--all", dest="all_daemons", action="store_true",
                             help="run every registered daemon under one supervisor")
         mode = parser.add_mutually_exclusive_group()
