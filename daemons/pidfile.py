@@ -98,17 +98,24 @@ class PidFile:
         """
         if self.fd is None:
             return
+        emptied = False
         try:
             ours = os.path.samestat(os.fstat(self.fd), os.lstat(self.path))
         except FileNotFoundError:
             ours = False
+        except PermissionError:
+            # After a privilege drop the run directory may not even be searchable: empty
+            # our own inode, which is the locked file whether or not it is still at the path.
+            ours, emptied = False, True
         if ours:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
             except PermissionError:
-                os.ftruncate(self.fd, 0)
+                emptied = True
+        if emptied:
+            os.ftruncate(self.fd, 0)
         os.close(self.fd)
         self.fd = None
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from . import pidfile, registry
 from .control import is_paused
-from .heartbeat import heartbeat_overdue, heartbeat_period
+from .heartbeat import heartbeat_overdue, heartbeat_period, live_duplicate
 from .jobs import JobStatus, ScheduledDaemon
 from .paths import RunPaths, instances
 
@@ -125,9 +125,9 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
             for field in ("last_heartbeat", "last_tick_at", "last_outcome", "last_duration_ms", "processed",
                           "errors", "last_error", "stopped_at"):
                 setattr(status, field, getattr(beat, field))
-            if status.state == "stopped" and beat.stopped_at is None and not heartbeat_overdue(
-                    name, timezone.now() - beat.last_heartbeat):
-                status.state, status.pid = "running", beat.pid
+            twin = live_duplicate(name, instance) if status.state == "stopped" else None
+            if twin is not None:
+                status.state, status.pid = "running", twin
                 notes.append("PID file in another run directory")
             if status.state == "running" and beat.pid == status.pid:
                 status.started_at = beat.started_at

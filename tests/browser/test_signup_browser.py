@@ -132,7 +132,7 @@ def test_staff_filters_failed_customers_and_retries_one(page, django_user_model)
     page.locator("#result_list tbody tr", has_text="Fay Failed").locator("input.action-select").check()
     page.locator("select[name=action]").select_option("retry_onboarding")
     page.get_by_role("button", name="Go").click()
-    page.get_by_text("1 customer(s) queued for onboarding again.").wait_for()
+    page.get_by_text("1 customer(s) re-queued for onboarding.").wait_for()
     first.refresh_from_db()
     assert first.onboarding_state == OnboardingState.WAITING
     assert Customer.objects.get(email="finn@example.com").onboarding_state == OnboardingState.FAILED
