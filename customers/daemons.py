@@ -44,7 +44,8 @@ class OnboardingDaemon(Daemon):
         # Holding our PID lock proves any predecessor under our lock key is dead.
         released = onboarding.claims_release_predecessors(owner=self.owner)
         if released:
-            self.logger.info("took back %d claims of a dead predecessor", released, extra={"action": "claims_reclaimed"})
+            self.logger.info("took back %d claims of a dead predecessor", released,
+                             extra={"action": "claims_reclaimed"})
 
     def tick(self, now: datetime) -> TickResult:
         counts = {outcome: 0 for outcome in Outcome}
