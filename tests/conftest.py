@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -62,7 +62,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def fixed_now() -> datetime:
-    return datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    return datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from django.core import mail
 from django.db import transaction
 from django.db.models.functions import Lower
 from django.test import Client
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from customers.forms import text_problem
 from customers.models import Customer
@@ -32,7 +34,8 @@ def post_body(client: Client, body: bytes, content_type: str = "application/x-ww
 
 def urlencode_any(fields: dict[str, str]) -> bytes:
     """Percent-encode like a client that sends whatever bytes it has, lone surrogates included."""
-    return "&".join(f"{quote(k)}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}" for k, v in fields.items()).encode()
+    pairs = (f"{quote(k)}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}" for k, v in fields.items())
+    return "&".join(pairs).encode()
 
 
 def error_for(html: str, field: str) -> str:
@@ -451,7 +454,7 @@ FULLWIDTH = {chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)}
 
 
 def recase(text: str, flips: list[bool]) -> str:
-    return "".join(ch.swapcase() if flip else ch for ch, flip in zip(text, flips + [False] * len(text)))
+    return "".join(ch.swapcase() if flip else ch for ch, flip in zip(text, flips + [False] * len(text), strict=False))
 
 
 @pytest.mark.django_db

@@ -1,14 +1,14 @@
 """Tick history: counted in memory, written about once a minute, read back per hour and as tick counters."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from daemons.history import Recorder, hourly, tick_counters
 from daemons.models import Heartbeat, TickMinute
 
-T0 = datetime(2026, 11, 27, 12, 0, 5, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +66,7 @@ def test_a_database_error_is_swallowed() -> None:
 
 
 def test_hourly_sums_instances_and_hosts_and_fills_empty_hours() -> None:
-    now = datetime(2026, 11, 27, 12, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
     for host, instance, minute, ticks in [("web1", 0, now, 3), ("web2", 1, now - timedelta(minutes=10), 4),
                                           ("web1", 0, now - timedelta(hours=5), 7),
                                           ("web1", 0, now - timedelta(hours=25), 100)]:
@@ -75,7 +75,7 @@ def test_hourly_sums_instances_and_hosts_and_fills_empty_hours() -> None:
     series = hourly(now=now)
     assert list(series) == ["counter"]
     hours = series["counter"]
-    assert len(hours) == 24 and hours[-1].start == datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    assert len(hours) == 24 and hours[-1].start == datetime(2026, 11, 27, 12, tzinfo=UTC)
     assert [(h.start.hour, h.ticks, h.processed) for h in hours if h.ticks] == [(7, 7, 14), (12, 7, 14)]
 
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from daemons.schedule import Cron, Every, cron, every, format_interval, missed_run, next_run, parse_interval, startup
 
-UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

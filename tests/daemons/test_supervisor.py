@@ -191,7 +191,9 @@ def test_children_get_sane_signal_handlers_even_if_sigint_was_ignored(supervised
         proc.wait(timeout=60)
 
 
-def test_under_systemd_only_the_supervisor_says_ready_and_ctrl_c_stops_cleanly(supervised: Supervised, tmp_path: Path) -> None:
+def test_under_systemd_only_the_supervisor_says_ready_and_ctrl_c_stops_cleanly(
+    supervised: Supervised, tmp_path: Path
+) -> None:
     address = tmp_path / "notify"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(address))

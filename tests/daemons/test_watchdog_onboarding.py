@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from itertools import pairwise
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_a_300_customer_backlog_keeps_the_watchdog_fed(project, slow_smtp, notif
         done = slow_smtp.received()[-1].at
         ready = next(t for t, m in notify_socket.messages if m.startswith("READY=1"))
         pings = [ready] + [t for t, m in notify_socket.messages if m == "WATCHDOG=1" and t <= done + 1]
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        gaps = [b - a for a, b in pairwise(pings)]
         assert done - ready > 8, "one long tick, as the issue describes"
         assert max(gaps) <= 1.0, f"a gap of {max(gaps):.2f} s between pings with WATCHDOG_USEC=2000000"
         assert slow_smtp.count() == 300
