@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, OuterRef, Subquery, Sum
@@ -130,7 +132,7 @@ def hourly(*, now: datetime, hours: int = 24) -> dict[str, list[HourTotals]]:
         .annotate(ticks=Sum("ticks"), processed=Sum("processed"), errors=Sum("errors"))
         .order_by()
     )
-    found: dict[str, dict[datetime, dict]] = {}
+    found: dict[str, dict[datetime, Mapping[str, Any]]] = {}
     for row in rows:
         found.setdefault(row["name"], {})[row["hour"].astimezone(UTC)] = row
     starts = [first + timedelta(hours=offset) for offset in range(hours)]

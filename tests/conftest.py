@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from django.conf import settings
@@ -20,8 +21,12 @@ pytest_plugins = ["daemons.testing", "tests.pg", "tests.sentry_sink"]
 BASE_DIR = Path(settings.BASE_DIR)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition") -> object:
-    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[..., T | None], timeout: float = 10.0, message: str = "condition") -> T:
+    """Poll `predicate()` until it returns something truthy, and return that; fail the test at the deadline."""
+    # Callable[..., ]: mypy infers no type for a lambda that binds a loop variable (`lambda x=x: ...`) otherwise.
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
