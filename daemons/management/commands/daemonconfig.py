@@ -30,6 +30,7 @@ KIND_HELP = {
 
 
 class Command(DaemonCommand):
+    requires_linux = False  # it only prints files
     help = "Print a systemd unit, a supervisord program section or a logrotate stanza for a daemon."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
