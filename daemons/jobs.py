@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -19,6 +19,8 @@ from .control import claim_run_requests
 from .schedule import Schedule
 
 JobMethod = Callable[[Any, datetime], "int | TickResult | None"]
+# A job method keeps its own signature through @job, so an override can call it as declared.
+JobMethodT = TypeVar("JobMethodT", bound=JobMethod)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class JobSpec:
 
 def job(*, every: str | timedelta | float | None = None, cron: str | None = None, tz: str | None = None,
         jitter: str | timedelta | float | None = None, catch_up: bool = True,
-        retry: str | timedelta | float | None = "10s", name: str | None = None) -> Callable[[JobMethod], JobMethod]:
+        retry: str | timedelta | float | None = "10s", name: str | None = None) -> Callable[[JobMethodT], JobMethodT]:
     """Declare a method `(self, now) -> int | TickResult | None` of a ScheduledDaemon as a job.
 
     Give exactly one of `every` ("30s", "5m", a timedelta or seconds, with optional
@@ -72,7 +74,7 @@ def job(*, every: str | timedelta | float | None = None, cron: str | None = None
     if cron is not None:
         schedule.cron(cron, tz or "UTC")  # validates; the zone is resolved when the daemon runs
 
-    def decorate(method: JobMethod) -> JobMethod:
+    def decorate(method: JobMethodT) -> JobMethodT:
         method._daemon_job = JobSpec(  # type: ignore[attr-defined]
             name=name or method.__name__, method=method, every=period, jitter=spread, cron=cron, tz=tz,
             catch_up=catch_up, retry=retry_delay,

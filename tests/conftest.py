@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,14 @@ def wait_for(predicate: Callable[..., T | None], timeout: float = 10.0, message:
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(0.02)
+
+
+def matched(pattern: str, text: str, flags: int = 0, *, group: int = 0) -> str:
+    """Group `group` of the first match of `pattern` in `text`; fail the test, showing the text, if none."""
+    match = re.search(pattern, text, flags)
+    if match is None:
+        pytest.fail(f"no match for {pattern!r} in:\n{text[:2000]}")
+    return match.group(group)
 
 
 def default_signals() -> None:

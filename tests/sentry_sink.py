@@ -50,6 +50,8 @@ class SentrySink(ThreadingHTTPServer):
 
 
 class _SentryRequest(BaseHTTPRequestHandler):
+    server: SentrySink
+
     def do_POST(self) -> None:  # http.server calls it by this name
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Content-Encoding") == "gzip":

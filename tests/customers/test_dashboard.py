@@ -10,6 +10,7 @@ from django.test import Client
 from customers.chart import activity_chart
 from customers.models import Customer
 from customers.reports import HourActivity, activity_per_hour, onboarding_backlog
+from tests.conftest import matched
 
 NOW = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
 
@@ -64,7 +65,7 @@ def test_dashboard_renders_chart_and_backlog_and_links_the_daemons_dashboard(adm
     response = admin_client.get("/admin/dashboard/")
     assert response.status_code == 200
     html = response.content.decode()
-    svg = re.search(r'<svg class="dash-chart" id="activity-chart" role="img".*?</svg>', html, re.S).group(0)
+    svg = matched(r'<svg class="dash-chart" id="activity-chart" role="img".*?</svg>', html, re.S)
     assert len(re.findall(r'<rect class="(signups|onboardings)"', svg)) == 48
     assert "<desc>1 signup and 0 onboardings in the last 24 hours;" in svg
     assert "1 signup and 0 onboardings in the last 24 hours" in html

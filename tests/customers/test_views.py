@@ -19,6 +19,7 @@ from customers.models import Customer
 from customers.onboarding import welcome_email
 from customers.ratelimit import client_ip, client_network, signup_rate_hit
 from customers.signup import customer_create, email_normalize
+from tests.conftest import matched
 
 SCRIPT = "<script>alert('x')</script>"
 
@@ -198,7 +199,7 @@ def test_post_without_csrf_token_is_403_and_stores_nothing() -> None:
 def test_post_with_csrf_token_from_the_page_is_accepted() -> None:
     client = Client(enforce_csrf_checks=True)
     page = client.get("/").content.decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    token = matched(r'name="csrfmiddlewaretoken" value="([^"]+)"', page, group=1)
     response = client.post("/", {"name": "Ada", "email": "ada@example.com", "csrfmiddlewaretoken": token})
     assert response.status_code == 302
     assert Customer.objects.count() == 1
@@ -347,6 +348,7 @@ def test_welcome_email_escapes_markup_in_both_bodies_and_the_subject() -> None:
     customer, _ = customer_create(name=f"O'Brien & Sons {SCRIPT}", email="ob@example.com")
     message = welcome_email(customer)
     html = message.alternatives[0][0]
+    assert isinstance(html, str)
     assert "<script" not in html and "&lt;script&gt;" in html
     assert "<script" not in message.body and "&lt;script&gt;" in message.body
     assert "O'Brien & Sons" in message.body  # plain text keeps what is not markup as typed

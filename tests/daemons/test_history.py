@@ -35,7 +35,8 @@ def test_a_new_minute_writes_the_last_one_and_counters_add_up() -> None:
     rec.flush(T0 + timedelta(seconds=120))
     rows = list(TickMinute.objects.order_by("minute").values_list("minute", "ticks", "processed", "errors", "busy_ms"))
     assert rows == [(T0.replace(second=0), 6, 6, 1, 30), (T0.replace(second=0) + timedelta(minutes=1), 6, 6, 0, 30)]
-    assert TickMinute.objects.order_by("minute").last().ticks_total == 12
+    last = TickMinute.objects.order_by("minute").last()
+    assert last is not None and last.ticks_total == 12
 
 
 def test_a_restart_within_the_minute_adds_to_the_row_and_takes_over_the_counter() -> None:
