@@ -34,10 +34,14 @@ run: install
 	trap 'exit 0' INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-# The suite runs in a test environment of its own (scripts/test-env.d/run.py): a fresh PostgreSQL
-# cluster and temporary directory for this run, all stopped and removed afterwards, whether the tests
-# pass, fail or are interrupted. PYTEST_ARGS picks tests: make test PYTEST_ARGS="tests/daemons -x".
+# ruff and mypy (configured in pyproject.toml) check the whole repository first; either failing fails
+# the target before any test runs. The suite then runs in a test environment of its own
+# (scripts/test-env.d/run.py): a fresh PostgreSQL cluster and temporary directory for this run, all
+# stopped and removed afterwards, whether the tests pass, fail or are interrupted. PYTEST_ARGS picks
+# tests: make test PYTEST_ARGS="tests/daemons -x".
 test: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) scripts/test-env.d/run.py $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-dev

@@ -25,8 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 # The showcase has two daemons; the framework's test app provides the other three of five.
@@ -99,13 +101,19 @@ def pending(db_path: Path) -> int:
         db.close()
 
 
-def wait_until(predicate, timeout: float = 120.0, what: str = "benchmark condition") -> object:
+T = TypeVar("T")
+
+
+# Callable[..., ]: mypy infers no type for a lambda that binds a loop variable (`lambda n=n: ...`) otherwise.
+def wait_until(predicate: Callable[..., T | None], timeout: float = 120.0, what: str = "benchmark condition") -> T:
     deadline = time.monotonic() + timeout
-    while not (value := predicate()):
+    while True:
+        value = predicate()
+        if value:
+            return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached in {timeout:g} s")
         time.sleep(0.05)
-    return value
 
 
 def holder(run_dir: Path, name: str) -> int | None:
@@ -159,8 +167,9 @@ def measure_drain(env: dict[str, str], db_path: Path, customers: int, settle: fl
 def measure_bare(db_path: Path, customers: int) -> Memory:
     seed(db_path, customers)
     proc = subprocess.Popen([sys.executable, "-c", BARE_PEER, str(db_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
+        assert proc.stdout.readline().strip() == "done"
         return memory(proc.pid)
     finally:
         proc.kill()

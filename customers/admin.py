@@ -17,7 +17,8 @@ class OnboardingStateFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [(state.value, state.label) for state in OnboardingState]
 
-    def queryset(self, request: HttpRequest, queryset: CustomerQuerySet) -> CustomerQuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Customer]) -> QuerySet[Customer]:
+        assert isinstance(queryset, CustomerQuerySet)  # the changelist's queryset, from Customer.objects
         value = self.value()
         if value in OnboardingState.values:
             return queryset.in_state(value)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.datastructures import MultiValueDict
 
 from .signup import email_normalize
 
@@ -56,7 +57,7 @@ def readable_data(data: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     def clean(value: Any) -> Any:
         return SURROGATES.sub(REPLACEMENT_CHARACTER, value) if isinstance(value, str) else value
 
-    if hasattr(data, "lists"):  # QueryDict and MultiValueDict keep every value per key
+    if isinstance(data, MultiValueDict):  # QueryDict is one too: they keep every value per key
         copy = data.copy()
         for key, values in data.lists():
             copy.setlist(key, [clean(value) for value in values])

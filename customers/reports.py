@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count
 from django.db.models.functions import TruncHour
@@ -22,7 +21,7 @@ class HourActivity:
 
 
 def hour_floor(moment: datetime) -> datetime:
-    return moment.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def activity_per_hour(*, now: datetime, hours: int = 24) -> list[HourActivity]:
@@ -37,7 +36,7 @@ def activity_per_hour(*, now: datetime, hours: int = 24) -> list[HourActivity]:
     def counts(field: str) -> dict[datetime, int]:
         rows = (
             Customer.objects.filter(**{f"{field}__gte": first, f"{field}__lte": now})
-            .annotate(hour=TruncHour(field, tzinfo=dt_timezone.utc))
+            .annotate(hour=TruncHour(field, tzinfo=UTC))
             .values("hour")
             .annotate(n=Count("id"))
             .order_by()

@@ -109,7 +109,7 @@ class DashboardAdmin(admin.ModelAdmin):
         ]
         return [*controls, path("", self.admin_site.admin_view(self.changelist_view), name=prefix + "changelist")]
 
-    def control(self, view):  # noqa: ANN001, ANN201 - a view in, a view out
+    def control(self, view):
         def guarded(request: HttpRequest) -> HttpResponse:
             if not self.has_change_permission(request):
                 raise PermissionDenied

@@ -141,7 +141,7 @@ def interval_problems() -> list[CheckMessage]:
 
 
 def linux_facilities_missing(proc: Path = Path("/proc/self/fd")) -> str | None:
-    """What this system lacks of the Linux facilities --detach, stopdaemon and daemonstatus need, or None.
+    """What this system lacks of the Linux facilities the process commands need (see DaemonCommand), or None.
 
     The one-line reason is meant for the operator: the commands that can't work here stop with it.
     """
@@ -150,7 +150,8 @@ def linux_facilities_missing(proc: Path = Path("/proc/self/fd")) -> str | None:
     if not missing:
         return None
     return (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not available on {platform.system()}: "
-            "--detach, stopdaemon and daemonstatus need Linux; foreground rundaemon and --once work")
+            "--detach, --all, stopdaemon, restartdaemon, signaldaemon and daemonstatus need Linux; "
+            "foreground rundaemon NAME and --once work")
 
 
 def platform_problems() -> list[CheckMessage]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, OuterRef, Subquery, Sum
@@ -24,7 +25,7 @@ PRUNE_EVERY = timedelta(hours=1)
 
 
 def minute_floor(moment: datetime) -> datetime:
-    return moment.astimezone(dt_timezone.utc).replace(second=0, microsecond=0)
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 @dataclass
@@ -122,18 +123,18 @@ def hourly(*, now: datetime, hours: int = 24) -> dict[str, list[HourTotals]]:
     Oldest hour first, hours without a row as zeros; the last is the hour `now` falls in.
     Daemons with no row in the period are left out. One grouped query.
     """
-    last = now.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+    last = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     first = last - timedelta(hours=hours - 1)
     rows = (
         TickMinute.objects.filter(minute__gte=first, minute__lte=now)
-        .annotate(hour=TruncHour("minute", tzinfo=dt_timezone.utc))
+        .annotate(hour=TruncHour("minute", tzinfo=UTC))
         .values("name", "hour")
         .annotate(ticks=Sum("ticks"), processed=Sum("processed"), errors=Sum("errors"))
         .order_by()
     )
-    found: dict[str, dict[datetime, dict]] = {}
+    found: dict[str, dict[datetime, Mapping[str, Any]]] = {}
     for row in rows:
-        found.setdefault(row["name"], {})[row["hour"].astimezone(dt_timezone.utc)] = row
+        found.setdefault(row["name"], {})[row["hour"].astimezone(UTC)] = row
     starts = [first + timedelta(hours=offset) for offset in range(hours)]
     empty = {"ticks": 0, "processed": 0, "errors": 0}
     return {

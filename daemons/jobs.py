@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -16,8 +16,11 @@ from django.utils import timezone
 from . import reporting, schedule
 from .base import Control, Daemon, TickResult
 from .control import claim_run_requests
+from .schedule import Schedule
 
 JobMethod = Callable[[Any, datetime], "int | TickResult | None"]
+# A job method keeps its own signature through @job, so an override can call it as declared.
+JobMethodT = TypeVar("JobMethodT", bound=JobMethod)
 
 
 @dataclass(frozen=True)
@@ -33,14 +36,14 @@ class JobSpec:
     catch_up: bool = True
     retry: timedelta | None = timedelta(seconds=10)
 
-    def schedule(self) -> schedule.Schedule:
+    def schedule(self) -> Schedule:
         """The job's schedule; a cron job without a `tz` uses settings.TIME_ZONE."""
         if self.cron is not None:
             return schedule.cron(self.cron, self.tz or settings.TIME_ZONE)
         assert self.every is not None
         return schedule.Every(self.every, self.jitter)
 
-    def grid(self) -> schedule.Schedule:
+    def grid(self) -> Schedule:
         """The schedule without jitter: the times runs are due at, before each is delayed."""
         if self.cron is not None:
             return self.schedule()
@@ -50,7 +53,7 @@ class JobSpec:
 
 def job(*, every: str | timedelta | float | None = None, cron: str | None = None, tz: str | None = None,
         jitter: str | timedelta | float | None = None, catch_up: bool = True,
-        retry: str | timedelta | float | None = "10s", name: str | None = None) -> Callable[[JobMethod], JobMethod]:
+        retry: str | timedelta | float | None = "10s", name: str | None = None) -> Callable[[JobMethodT], JobMethodT]:
     """Declare a method `(self, now) -> int | TickResult | None` of a ScheduledDaemon as a job.
 
     Give exactly one of `every` ("30s", "5m", a timedelta or seconds, with optional
@@ -71,7 +74,7 @@ def job(*, every: str | timedelta | float | None = None, cron: str | None = None
     if cron is not None:
         schedule.cron(cron, tz or "UTC")  # validates; the zone is resolved when the daemon runs
 
-    def decorate(method: JobMethod) -> JobMethod:
+    def decorate(method: JobMethodT) -> JobMethodT:
         method._daemon_job = JobSpec(  # type: ignore[attr-defined]
             name=name or method.__name__, method=method, every=period, jitter=spread, cron=cron, tz=tz,
             catch_up=catch_up, retry=retry_delay,
@@ -81,12 +84,20 @@ def job(*, every: str | timedelta | float | None = None, cron: str | None = None
     return decorate
 
 
+class _Counters(TypedDict, total=False):
+    """A job's recorded counters, as JobState takes them; empty for a job never run."""
+
+    runs: int
+    errors: int
+    last_error: str
+
+
 @dataclass
 class JobState:
     """One job's place in its schedule and its counters, in the daemon process."""
 
     spec: JobSpec
-    schedule: schedule.Schedule
+    schedule: Schedule
     slot: datetime  # the scheduled time the next run is for, before jitter
     due: datetime  # when the next run starts: the slot with jitter, or a retry
     attempt: int = 1  # the next run's try for its slot: 1, or more for a retry
@@ -110,7 +121,7 @@ class ScheduledDaemon(Daemon):
 
     interval: ClassVar[float | timedelta] = 1.0
     jobs: ClassVar[dict[str, JobSpec]] = {}
-    monotonic: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -211,7 +222,7 @@ class ScheduledDaemon(Daemon):
             row = rows.get(spec.name)
             sched = spec.schedule()
             last = row.last_run_at if row is not None else None
-            counters = {"runs": row.runs, "errors": row.errors, "last_error": row.last_error} if row else {}
+            counters: _Counters = {"runs": row.runs, "errors": row.errors, "last_error": row.last_error} if row else {}
             retry = _recorded_retry(spec, row, now)
             if retry is not None:
                 assert row is not None and row.scheduled_for is not None

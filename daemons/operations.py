@@ -211,7 +211,7 @@ def stop_many(targets: list[StopTarget], *, timeout: float, kill: bool,
     def stop_one(target: StopTarget) -> None:
         try:
             report = StopReport(target, stopping.stop(target.pid_file, timeout=timeout + target.extra_wait, kill=kill))
-        except Exception as exc:  # noqa: BLE001 - whatever it is, it is reported, never lost in a thread
+        except Exception as exc:  # whatever it is, it is reported, never lost in a thread
             report = StopReport(target, None, str(exc))
         finished.put(report)
 

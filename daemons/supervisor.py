@@ -412,7 +412,7 @@ def _preload() -> None:
     if getattr(settings, "SENTRY_DSN", ""):
         # Each child starts its own Sentry client (threads don't survive a fork), but the
         # SDK's code, 4 MiB of heap, can be loaded once here and shared.
-        import sentry_sdk.integrations.django  # noqa: F401
+        import sentry_sdk.integrations.django
         import sentry_sdk.integrations.logging  # noqa: F401
 
     try:

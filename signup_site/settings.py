@@ -194,9 +194,10 @@ except ValueError as exc:
 # person running `make run` can read the welcome emails without a mail server. In
 # production there is no default: customers.checks refuses to start without a real one.
 EMAIL_URL = env.str("EMAIL_URL", default="filemail:///var/mail" if DEBUG else "")
-vars().update(environ.Env.email_url_config(EMAIL_URL) if EMAIL_URL else {})
-if vars().get("EMAIL_BACKEND") == "django.core.mail.backends.filebased.EmailBackend":
-    EMAIL_FILE_PATH = str(project_path(EMAIL_FILE_PATH or "var/mail"))  # noqa: F821
+email_config = environ.Env.email_url_config(EMAIL_URL) if EMAIL_URL else {}
+vars().update(email_config)
+if email_config.get("EMAIL_BACKEND") == "django.core.mail.backends.filebased.EmailBackend":
+    EMAIL_FILE_PATH = str(project_path(email_config.get("EMAIL_FILE_PATH") or "var/mail"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Signup Site <welcome@localhost>")
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from django.conf import settings
@@ -20,8 +22,12 @@ pytest_plugins = ["daemons.testing", "tests.pg", "tests.sentry_sink"]
 BASE_DIR = Path(settings.BASE_DIR)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition") -> object:
-    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[..., T | None], timeout: float = 10.0, message: str = "condition") -> T:
+    """Poll `predicate()` until it returns something truthy, and return that; fail the test at the deadline."""
+    # Callable[..., ]: mypy infers no type for a lambda that binds a loop variable (`lambda x=x: ...`) otherwise.
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -30,6 +36,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: st
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(0.02)
+
+
+def matched(pattern: str, text: str, flags: int = 0, *, group: int = 0) -> str:
+    """Group `group` of the first match of `pattern` in `text`; fail the test, showing the text, if none."""
+    match = re.search(pattern, text, flags)
+    if match is None:
+        pytest.fail(f"no match for {pattern!r} in:\n{text[:2000]}")
+    return match.group(group)
 
 
 def default_signals() -> None:
@@ -62,7 +76,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def fixed_now() -> datetime:
-    return datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    return datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ class Cluster:
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port
+        port = urlsplit(self.url).port
+        assert port is not None, f"no port in {self.url}"
+        return port
 
     def database_url(self, database: str) -> str:
         return self.url.rsplit("/", 1)[0] + "/" + database
@@ -79,6 +81,7 @@ def own_cluster() -> Iterator[Cluster]:
 def read_env(env_file: Path) -> dict[str, str]:
     """What the test-env.d scripts recorded, read by run.py's own reader (its directory is no package)."""
     spec = importlib.util.spec_from_file_location("test_env_run", RUN_PY)
+    assert spec is not None and spec.loader is not None, RUN_PY
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
     return run.read_env(env_file)
@@ -121,6 +124,7 @@ def pg_database(pg_server: str) -> Iterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    assert _cluster is not None, "pg_database needs the pg_server fixture"
     url = _cluster.database_url(name)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tests.conftest import default_signals
 
 BASE_DIR = Path(settings.BASE_DIR)
 VENV = BASE_DIR / ".venv"
-_SKIP = {".venv", "var", ".git", "__pycache__", ".pytest_cache", "test-artifacts", ".env"}
+_SKIP = {".venv", "var", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "test-artifacts", ".env"}
 # Variables that point a process at the outer test run's database, settings or directories.
 _DROP = ("DJANGO_", "PYTEST", "DAEMONS_", "DATABASE_URL", "EMAIL_URL", "TEST_SQLITE_PATH", "TESTAPP_")
 
@@ -47,7 +48,7 @@ def copy_project(dest: Path) -> ProjectCopy:
         (dest / ".venv").symlink_to(VENV)
     else:  # the tests run from some other interpreter: give the copy the same one
         (dest / ".venv" / "bin").mkdir(parents=True)
-        (dest / ".venv" / "bin" / "python").symlink_to(Path(os.sys.executable))
+        (dest / ".venv" / "bin" / "python").symlink_to(Path(sys.executable))
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP)}
     env["PATH"] = f"{dest / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     env["HOME"] = env.get("HOME", str(dest))

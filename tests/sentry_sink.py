@@ -31,7 +31,7 @@ class SentrySink(ThreadingHTTPServer):
             bodies = list(self.bodies)
         for body in bodies:
             lines = body.split(b"\n")
-            for header, payload in zip(lines[1::2], lines[2::2]):
+            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
                 if json.loads(header).get("type") == "event":
                     found.append(json.loads(payload))
         return found
@@ -50,7 +50,9 @@ class SentrySink(ThreadingHTTPServer):
 
 
 class _SentryRequest(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    server: SentrySink
+
+    def do_POST(self) -> None:  # http.server calls it by this name
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)

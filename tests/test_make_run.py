@@ -52,7 +52,8 @@ def start_make_run(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
         make = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=settings.BASE_DIR, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 process_group=0, preexec_fn=default_signals)
-        wait_for(lambda: page(port) == 200 or make.poll() is not None, timeout=60, message="the site on its port")
+        wait_for(lambda port=port, make=make: page(port) == 200 or make.poll() is not None,
+                 timeout=60, message="the site on its port")
         if make.poll() is None:
             return make, port
         output = make.communicate()[0]
@@ -96,6 +97,6 @@ def test_make_run_twice_and_ctrl_c_leaves_nothing_behind(tmp_path, transactional
             assert not list(run_dir.glob("*.pid")), output
             assert page(port) is None
             assert not any(alive(pid) for pid in others.values() if pid), "a daemon outlived make run"
-            wait_for(lambda: not group_alive(make.pid), timeout=10, message="make run's processes to exit")
+            wait_for(lambda make=make: not group_alive(make.pid), timeout=10, message="make run's processes to exit")
         finally:
             stop_leftovers(make, pid_path)

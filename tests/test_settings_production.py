@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from customers.models import Customer
-from tests.conftest import BASE_DIR
+from tests.conftest import BASE_DIR, matched
 from tests.webserver import gunicorn
 
 PRODUCTION_ENV = BASE_DIR / "deploy" / "production.env"
@@ -197,7 +197,7 @@ def test_production_site_redirects_to_https_and_sets_security_headers(production
     assert "csrftoken=" in cookie and "Secure" in cookie
 
     # WhiteNoise serves the collected, hashed stylesheet with a far-future cache lifetime.
-    css_path = re.search(r'href="(/static/customers/site\.[0-9a-f]{12}\.css)"', page.text).group(1)
+    css_path = matched(r'href="(/static/customers/site\.[0-9a-f]{12}\.css)"', page.text, group=1)
     css = production_site.request("GET", css_path, headers={**HTTPS, "Accept-Encoding": "gzip"})
     assert css.status == 200 and css.headers["content-type"].startswith("text/css")
     assert "max-age=315360000" in css.headers["cache-control"]
@@ -285,7 +285,7 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:srv|run|var|opt|home|tmp)(?:/[\w.-]+)
 
 def ini_value(text: str, key: str) -> str:
     """The value of the first `key=value` line of a unit or supervisord file."""
-    return re.search(rf"^{re.escape(key)}=(.*)$", text, flags=re.M).group(1).strip()
+    return matched(rf"^{re.escape(key)}=(.*)$", text, flags=re.M, group=1).strip()
 
 
 def test_every_path_in_deploy_agrees() -> None:

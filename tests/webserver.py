@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from tests.conftest import BASE_DIR, default_signals, wait_for
+from tests.conftest import BASE_DIR, default_signals, matched, wait_for
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
@@ -57,7 +57,7 @@ class Server:
     def csrf_token(self, headers: dict[str, str] | None = None) -> str:
         page = self.request("GET", "/", headers=headers)
         assert page.status == 200, page.text[:500]
-        return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        return matched(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text, group=1)
 
 
 @contextmanager

@@ -64,7 +64,7 @@ class SinkHandler:
         self.holding.clear()
         self.release.set()
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # aiosmtpd calls it by this name
         if self.rcpt_delay:
             await asyncio.sleep(self.rcpt_delay)
         with self.lock:
@@ -77,7 +77,7 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
         message = email.message_from_bytes(envelope.original_content or envelope.content)
         with self.lock:
             self.received.append(

@@ -15,6 +15,7 @@ from customers.daemons import OnboardingDaemon
 from customers.models import Customer, Onboarding, OnboardingState
 from customers.onboarding import Owner
 from customers.signup import customer_create
+from tests.conftest import matched
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,7 @@ def test_state_filter_lists_only_that_state(admin_client: Client, customers, sta
 def test_date_filter_and_search(admin_client: Client, customers) -> None:
     # Follow the date filter's own "Past 7 days" link, as the operator would.
     page = admin_client.get(CHANGELIST).content.decode()
-    link = html.unescape(re.search(r'<a href="(\?created_at__gte=[^"]+)">Past 7 days</a>', page).group(1))
+    link = html.unescape(matched(r'<a href="(\?created_at__gte=[^"]+)">Past 7 days</a>', page, group=1))
     recent = admin_client.get(CHANGELIST + link).content.decode()
     assert "Otto Onboarded" not in names_listed(recent) and len(names_listed(recent)) == 3
     assert names_listed(admin_client.get(CHANGELIST, {"q": "rita"}).content.decode()) == {"Rita Retrying"}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -10,8 +10,9 @@ from django.test import Client
 from customers.chart import activity_chart
 from customers.models import Customer
 from customers.reports import HourActivity, activity_per_hour, onboarding_backlog
+from tests.conftest import matched
 
-NOW = datetime(2026, 11, 27, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
 
 
 def customer_at(created: datetime, onboarded: datetime | None = None, **fields) -> Customer:
@@ -29,8 +30,8 @@ def test_activity_per_hour_buckets_the_last_24_hours() -> None:
     customer_at(NOW - timedelta(hours=30), onboarded=NOW - timedelta(hours=2, minutes=10))  # onboarded at 10:20
     hours = activity_per_hour(now=NOW)
     assert len(hours) == 24
-    assert hours[0].start == datetime(2026, 11, 26, 13, 0, tzinfo=timezone.utc)
-    assert hours[-1].start == datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    assert hours[0].start == datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
+    assert hours[-1].start == datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     by_hour = {h.start.hour: (h.signups, h.onboardings) for h in hours}
     assert by_hour[12] == (1, 1) and by_hour[11] == (1, 0) and by_hour[13] == (1, 0) and by_hour[10] == (0, 1)
     assert sum(h.signups for h in hours) == 3 and sum(h.onboardings for h in hours) == 2
@@ -47,7 +48,7 @@ def test_backlog_counts_each_state() -> None:
 
 
 def test_chart_scales_bars_to_the_busiest_hour() -> None:
-    start = datetime(2026, 11, 27, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 27, 0, tzinfo=UTC)
     chart = activity_chart([HourActivity(start + timedelta(hours=i), i % 3, 1 if i == 5 else 0) for i in range(24)])
     signups = [b for b in chart.bars if b.series == "signups"]
     assert len(signups) == 24 and len(chart.bars) == 48
@@ -64,7 +65,7 @@ def test_dashboard_renders_chart_and_backlog_and_links_the_daemons_dashboard(adm
     response = admin_client.get("/admin/dashboard/")
     assert response.status_code == 200
     html = response.content.decode()
-    svg = re.search(r'<svg class="dash-chart" id="activity-chart" role="img".*?</svg>', html, re.S).group(0)
+    svg = matched(r'<svg class="dash-chart" id="activity-chart" role="img".*?</svg>', html, re.S)
     assert len(re.findall(r'<rect class="(signups|onboardings)"', svg)) == 48
     assert "<desc>1 signup and 0 onboardings in the last 24 hours;" in svg
     assert "1 signup and 0 onboardings in the last 24 hours" in html

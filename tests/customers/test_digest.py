@@ -1,7 +1,7 @@
 """The daily digest daemon: yesterday's signups and failures, emailed at 08:00 local time."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -43,12 +43,12 @@ def staff():
 
 def test_the_digest_day_is_yesterday_on_the_local_wall_clock() -> None:
     # 00:30 in Berlin on the 27th is still the 26th in UTC: yesterday is the 26th.
-    day, start, end = digest_day(datetime(2026, 11, 26, 23, 30, tzinfo=timezone.utc))
+    day, start, end = digest_day(datetime(2026, 11, 26, 23, 30, tzinfo=UTC))
     assert day.isoformat() == "2026-11-26"
     assert start == datetime(2026, 11, 26, tzinfo=BERLIN) and end == datetime(2026, 11, 27, tzinfo=BERLIN)
     # The day the clocks went forward had 23 hours.
     day, start, end = digest_day(datetime(2026, 3, 30, 8, 0, tzinfo=BERLIN))
-    assert end.astimezone(timezone.utc) - start.astimezone(timezone.utc) == timedelta(hours=23)
+    assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=23)
 
 
 def test_recipients_are_active_staff_with_an_address_unless_configured(staff, settings) -> None:

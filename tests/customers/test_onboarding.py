@@ -70,7 +70,8 @@ def test_claim_takes_the_oldest_first(db, fixed_now) -> None:
     assert [c.pk for c in claimed] == [customers[4].pk, customers[0].pk, customers[1].pk]
     # The lease runs from the database's clock, not from the `now` the caller passed.
     assert all(c.claimed_by == str(A) for c in claimed)
-    assert all(before + LEASE - CLOCK_SLACK <= c.claim_expires_at <= after + LEASE + CLOCK_SLACK for c in claimed)
+    assert all(c.claim_expires_at is not None
+               and before + LEASE - CLOCK_SLACK <= c.claim_expires_at <= after + LEASE + CLOCK_SLACK for c in claimed)
 
 
 def test_claimed_customers_are_not_claimed_again_by_another_owner(db, fixed_now) -> None:
@@ -114,7 +115,7 @@ def test_renewal_keeps_the_lease_and_touches_only_our_claims(db, fixed_now) -> N
     # B's claim expired and C takes it; A's renewed ones stay A's.
     [taken] = onboarding.customers_claim(owner=C, now=fixed_now, limit=10)
     assert taken.claimed_by == str(C) and Customer.objects.filter(claimed_by=str(B)).count() == 0
-    assert all(expires >= before + LEASE - CLOCK_SLACK
+    assert all(expires is not None and expires >= before + LEASE - CLOCK_SLACK
                for expires in Customer.objects.filter(claimed_by=str(A)).values_list("claim_expires_at", flat=True))
 
 
@@ -345,11 +346,12 @@ def test_one_customers_failure_does_not_stop_the_batch(db, fixed_now, smtp_setti
     assert OnboardingDaemon().status() == "0 waiting, 1 failed"
 
 
-def test_a_stop_mid_batch_gives_the_rest_back_at_once(db, fixed_now) -> None:
+def test_a_stop_mid_batch_gives_the_rest_back_at_once(db, fixed_now, monkeypatch) -> None:
     make_customers(5, fixed_now - timedelta(hours=1))
     daemon = ready_daemon()
     sent = iter(range(100))
-    daemon.stop_requested = lambda: next(sent) >= 3  # the loop checks once per batch, then per customer
+    # The loop checks once per batch, then per customer.
+    monkeypatch.setattr(daemon, "stop_requested", lambda: next(sent) >= 3)
     daemon.tick(fixed_now)
     assert Onboarding.objects.count() == 2
     assert not Customer.objects.exclude(claimed_by="").exists()

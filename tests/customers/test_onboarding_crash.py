@@ -54,7 +54,8 @@ def test_kill_9_at_random_moments_loses_nobody_and_records_nobody_twice(project,
             with sqlite_write_lock(db_path):
                 replied = handler.replied
                 handler.release_held()
-                wait_for(lambda: handler.replied > replied, message="the 250 to go out")
+                wait_for(lambda handler=handler, replied=replied: handler.replied > replied,
+                         message="the 250 to go out")
                 kill_9(project, pid)
             [address] = accepted.to
             customer = Customer.objects.get(email=address)
@@ -63,7 +64,7 @@ def test_kill_9_at_random_moments_loses_nobody_and_records_nobody_twice(project,
         elif kill % 3 == 1:
             # While an email is being delivered.
             target = sent + rng.randint(1, 20)
-            wait_for(lambda: smtp_sink.count() >= target, timeout=10, message=f"{target} emails")
+            wait_for(lambda target=target: smtp_sink.count() >= target, timeout=10, message=f"{target} emails")
             kill_9(project, pid)
         else:
             # At a moment chosen by the clock alone.

@@ -10,13 +10,16 @@ from django.core import mail
 from django.db import transaction
 from django.db.models.functions import Lower
 from django.test import Client
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from customers.forms import text_problem
 from customers.models import Customer
 from customers.onboarding import welcome_email
 from customers.ratelimit import client_ip, client_network, signup_rate_hit
 from customers.signup import customer_create, email_normalize
+from tests.conftest import matched
 
 SCRIPT = "<script>alert('x')</script>"
 
@@ -32,7 +35,8 @@ def post_body(client: Client, body: bytes, content_type: str = "application/x-ww
 
 def urlencode_any(fields: dict[str, str]) -> bytes:
     """Percent-encode like a client that sends whatever bytes it has, lone surrogates included."""
-    return "&".join(f"{quote(k)}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}" for k, v in fields.items()).encode()
+    pairs = (f"{quote(k)}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}" for k, v in fields.items())
+    return "&".join(pairs).encode()
 
 
 def error_for(html: str, field: str) -> str:
@@ -195,7 +199,7 @@ def test_post_without_csrf_token_is_403_and_stores_nothing() -> None:
 def test_post_with_csrf_token_from_the_page_is_accepted() -> None:
     client = Client(enforce_csrf_checks=True)
     page = client.get("/").content.decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    token = matched(r'name="csrfmiddlewaretoken" value="([^"]+)"', page, group=1)
     response = client.post("/", {"name": "Ada", "email": "ada@example.com", "csrfmiddlewaretoken": token})
     assert response.status_code == 302
     assert Customer.objects.count() == 1
@@ -344,6 +348,7 @@ def test_welcome_email_escapes_markup_in_both_bodies_and_the_subject() -> None:
     customer, _ = customer_create(name=f"O'Brien & Sons {SCRIPT}", email="ob@example.com")
     message = welcome_email(customer)
     html = message.alternatives[0][0]
+    assert isinstance(html, str)
     assert "<script" not in html and "&lt;script&gt;" in html
     assert "<script" not in message.body and "&lt;script&gt;" in message.body
     assert "O'Brien & Sons" in message.body  # plain text keeps what is not markup as typed
@@ -451,7 +456,7 @@ FULLWIDTH = {chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)}
 
 
 def recase(text: str, flips: list[bool]) -> str:
-    return "".join(ch.swapcase() if flip else ch for ch, flip in zip(text, flips + [False] * len(text)))
+    return "".join(ch.swapcase() if flip else ch for ch, flip in zip(text, flips + [False] * len(text), strict=False))
 
 
 @pytest.mark.django_db

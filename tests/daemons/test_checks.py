@@ -123,8 +123,9 @@ def test_a_system_without_pidfd_open_or_proc_gets_one_warning_line(settings, mon
     assert checks.linux_facilities_missing() is None  # the suite runs on Linux
     monkeypatch.delattr(checks.os, "pidfd_open")
     monkeypatch.setattr(checks.platform, "system", lambda: "Darwin")
-    assert ids(settings) == {"daemons.W002": "os.pidfd_open is not available on Darwin: --detach, stopdaemon and "
-                                             "daemonstatus need Linux; foreground rundaemon and --once work"}
+    assert ids(settings) == {"daemons.W002": "os.pidfd_open is not available on Darwin: --detach, --all, stopdaemon, "
+                                             "restartdaemon, signaldaemon and daemonstatus need Linux; "
+                                             "foreground rundaemon NAME and --once work"}
     both = checks.linux_facilities_missing(tmp_path / "no-proc")
     assert both is not None and both.startswith("os.pidfd_open and /proc are not available on Darwin: ")
 

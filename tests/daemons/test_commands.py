@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import matched, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -37,7 +37,7 @@ def status_json(project, *args: str) -> list[dict]:
 
 
 def pid_of(text: str, before: str = "") -> int:
-    return int(re.search(rf"{re.escape(before)}\(?pid (\d+)", text).group(1))
+    return int(matched(rf"{re.escape(before)}\(?pid (\d+)", text, group=1))
 
 
 # --- start --------------------------------------------------------------------------------

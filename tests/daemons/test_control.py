@@ -12,6 +12,7 @@ from daemons import control
 from daemons.models import Heartbeat, Pause, RunRequest
 from tests.conftest import wait_for
 
+
 @pytest.mark.django_db
 def test_pause_and_resume_one_instance() -> None:
     assert control.pause("counter", 1, by="ops") is True

@@ -9,6 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from daemons.models import Heartbeat, JobRun, Pause, RunRequest, TickMinute
+from tests.conftest import matched
 
 pytestmark = pytest.mark.django_db
 URL = "/admin/daemons/dashboard/"
@@ -37,12 +38,12 @@ def test_shows_health_charts_errors_and_jobs(admin_client: Client, settings) -> 
     assert re.search(r'id="daemon-counter-0-web1">.*?<td>4242</td>.*?class="state-running">running', html, re.S)
     assert re.search(r'id="daemon-idle-0-web2">.*?class="state-not-responding">not responding', html, re.S)
     assert 'id="daemon-failing-never"' in html  # registered, never reported
-    ticks = re.search(r'<svg class="dash-chart" id="chart-counter-ticks".*?</svg>', html, re.S).group(0)
-    assert len(re.findall(r"<rect class=\"ticks\"", ticks)) == 24
+    chart = matched(r'<svg class="dash-chart" id="chart-counter-ticks".*?</svg>', html, re.S)
+    assert len(re.findall(r"<rect class=\"ticks\"", chart)) == 24
     assert "counter: 13 ticks, 26 units processed, 0 errors" in " ".join(html.split())
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html and "<script>alert" not in html
     assert "SMTPServerDisconnected: gone" in html
-    row = re.search(r'<tr id="job-digest-daily_digest">.*?</tr>', html, re.S).group(0)
+    row = matched(r'<tr id="job-digest-daily_digest">.*?</tr>', html, re.S)
     assert "error" in row and "Run now" in row
 
 
@@ -69,7 +70,7 @@ def test_pause_and_resume(admin_client: Client) -> None:
     assert "Paused counter[2]: it stops ticking within one interval." in response.content.decode()
     assert Pause.objects.get().paused_by == "admin"
     html = page(admin_client)
-    row = re.search(r'<tr id="daemon-counter-2-web1">.*?</tr>', html, re.S).group(0)
+    row = matched(r'<tr id="daemon-counter-2-web1">.*?</tr>', html, re.S)
     assert '<span class="paused">paused</span>' in row and ">Resume</button>" in row
     response = admin_client.post(f"{URL}resume/", {"name": "counter", "instance": "2"}, follow=True)
     assert "Resumed counter[2]." in response.content.decode() and not Pause.objects.exists()
@@ -80,7 +81,7 @@ def test_run_now_records_a_request(admin_client: Client) -> None:
     assert "Requested: digest.daily_digest runs at the daemon&#x27;s next tick." in response.content.decode()
     assert list(RunRequest.objects.values_list("daemon", "job", "requested_by")) == [("digest", "daily_digest",
                                                                                        "admin")]
-    row = re.search(r'<tr id="job-digest-daily_digest">.*?</tr>', page(admin_client), re.S).group(0)
+    row = matched(r'<tr id="job-digest-daily_digest">.*?</tr>', page(admin_client), re.S)
     assert "requested" in row and "Run now" not in row
     again = admin_client.post(f"{URL}run/", {"daemon": "digest", "job": "daily_digest"}, follow=True)
     assert "Already waiting to run: digest.daily_digest." in again.content.decode()
@@ -113,7 +114,7 @@ def test_controls_need_the_csrf_token(django_user_model) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-12345"))
     assert client.post(f"{URL}pause/", {"name": "counter", "instance": "0"}).status_code == 403
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(URL).content.decode()).group(1)
+    token = matched(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get(URL).content.decode(), group=1)
     assert client.post(f"{URL}pause/", {"name": "counter", "instance": "0", "csrfmiddlewaretoken": token}
                        ).status_code == 302
     assert Pause.objects.filter(name="counter").exists()

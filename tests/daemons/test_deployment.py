@@ -27,6 +27,13 @@ MY_GROUP = grp.getgrgid(os.getgid()).gr_name
 EXAMPLE_ARGS = ["--project-dir", "/srv/signup_site", "--user", "signup", "--group", "signup"]
 
 
+class SystemdUnit(configparser.ConfigParser):
+    """A unit file's sections; its keys keep their case, as systemd's are case-sensitive."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def daemonconfig(*args: str) -> str:
     out = io.StringIO()
     call_command("daemonconfig", *args, stdout=out)
@@ -51,8 +58,7 @@ def test_the_examples_in_deploy_are_what_daemonconfig_prints(kind, filename) -> 
 
 def test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground(tmp_path) -> None:
     text = daemonconfig("onboarding", "--systemd", *EXAMPLE_ARGS, "--watchdog", "45")
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # systemd keys are case-sensitive
+    unit = SystemdUnit(strict=False, interpolation=None)
     unit.read_string(text)
     service = unit["Service"]
     assert service["Type"] == "notify"
@@ -204,8 +210,7 @@ def test_all_gives_the_supervisors_unit_which_systemd_accepts(tmp_path) -> None:
 
     text = daemonconfig("--all", "--systemd", "--project-dir", str(BASE_DIR), "--python", sys.executable,
                         "--user", ME, "--group", MY_GROUP)
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str
+    unit = SystemdUnit(strict=False, interpolation=None)
     unit.read_string(text)
     service = unit["Service"]
     assert service["ExecStart"] == f"{sys.executable} {BASE_DIR}/manage.py rundaemon --all"

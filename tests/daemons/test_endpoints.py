@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import socket
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -139,8 +140,11 @@ def test_metrics_with_a_token_require_it_from_everyone(settings, client: Client)
     settings.DAEMONS_METRICS_TOKEN = "s3cret-token"
     Heartbeat.objects.create(name="counter", host="web1", pid=1, started_at=timezone.now(),
                              last_heartbeat=timezone.now())
-    for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer wrong"}, {"HTTP_AUTHORIZATION": "Basic s3cret-token"},
-                    {"HTTP_AUTHORIZATION": "Bearer s3cret-token-and-more"}):
+    # Extra WSGI environ for Client.get.
+    refused: list[dict[str, Any]] = [{}, {"HTTP_AUTHORIZATION": "Bearer wrong"},
+                                     {"HTTP_AUTHORIZATION": "Basic s3cret-token"},
+                                     {"HTTP_AUTHORIZATION": "Bearer s3cret-token-and-more"}]
+    for headers in refused:
         response = client.get("/daemons/metrics/", **headers)
         assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
     samples = scrape(client, REMOTE_ADDR="10.1.2.3", HTTP_AUTHORIZATION="Bearer s3cret-token")

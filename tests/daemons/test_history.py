@@ -1,14 +1,14 @@
 """Tick history: counted in memory, written about once a minute, read back per hour and as tick counters."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from daemons.history import Recorder, hourly, tick_counters
 from daemons.models import Heartbeat, TickMinute
 
-T0 = datetime(2026, 11, 27, 12, 0, 5, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,8 @@ def test_a_new_minute_writes_the_last_one_and_counters_add_up() -> None:
     rec.flush(T0 + timedelta(seconds=120))
     rows = list(TickMinute.objects.order_by("minute").values_list("minute", "ticks", "processed", "errors", "busy_ms"))
     assert rows == [(T0.replace(second=0), 6, 6, 1, 30), (T0.replace(second=0) + timedelta(minutes=1), 6, 6, 0, 30)]
-    assert TickMinute.objects.order_by("minute").last().ticks_total == 12
+    last = TickMinute.objects.order_by("minute").last()
+    assert last is not None and last.ticks_total == 12
 
 
 def test_a_restart_within_the_minute_adds_to_the_row_and_takes_over_the_counter() -> None:
@@ -66,7 +67,7 @@ def test_a_database_error_is_swallowed() -> None:
 
 
 def test_hourly_sums_instances_and_hosts_and_fills_empty_hours() -> None:
-    now = datetime(2026, 11, 27, 12, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
     for host, instance, minute, ticks in [("web1", 0, now, 3), ("web2", 1, now - timedelta(minutes=10), 4),
                                           ("web1", 0, now - timedelta(hours=5), 7),
                                           ("web1", 0, now - timedelta(hours=25), 100)]:
@@ -75,7 +76,7 @@ def test_hourly_sums_instances_and_hosts_and_fills_empty_hours() -> None:
     series = hourly(now=now)
     assert list(series) == ["counter"]
     hours = series["counter"]
-    assert len(hours) == 24 and hours[-1].start == datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    assert len(hours) == 24 and hours[-1].start == datetime(2026, 11, 27, 12, tzinfo=UTC)
     assert [(h.start.hour, h.ticks, h.processed) for h in hours if h.ticks] == [(7, 7, 14), (12, 7, 14)]
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,6 @@ from daemons.models import JobRun
 from daemons.testing import tick_times
 
 pytestmark = pytest.mark.django_db
-UTC = timezone.utc
 T0 = datetime(2026, 11, 27, 7, 59, 58, tzinfo=UTC)
 
 

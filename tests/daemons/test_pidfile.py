@@ -84,6 +84,7 @@ def test_a_locked_file_naming_another_process_is_not_trusted(tmp_path: Path) -> 
         f"f = open({str(path)!r}, 'r+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
         "print('locked', flush=True); time.sleep(30)\n"
     )], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None  # stdout=PIPE
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -70,7 +70,8 @@ def test_user_option_drops_privileges_with_root_owned_pid_file(project) -> None:
         env = {"DATABASE_URL": f"sqlite:///{db}", "DAEMONS_RUN_DIR": str(home / "run"),
                "DAEMONS_LOG_DIR": str(home / "log")}
         pid = project.start("counter", "--user", "nobody", env=env)
-        uid_line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+        status_lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        uid_line = next(line for line in status_lines if line.startswith("Uid:"))
         assert set(uid_line.split()[1:]) == {str(nobody.pw_uid)}
         pid_file = home / "run" / "counter.pid"
         assert pid_file.stat().st_uid == 0 and pid_file.read_text() == f"{pid}\n"

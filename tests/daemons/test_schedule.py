@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from daemons.schedule import Cron, Every, cron, every, format_interval, missed_run, next_run, parse_interval, startup
 
-UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -165,7 +164,9 @@ def test_retry_delays_double_up_to_the_cap_and_never_reach_the_next_scheduled_ti
     from daemons.schedule import RETRY_MAX_DELAY, retry_at
 
     tomorrow = T0 + timedelta(days=1)
-    delays = [retry_at(T0, attempt, timedelta(seconds=10), tomorrow) - T0 for attempt in range(1, 10)]
+    retries = [retry_at(T0, attempt, timedelta(seconds=10), tomorrow) for attempt in range(1, 10)]
+    delays = [at - T0 for at in retries if at is not None]
+    assert len(delays) == len(retries)
     assert delays[:4] == [timedelta(seconds=s) for s in (10, 20, 40, 80)]
     assert delays[-1] == RETRY_MAX_DELAY == timedelta(minutes=15)
     assert retry_at(T0, 10_000, timedelta(seconds=10), tomorrow) == T0 + RETRY_MAX_DELAY

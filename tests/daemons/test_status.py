@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import UTC
 
 import pytest
 
@@ -88,9 +89,9 @@ def test_a_daemon_with_its_pid_file_in_another_run_directory_is_running(project,
 
 
 def test_a_running_daemon_is_starting_during_its_first_interval_not_never() -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     row = DaemonStatus(name="d", instance=0, host="h", state="running", interval=5.0,
                        started_at=now - timedelta(seconds=2))
     assert row.last_tick_label(now) == "starting"
@@ -102,16 +103,16 @@ def test_a_running_daemon_is_starting_during_its_first_interval_not_never() -> N
 
 @pytest.mark.django_db
 def test_json_gives_each_scheduled_jobs_last_run_and_next_run_as_data(settings) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from daemons.models import JobRun
     from daemons.status import read_status
 
     settings.TIME_ZONE = "UTC"
-    eight = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)
+    eight = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
     JobRun.objects.create(daemon="digest", job="daily_digest", last_run_at=eight, scheduled_for=eight, attempt=1,
                           last_outcome="error", last_error="SMTPServerDisconnected: gone", runs=1, errors=1,
-                          last_duration_ms=12, next_run_at=datetime(2099, 1, 1, 8, 0, tzinfo=timezone.utc))
+                          last_duration_ms=12, next_run_at=datetime(2099, 1, 1, 8, 0, tzinfo=UTC))
     row = read_status("digest").as_json()
     assert row["state"] == "stopped" and row["interval"] == 10.0
     assert row["jobs"] == [{

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -65,6 +66,12 @@ def python(script: str, *args: str, user: list[str] | None = None) -> subprocess
                             stdout=subprocess.PIPE, text=True, preexec_fn=_default_signals)
 
 
+def stdout_of(proc: subprocess.Popen) -> IO[str]:
+    """The output of a child that python() started: always piped."""
+    assert proc.stdout is not None
+    return proc.stdout
+
+
 def _default_signals() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
@@ -96,9 +103,9 @@ def holder(shared_dir: Path) -> Iterator:
 
     def start(mode: str) -> int:
         proc = python(HOLD, str(shared_dir / "x.pid"), mode)
-        pid = int(proc.stdout.readline())
+        pid = int(stdout_of(proc).readline())
         proc.wait(timeout=30)
-        proc.stdout.close()
+        stdout_of(proc).close()
         started.append(pid)
         return pid
 
@@ -147,7 +154,7 @@ def test_a_locked_file_still_naming_a_reused_pid_is_not_trusted_by_another_user(
                     f"f = open({str(path)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
                     "print('locked', flush=True); time.sleep(120)\n")
     try:
-        assert bystander.stdout.readline() == "up\n" and locker.stdout.readline() == "locked\n"
+        assert stdout_of(bystander).readline() == "up\n" and stdout_of(locker).readline() == "locked\n"
         path.write_text(f"{bystander.pid}\n")
         written = path.stat().st_mtime - 60
         os.utime(path, (written, written))  # the predecessor wrote it before the bystander started
@@ -159,7 +166,7 @@ def test_a_locked_file_still_naming_a_reused_pid_is_not_trusted_by_another_user(
         for proc in (bystander, locker):
             proc.kill()
             proc.wait()
-            proc.stdout.close()
+            stdout_of(proc).close()
 
 
 def test_release_removes_only_the_file_it_locked(tmp_path) -> None:
@@ -195,7 +202,7 @@ def test_stopdaemon_says_in_one_line_that_it_will_not_guess_the_holder(project) 
                     f"f = open({str(path)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
                     "print('locked', flush=True); time.sleep(120)\n")
     try:
-        assert locker.stdout.readline() == "locked\n"
+        assert stdout_of(locker).readline() == "locked\n"
         result = project.manage("stopdaemon", "counter")
         assert result.returncode == 1
         [line] = result.stderr.strip().splitlines()
@@ -206,4 +213,4 @@ def test_stopdaemon_says_in_one_line_that_it_will_not_guess_the_holder(project) 
     finally:
         locker.kill()
         locker.wait()
-        locker.stdout.close()
+        stdout_of(locker).close()

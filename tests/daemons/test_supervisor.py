@@ -87,7 +87,7 @@ def test_all_starts_every_registered_daemon_under_one_parent(supervised: Supervi
     assert all(steady.values()), pids
     assert len(set(steady.values())) == len(steady)
     for name, pid in steady.items():
-        assert parent_of(pid) == parent, name
+        assert pid is not None and parent_of(pid) == parent, name
         assert (supervised.project.run_dir / f"{name}.pid").read_text() == f"{pid}\n"
 
     status = supervised.project.manage("daemonstatus", "counter")
@@ -122,7 +122,7 @@ def test_stopdaemon_name_stops_one_child_for_good_and_leaves_the_rest(supervised
     wait_for(lambda: "idle stopped on its own (exit 0); not restarted" in log.read_text(), timeout=30,
              message="the supervisor to note the stop")
     assert not supervised.project.pid_file("idle").exists()
-    assert alive(parent) and supervised.holder("counter") == counter
+    assert parent is not None and alive(parent) and supervised.holder("counter") == counter
 
 
 def test_a_child_failing_at_startup_is_retried_then_given_up_on(supervised: Supervised) -> None:
@@ -146,7 +146,9 @@ def test_sighup_reaches_the_children_and_they_reopen_their_logs(supervised: Supe
     for log in logs:
         wait_for(log.exists, message=f"{log.name}")
         log.rename(log.with_suffix(".log.1"))
-    os.kill(supervised.holder(supervisor.NAME), signal.SIGHUP)
+    parent = supervised.holder(supervisor.NAME)
+    assert parent is not None
+    os.kill(parent, signal.SIGHUP)
     for log in logs:
         wait_for(lambda log=log: log.exists() and "reopened log files on SIGHUP" in log.read_text(), timeout=30,
                  message=f"a reopened {log.name}")
@@ -155,7 +157,9 @@ def test_sighup_reaches_the_children_and_they_reopen_their_logs(supervised: Supe
 def test_orphans_stop_and_a_killed_supervisor_leaves_an_ordinary_stale_pid_file(supervised: Supervised) -> None:
     assert supervised.start("counter", "idle").returncode == 0
     parent = supervised.holder(supervisor.NAME)
-    children = [supervised.holder("counter"), supervised.holder("idle")]
+    counter, idle = supervised.holder("counter"), supervised.holder("idle")
+    assert parent is not None and counter is not None and idle is not None
+    children = [counter, idle]
     os.kill(parent, signal.SIGKILL)
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=30, message="the orphans to stop")
     assert not (supervised.project.pid_file("counter")).exists()
@@ -191,7 +195,9 @@ def test_children_get_sane_signal_handlers_even_if_sigint_was_ignored(supervised
         proc.wait(timeout=60)
 
 
-def test_under_systemd_only_the_supervisor_says_ready_and_ctrl_c_stops_cleanly(supervised: Supervised, tmp_path: Path) -> None:
+def test_under_systemd_only_the_supervisor_says_ready_and_ctrl_c_stops_cleanly(
+    supervised: Supervised, tmp_path: Path
+) -> None:
     address = tmp_path / "notify"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(address))

@@ -1,4 +1,4 @@
-"""What every daemon command shares: the NAME and --instance arguments, the lookup and its errors, NO_COLOR."""
+"""What every daemon command shares: NAME and --instance, the lookup and its errors, NO_COLOR, the Linux check."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from daemons import registry
+from daemons import checks, registry
 from daemons.base import Daemon
 
 MAX_INSTANCE = 999
@@ -83,9 +83,21 @@ class DaemonCommandMixin:
 
 
 class DaemonCommand(DaemonCommandMixin, BaseCommand):
-    """A management command about one or more registered daemons."""
+    """A management command about one or more registered daemons.
+
+    Such a command controls or inspects daemon processes, which takes Linux (pidfd_open, /proc): elsewhere it
+    stops with one line saying so. A command that works anywhere sets `requires_linux = False`.
+    """
+
+    requires_linux: bool = True
+
+    def needs_linux(self, options: dict[str, Any]) -> bool:
+        """Whether this run of the command, with these options, needs the Linux facilities."""
+        return self.requires_linux
 
     def execute(self, *args: Any, **options: Any) -> Any:
+        if self.needs_linux(options) and (missing := checks.linux_facilities_missing()):
+            raise CommandError(missing)
         # https://no-color.org: a non-empty NO_COLOR turns colour off unless --force-color asks for it.
         if os.environ.get("NO_COLOR") and not options.get("force_color"):
             options["no_color"] = True

@@ -44,7 +44,7 @@ def render(rows: list[DaemonStatus], style: Style, now: datetime) -> str:
     width = max([len("NAME"), *map(len, labels)])
     lines = [style.MIGRATE_HEADING(f"{'NAME':<{width}} {'STATE':<14} {'PID':>7} {'UPTIME':>8} {'RSS':>8} "
                                    f"{'LAST TICK':>10} {'DONE':>7} {'ERRORS':>6}  INFO")]
-    for label, row in zip(labels, rows):
+    for label, row in zip(labels, rows, strict=True):
         rss = f"{row.rss_kib / 1024:.1f}M" if row.rss_kib else "-"
         state = state_style(style, row.state)(f"{STATE_LABELS.get(row.state, row.state):<14}")
         errors = f"{row.errors:>6}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import CommandError
 
@@ -29,6 +30,7 @@ KIND_HELP = {
 
 
 class Command(DaemonCommand):
+    requires_linux = False  # it only prints files
     help = "Print a systemd unit, a supervisord program section or a logrotate stanza for a daemon."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -50,7 +52,7 @@ class Command(DaemonCommand):
                **options) -> None:
         if project_dir is not None and not project_dir.is_absolute():
             raise CommandError(f"--project-dir must be an absolute path, got {project_dir}")
-        where = dict(project_dir=project_dir, python=python, user=user, group=group, env_file=env_file,
+        where: dict[str, Any] = dict(project_dir=project_dir, python=python, user=user, group=group, env_file=env_file,
                      watchdog_seconds=watchdog)
         if all_daemons or name is None:
             d = deployment.supervisor_deployment_for_command(name, every=all_daemons, **where)

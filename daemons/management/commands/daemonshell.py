@@ -1,9 +1,9 @@
 """`manage.py daemonshell NAME`: Django's shell with the daemon constructed and its logging on."""
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
+from django.core.management.base import CommandParser
 from django.core.management.commands.shell import Command as ShellCommand
 from django.utils import timezone
 
@@ -17,12 +17,14 @@ class Command(DaemonCommandMixin, ShellCommand):
     help = ("Open Django's shell with `daemon` (the daemon object) and `tick()` (one tick now, for real, "
             "logging to the terminal; the first one calls setup()). Takes the shell's options, e.g. -c CODE.")
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         self.add_name_argument(parser)
         self.add_instance_argument(parser)
         super().add_arguments(parser)
 
-    def handle(self, *args: Any, name: str, instance: int, **options: Any) -> None:
+    def handle(self, **options: Any) -> None:
+        name: str = options.pop("name")
+        instance: int = options.pop("instance")
         daemon_cls = self.daemon_class(name)
         # The daemon's own log format on stderr, so a tick typed here reads like the real one.
         logs.configure(name, None)

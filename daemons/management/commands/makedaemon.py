@@ -28,6 +28,7 @@ def cron_type(value: str) -> str:
 
 
 class Command(DaemonCommand):
+    requires_linux = False  # it only writes source files
     help = ("Generate a daemon: its class in APP/daemons.py and a test that runs one tick. "
             "Tests go in tests/<app>/ when the project has a tests/ folder, else in <app>/tests/.")
 

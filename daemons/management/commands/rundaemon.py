@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from django.core.management.base import CommandError
 
@@ -12,6 +13,11 @@ from daemons.privileges import Credentials, PrivilegeError
 from daemons.supervisor import supervise
 
 from ._base import DaemonCommand, registered_names
+
+
+def supervised(names: list[str], all_daemons: bool) -> bool:
+    """Whether these arguments run daemons under a supervisor (--all, several NAMEs or none) rather than one."""
+    return all_daemons or len(names) != 1
 
 
 class Command(DaemonCommand):
@@ -32,9 +38,13 @@ class Command(DaemonCommand):
         self.add_instance_argument(parser)
         self.add_credentials_arguments(parser)
 
+    def needs_linux(self, options: dict[str, Any]) -> bool:
+        # One daemon in the foreground (--once, --reload included) runs anywhere; detaching and supervising don't.
+        return options["detach"] or supervised(options["names"], options["all_daemons"])
+
     def handle(self, *args, names: list[str], all_daemons: bool, detach: bool, once: bool, reload: bool,
                instance: int, user: str | None, group: str | None, **options) -> None:
-        if all_daemons or len(names) != 1:
+        if supervised(names, all_daemons):
             if reload:
                 raise CommandError("--reload runs one daemon; give exactly one NAME", returncode=2)
             self.stdout.write(supervise(names, every=all_daemons, detach=detach, once=once, instance=instance,

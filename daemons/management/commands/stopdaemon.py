@@ -33,6 +33,7 @@ class Command(DaemonCommand):
                 self.stdout.write("no daemon is running on this host")
                 return
         else:
+            assert name is not None  # NAME or --all, checked above
             self.daemon_class(name)
             targets = [operations.stop_target(name, instance)]
         self.timeout = operations.stop_wait() if timeout is None else timeout
