@@ -418,6 +418,7 @@ _POLICY_STATUS = re.compile(rb"^\s*5\.7\.\d{1,3}\b")
 
 def is_policy_refusal(exc: BaseException) -> bool:
     """True for a 5xx reply with a 5.7.x enhanced status: refused by policy (relaying, auth, sandbox)."""
+    replies: list[tuple[int, bytes | str]]
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         replies = list(exc.recipients.values())
     elif isinstance(exc, smtplib.SMTPResponseException):

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +97,7 @@ def proc_started_at(pid: int) -> datetime | None:
     since_boot = pidfile.started_since_boot(pid)
     if since_boot is None:
         return None
-    return datetime.fromtimestamp(pidfile.boot_time() + since_boot, tz=dt_timezone.utc)
+    return datetime.fromtimestamp(pidfile.boot_time() + since_boot, tz=UTC)
 
 
 def read_status(name: str, instance: int = 0) -> DaemonStatus:

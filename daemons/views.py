@@ -5,8 +5,8 @@ import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -123,7 +123,8 @@ def daemon_charts(now: datetime) -> list[DaemonChart]:
     for name, hours in history.hourly(now=now, hours=24).items():
         slots = [hour.start.strftime("%H:00") for hour in hours]
 
-        def chart(field: str, singular: str, plural: str) -> Chart:
+        def chart(field: str, singular: str, plural: str, hours: list[history.HourTotals] = hours,
+                  slots: list[str] = slots) -> Chart:
             values = [getattr(hour, field) for hour in hours]
             return bar_chart(slots, [Series(field, values, singular, plural)], width=400, height=170, label_every=6)
 
@@ -151,7 +152,7 @@ def last_errors(limit: int = 10) -> list[ErrorRow]:
             for b in Heartbeat.objects.exclude(last_error="").filter(errors__gt=0)]
     rows += [ErrorRow(f"{r.daemon}.{r.job}", r.last_error_at, r.last_error)
              for r in JobRun.objects.exclude(last_error="").filter(errors__gt=0)]
-    rows.sort(key=lambda row: row.at or datetime.min.replace(tzinfo=dt_timezone.utc), reverse=True)
+    rows.sort(key=lambda row: row.at or datetime.min.replace(tzinfo=UTC), reverse=True)
     return rows[:limit]
 
 
@@ -196,8 +197,9 @@ class RunForm(forms.Form):
     daemon = forms.CharField(max_length=100)
     job = forms.CharField(max_length=100)
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         daemon, job = data.get("daemon"), data.get("job")
         if daemon and job:
             declared = {(row.daemon, row.job) for row in scheduled_jobs()}
@@ -207,7 +209,7 @@ class RunForm(forms.Form):
 
 
 def form_error(form: forms.Form) -> str:
-    return "; ".join(f"{'' if field == '__all__' else field + ': '}{' '.join(errors)}"
+    return "; ".join(f"{'' if field == '__all__' else field + ': '}{' '.join(map(str, errors))}"
                      for field, errors in form.errors.items())
 
 

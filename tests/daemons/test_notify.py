@@ -6,6 +6,7 @@ import socket
 import tempfile
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -105,12 +106,12 @@ def test_progress_keeps_pings_and_the_heartbeat_coming_during_a_long_tick(projec
         wait_for(lambda: marker.read_text() == "tick done\n", timeout=60, message="the end of the 9 s tick")
         ready = next(t for t, m in notify_socket.messages if m.startswith("READY=1"))
         pings = [ready] + [t for t, m in notify_socket.messages if m == "WATCHDOG=1"]
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        gaps = [b - a for a, b in pairwise(pings)]
         assert pings[-1] - ready > 8, "the pings span the whole tick"
         assert max(gaps) <= 1.0, f"a gap of {max(gaps):.2f} s between pings with WATCHDOG_USEC=2000000"
-        # The marker is written inside the tick; the heartbeat with the tick's total follows it.
+        # The marker is written inside the tick; the heartbeat that ends it follows.
         wait_for(lambda: Heartbeat.objects.get(name="steady").processed == 300, timeout=10,
-                 message="the heartbeat after the tick to count all 300 units")
+                 message="the heartbeat after the tick counting all 300 units")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
