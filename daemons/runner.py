@@ -92,6 +92,8 @@ class Runner:
         self.wake_watch: Callable[[], None] = lambda: None  # set by the watch thread
         self.daemon.control.on_progress = self.on_progress
         self.history = history.Recorder(self.daemon.name, self.instance)
+        self.pause_checked: float | None = None
+        self.is_paused = False
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -111,7 +113,7 @@ class Runner:
         while True:
             if self.clock() >= next_tick or woken():
                 began = self.clock()
-                if not once and self.heartbeat and is_paused(self.daemon.name, self.instance):
+                if not once and self.heartbeat and self.paused():
                     # Paused by an operator: stay up and say so in the heartbeat, but do no work.
                     if self.heartbeat_due(worked=False):
                         self.write_heartbeat()
@@ -126,6 +128,17 @@ class Runner:
                 timeout = min(timeout, self.last_ping + period - self.clock())
             if stop.wait(max(0.0, timeout)):
                 return result
+
+    def paused(self) -> bool:
+        """Whether an operator paused this instance, read at most once per interval.
+
+        So ticks brought early by wake-ups cost no extra read, and a pause is still obeyed
+        within one interval.
+        """
+        if self.pause_checked is None or self.clock() - self.pause_checked >= self.daemon.interval_seconds():
+            self.pause_checked = self.clock()
+            self.is_paused = is_paused(self.daemon.name, self.instance)
+        return self.is_paused
 
     def tick(self) -> TickResult | None:
         """Run one guarded tick and record it; return its result, or None if it raised."""

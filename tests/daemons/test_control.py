@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-import daemons
 from daemons import control
 from daemons.models import Heartbeat, Pause, RunRequest
 from tests.conftest import wait_for
@@ -48,14 +46,7 @@ def test_database_errors_read_as_no_order() -> None:
     assert control.claim_run_requests("digest") == set()
 
 
-def framework_calls(function: str) -> bool:
-    """True once the framework's code outside daemons.control calls `function` (the runner, the jobs)."""
-    package = Path(daemons.__file__).parent
-    return any(f"{function}(" in path.read_text() for path in package.glob("*.py") if path.name != "control.py")
-
-
 @pytest.mark.process
-@pytest.mark.skipif(not framework_calls("is_paused"), reason="the runner does not call daemons.control.is_paused yet")
 def test_a_paused_daemon_keeps_its_heartbeat_but_stops_ticking(project, tmp_path) -> None:
     ticks = tmp_path / "ticks"
     project.env["TESTAPP_TICKS_FILE"] = str(ticks)
@@ -83,8 +74,6 @@ def test_a_paused_daemon_keeps_its_heartbeat_but_stops_ticking(project, tmp_path
 
 
 @pytest.mark.process
-@pytest.mark.skipif(not framework_calls("claim_run_requests"),
-                    reason="scheduled daemons do not call daemons.control.claim_run_requests yet")
 def test_run_now_runs_a_scheduled_job_at_once(project, settings) -> None:
     from daemons.models import JobRun
     from daemons.wakeup import wake
