@@ -35,7 +35,7 @@ def test_shows_health_charts_errors_and_jobs(admin_client: Client, settings) -> 
     html = page(admin_client)
     assert '<meta http-equiv="refresh" content="7">' in html
     assert re.search(r'id="daemon-counter-0-web1">.*?<td>4242</td>.*?class="state-running">running', html, re.S)
-    assert re.search(r'id="daemon-idle-0-web2">.*?class="state-not-responding">not responding', html, re.S)
+    assert re.search(r'id="daemon-idle-0-web2">.*?class="state-dead">dead', html, re.S)
     assert 'id="daemon-failing-never"' in html  # registered, never reported
     ticks = re.search(r'<svg class="dash-chart" id="chart-counter-ticks".*?</svg>', html, re.S).group(0)
     assert len(re.findall(r"<rect class=\"ticks\"", ticks)) == 24

@@ -5,9 +5,11 @@ import argparse
 import json
 import sys
 
+from django.core.management.base import CommandError
+from django.db import DatabaseError
 from django.utils import timezone
 
-from daemons.status import format_duration, read_statuses, worst_exit_code
+from daemons.status import cluster_statuses, cluster_table, format_duration, read_statuses, worst_exit_code
 
 from ._base import DaemonCommand
 
@@ -19,15 +21,21 @@ class Command(DaemonCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         self.add_name_argument(parser, many=True)
         parser.add_argument("--json", action="store_true", help="print a JSON list for monitoring")
+        parser.add_argument("--all-hosts", action="store_true",
+                            help="every instance on every host, from the heartbeat rows (dead: no heartbeat for "
+                                 "three heartbeat periods)")
 
-    def handle(self, *args, names: list[str], json: bool, **options) -> None:
+    def handle(self, *args, names: list[str], json: bool, all_hosts: bool = False, **options) -> None:
         for name in names:
             self.daemon_class(name)
-        rows = read_statuses(names)
+        try:
+            rows = cluster_statuses(names) if all_hosts else read_statuses(names)
+        except DatabaseError as exc:  # read_statuses notes its own; the cluster view is nothing without rows
+            raise CommandError(f"cannot read the heartbeat rows: {exc}".strip()) from None
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))
         else:
-            self.stdout.write(self.table(rows))
+            self.stdout.write(cluster_table(rows, timezone.now()) if all_hosts else self.table(rows))
         code = worst_exit_code(rows)
         if code:
             sys.exit(code)
