@@ -8,8 +8,8 @@ from datetime import timezone as dt_timezone
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 
-from daemons.models import Heartbeat
 from daemons.heartbeat import instance_state
+from daemons.models import Heartbeat
 
 from .models import Customer, OnboardingState
 

@@ -81,7 +81,7 @@ def gone(name: str, now: datetime | None = None) -> QuerySet:
 
 
 def prune(now: datetime | None = None) -> int:
-    """Delete the rows of instances stopped or dead for longer than PRUNE_AFTER; return how many. Raises DatabaseError."""
+    """Delete the rows of instances stopped or dead for over PRUNE_AFTER; return how many. Raises DatabaseError."""
     from .models import Heartbeat
 
     deleted, _ = Heartbeat.objects.filter(last_heartbeat__lt=(now or timezone.now()) - PRUNE_AFTER).delete()

@@ -17,9 +17,13 @@ from daemons import heartbeat
 from daemons.models import Heartbeat, Pause
 from daemons.status import cluster_statuses
 from tests.conftest import wait_for
-from tests.customers.conftest import onboarding_env, smtp_sink  # noqa: F401 - a fixture
+from tests.customers import conftest as customers_conftest
+from tests.customers.conftest import onboarding_env
 
 HOST = socket.gethostname()
+
+
+smtp_sink = customers_conftest.smtp_sink  # the SMTP sink fixture, shared with the onboarding tests
 
 
 def beat(name: str, host: str, *, instance: int = 0, pid: int = 100, age: timedelta = timedelta(0),

@@ -11,12 +11,16 @@ import pytest
 
 from daemons import wakeup
 from tests.conftest import BASE_DIR, process_env, wait_for
-from tests.customers.conftest import onboarding_env, smtp_sink  # noqa: F401 - a fixture
+from tests.customers import conftest as customers_conftest
+from tests.customers.conftest import onboarding_env
 
 pytestmark = pytest.mark.process
 
 INTERVAL = 60  # far longer than any deadline below: only a wake-up can explain a quick onboarding
 SIGNUP = "from customers.signup import customer_create; customer_create(name='Ada', email={email!r})"
+
+
+smtp_sink = customers_conftest.smtp_sink  # the SMTP sink fixture, shared with the onboarding tests
 
 
 def query(url: str, sql: str, *params: object) -> list[tuple]:
