@@ -242,8 +242,14 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=2000, help="customers waiting in each throughput run")
     parser.add_argument("--pool", action="store_true", help="use Django's psycopg pool in every process")
     parser.add_argument("--mail", choices=["smtp", "dummy"], default="smtp",
-                        help="smtp: a real SMTP server; dummy: Django's dummy backend, with DEBUG on (the framework's share)")
+                        help="smtp: a real SMTP server; dummy: Django's dummy backend, with DEBUG on "
+                             "(the framework's share)")
     args = parser.parse_args()
+    if args.pool:
+        try:
+            import psycopg_pool  # noqa: F401 - only its presence is checked
+        except ImportError:
+            raise SystemExit("--pool needs psycopg-pool: pip install -r requirements-dev.txt") from None
     with tempfile.TemporaryDirectory(prefix="bench-latency-pg-") as tmp:
         bench = Bench(args, Path(tmp))
         try:
@@ -256,7 +262,7 @@ def main() -> None:
                 runs = [bench.latency_run(instances) for _ in range(args.runs)]
                 rates = [bench.throughput_run(instances) for _ in range(args.runs)]
 
-                def med(key: str) -> float:
+                def med(key: str, runs: list[dict[str, float]] = runs) -> float:
                     return statistics.median(run[key] for run in runs)
 
                 print(f"{instances:>9}  {med('p50'):>6.1f}  {med('p95'):>6.1f}  {med('p99'):>6.1f}  "

@@ -207,7 +207,7 @@ def cluster_table(rows: list[DaemonStatus], now: datetime) -> str:
         label = row.name if not row.instance else f"{row.name}.{row.instance}"
         age = f"{format_duration((now - row.last_heartbeat).total_seconds())} ago" if row.last_heartbeat else "-"
         lines.append(f"{row.host[:20]:<20} {label:<16} {row.state:<8} {row.pid or '-':>7} {age:>10} "
-                     f"{format_duration(row.uptime_seconds):>8} {row.processed:>7} {row.errors:>6}  {row.info}")
+                     f"{format_duration(row.uptime_seconds):>8} {row.processed:>7} {row.errors:>6}  {row.info}".rstrip())
     return "\n".join(lines)
 
 
