@@ -35,6 +35,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_SETTINGS = """from signup_site.settings import *  # noqa
@@ -134,8 +135,10 @@ class Bench:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def scalar(self, sql: str, *params: object) -> object:
-        return self.db.execute(sql, params).fetchone()[0]
+    def scalar(self, sql: str, *params: object) -> Any:
+        row = self.db.execute(sql, params).fetchone()
+        assert row is not None  # an aggregate always answers one row
+        return row[0]
 
     def wait(self, predicate, what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -95,10 +95,11 @@ class SignalStop:
         if self._wake_socket is not None:
             fds.append(self._wake_socket)
         listen_fd = listener.fileno() if listener is not None else None
+        retry_in = listener.retry_in() if listener is not None else None
         if listen_fd is not None:
             fds.append(listen_fd)
-        elif listener is not None and listener.retry_in() is not None:
-            timeout = listener.retry_in() if timeout is None else min(timeout, listener.retry_in())
+        elif retry_in is not None:
+            timeout = retry_in if timeout is None else min(timeout, retry_in)
         ready, _, _ = select.select(fds, [], [], timeout)
         if self._rfd in ready:
             _drain(lambda: os.read(self._rfd, 512))
@@ -106,7 +107,7 @@ class SignalStop:
             wake_socket = self._wake_socket
             _drain(lambda: wake_socket.recv(64))
             self._woken = True
-        if listen_fd is not None and listen_fd in ready and listener.drain():
+        if listener is not None and listen_fd in ready and listener.drain():
             self._woken = True
         self._act_on_pending()
         return self.is_set()

@@ -34,10 +34,10 @@ def beat(name: str, host: str, *, instance: int = 0, pid: int = 100, age: timede
                                     stopped_at=now - age if stopped else None)
 
 
-def run_status(capsys, *args: str) -> tuple[int, str]:
+def run_status(capsys, *args: str) -> tuple[object, str]:
+    code: object = 0
     try:
         call_command("daemonstatus", "--all-hosts", *args)
-        code = 0
     except SystemExit as exc:
         code = exc.code
     return code, capsys.readouterr().out
