@@ -78,7 +78,15 @@ class Listener:
         return True
 
     def fileno(self) -> int | None:
-        return self.conn.pgconn.socket if self.conn is not None else None
+        if self.conn is None:
+            return None
+        import psycopg
+
+        try:
+            return self.conn.pgconn.socket
+        except psycopg.Error as exc:  # libpq already knows the connection is gone
+            self._lost(f"lost the wake-up connection: {exc}".strip())
+            return None
 
     def drain(self) -> bool:
         """Consume the notifications that arrived; True if any did. A broken connection is closed."""

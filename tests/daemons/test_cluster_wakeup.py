@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,35 @@ def test_every_notification_in_a_burst_makes_one_wake_up(pg_database) -> None:
         listener.close()
         os.close(stop._rfd)
         os.close(stop._wfd)
+
+
+def test_a_listener_whose_backend_dies_backs_off_then_listens_again(pg_database) -> None:
+    import select
+
+    from daemons.listen import Listener
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    listener = Listener(wakeup.channel("lost"), {"conninfo": pg_database, "application_name": "lost-listener"},
+                        clock=clock)
+    try:
+        assert listener.connect() and listener.retry_in() is None
+        [(pid,)] = query(pg_database, "SELECT pid FROM pg_stat_activity WHERE application_name = 'lost-listener'")
+        query(pg_database, "SELECT pg_terminate_backend(%s)", pid)
+        # As the daemon's wait does: the dying connection's socket turns readable (the server's
+        # farewell, then its end), and reading it finds the loss.
+        deadline = time.monotonic() + 10
+        while (fd := listener.fileno()) is not None and time.monotonic() < deadline:
+            select.select([fd], [], [], 1)
+            assert listener.drain() is False
+        assert listener.fileno() is None and listener.retry_in() == 1.0
+        assert listener.reconnect_if_due() is False  # not before the backoff
+        clock.advance(1.0)
+        assert listener.reconnect_if_due() is True
+        query(pg_database, "SELECT pg_notify('daemons_lost', '')")
+        fd = listener.fileno()
+        assert fd is not None
+        select.select([fd], [], [], 10)
+        assert listener.drain() is True
+    finally:
+        listener.close()
