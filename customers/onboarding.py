@@ -26,7 +26,7 @@ from django.db.models.functions import Now
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from daemons import conf, reporting, wakeup
+from daemons import conf, heartbeat, reporting, wakeup
 
 from .models import Customer, Onboarding, OnboardingState
 
@@ -72,7 +72,9 @@ class Owner:
     `lock_key` (see `instance_lock_key`) is shared by every process that ever held that
     lock, so a process holding it knows any other claim with that key is a dead
     predecessor's. `token` is unique to this process (its PID and a random part, as PIDs
-    repeat across containers and reboots).
+    repeat across containers and reboots). `str(owner)`, stored in `claimed_by`, is
+    `lock_key/host/instance/pid-random`: `process_marker` is the part of it that the
+    process's heartbeat row (host, instance, pid) names.
     """
 
     host: str
@@ -94,6 +96,28 @@ class Owner:
         return cls(socket.gethostname(), instance, instance_lock_key(instance, run_dir), token)
 
 
+def process_marker(host: str, instance: int, pid: int) -> str:
+    """The part of `str(owner)` that names the process with this heartbeat row (see `Owner`)."""
+    return f"/{host}/{instance}/{pid}-"
+
+
+def held_by_gone_processes(now: datetime | None = None) -> Q | None:
+    """Claims held by onboarding processes whose heartbeat says they stopped or are dead, or None if none is.
+
+    A dead instance (no heartbeat for three heartbeat periods: `daemons.heartbeat.instance_state`)
+    crashed, hangs or is cut off: its claims are free at once rather than when their leases
+    end. Should it come back, it can record nothing for them, having lost the claims.
+    """
+    gone = heartbeat.gone(DAEMON_NAME, now).values_list("host", "instance", "pid")
+    markers = [process_marker(host, instance, pid) for host, instance, pid in gone]
+    if not markers:
+        return None
+    held = Q()
+    for marker in markers:
+        held |= Q(claimed_by__contains=marker)
+    return held
+
+
 def lease_duration() -> timedelta:
     return timedelta(seconds=settings.ONBOARDING_LEASE_SECONDS)
 
@@ -111,8 +135,9 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     """Claim up to `limit` customers due at `now` for `owner`, oldest first, in one short transaction.
 
     A customer is claimable when nobody holds it, its lease has ended by the database's
-    clock, or it is held under `owner`'s lock key (a dead predecessor: holding the PID
-    lock proves it dead). Each claim records `owner` and a lease ending `lease_end()`.
+    clock, it is held under `owner`'s lock key (a dead predecessor: holding the PID lock
+    proves it dead), or it is held by a process whose heartbeat says it is dead or stopped
+    (`held_by_gone_processes`). Each claim records `owner` and a lease ending `lease_end()`.
 
     On PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
     claimers take disjoint rows without waiting for each other. On SQLite the transaction
@@ -120,9 +145,9 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     the UPDATE repeats the claimable filter, so a row claimed by someone else in between
     is never taken twice, and only the rows this UPDATE really took are returned.
     """
-    claimable = Customer.objects.due(now).filter(
-        Q(claimed_by="") | Q(claim_expires_at__lt=Now()) | Q(claimed_by__startswith=owner.prefix)
-    )
+    free = Q(claimed_by="") | Q(claim_expires_at__lt=Now()) | Q(claimed_by__startswith=owner.prefix)
+    gone = held_by_gone_processes()
+    claimable = Customer.objects.due(now).filter(free | gone if gone is not None else free)
     # An idle tick is the common case: answer it with a plain read, without taking
     # SQLite's write lock (or PostgreSQL row locks) just to find nothing.
     if not claimable.exists():
@@ -141,12 +166,14 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
 def claims_renew(*, owner: Owner) -> int:
     """Extend to `lease_end()` every unfinished claim `owner` still holds; return how many.
 
-    A claim someone else took after it expired is not ours any more and is left alone.
+    A claim someone else took after it expired is not ours any more and is left alone; nor
+    is one whose lease already ended (after a partition, say): it may have been taken and
+    finished meanwhile, so it is not renewed but left to be claimed again.
     """
     with transaction.atomic():
-        return Customer.objects.filter(claimed_by=str(owner), onboarded_at__isnull=True).update(
-            claim_expires_at=lease_end()
-        )
+        return Customer.objects.filter(
+            claimed_by=str(owner), onboarded_at__isnull=True, claim_expires_at__gte=Now()
+        ).update(claim_expires_at=lease_end())
 
 
 def claims_release(*, owner: Owner) -> int:
@@ -374,13 +401,16 @@ class Breaker:
 
 
 def customer_onboarding_complete(*, customer: Customer, owner: Owner, now: datetime) -> bool:
-    """Commit the onboarding record and `onboarded_at` together, if `owner` holds the claim.
+    """Commit the onboarding record and `onboarded_at` together, if `owner` holds the claim and its lease.
 
-    Returns False, changing nothing, when the claim was lost to another process or the
-    customer is already onboarded.
+    Returns False, changing nothing, when the claim was lost to another process, its lease
+    ended by the database's clock (a process cut off past its lease records nothing: another
+    may be onboarding the customer), or the customer is already onboarded.
     """
     with transaction.atomic():
-        won = Customer.objects.filter(pk=customer.pk, claimed_by=str(owner), onboarded_at__isnull=True).update(
+        won = Customer.objects.filter(
+            pk=customer.pk, claimed_by=str(owner), claim_expires_at__gte=Now(), onboarded_at__isnull=True
+        ).update(
             onboarded_at=now, claimed_by="", claim_expires_at=None, next_attempt_at=None
         )
         if not won:
@@ -481,11 +511,12 @@ def customer_onboarding_failed(
     A permanent SMTP rejection (5xx) fails the customer at once; otherwise the customer
     fails after ONBOARDING_MAX_ATTEMPTS attempts, and before that waits `retry_delay`.
     The claim is given back either way. Returns the updated customer, or None, recording
-    nothing, when `owner` no longer holds the claim.
+    nothing, when `owner` no longer holds the claim or its lease ended.
     """
     with transaction.atomic():
-        row = Customer.objects.select_for_update().get(pk=customer.pk)
-        if row.onboarded_at is not None or row.claimed_by != str(owner):
+        # A lease that ended (by the database's clock) is lost, as in `customer_onboarding_complete`.
+        row = Customer.objects.select_for_update().filter(pk=customer.pk, claim_expires_at__gte=Now()).first()
+        if row is None or row.onboarded_at is not None or row.claimed_by != str(owner):
             return None
         row.attempts += 1
         row.last_error = error_describe(error)

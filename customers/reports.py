@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 
+from daemons.heartbeat import instance_state
 from daemons.models import Heartbeat
-from daemons.status import heartbeat_overdue
 
 from .models import Customer, OnboardingState
 
@@ -69,7 +69,7 @@ class DaemonHealth:
     instance: int
     host: str
     pid: int
-    state: str  # "running", "not responding" or "stopped"
+    state: str  # "running", "dead" or "stopped"
     last_heartbeat: datetime
     heartbeat_age: timedelta
     last_outcome: str
@@ -82,19 +82,14 @@ class DaemonHealth:
 def daemons_health(*, now: datetime) -> list[DaemonHealth]:
     """One row per daemon instance and host that ever wrote a heartbeat, by name.
 
-    A stopped daemon says so in its last heartbeat; a running one whose heartbeat is
-    overdue (`daemons.status.heartbeat_overdue`: three heartbeat periods) is "not
-    responding" (crashed, hung, or its host is gone).
+    The state follows the cluster's one rule, `daemons.heartbeat.instance_state`: stopped,
+    dead (no heartbeat for three heartbeat periods), or running.
     """
     rows = []
     for beat in Heartbeat.objects.order_by("name", "instance", "host"):
         age = now - beat.last_heartbeat
-        if beat.stopped_at is not None:
-            state = "stopped"
-        elif heartbeat_overdue(beat.name, age):
-            state = "not responding"
-        else:
-            state = "running"
+        state = instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat,
+                               now=now)
         rows.append(
             DaemonHealth(
                 name=beat.name,

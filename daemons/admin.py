@@ -9,7 +9,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 
 from . import views
-from .health import NOT_RESPONDING, RUNNING, STOPPED, heartbeat_state
+from .health import DEAD, RUNNING, STOPPED, heartbeat_state
 from .models import Dashboard, Heartbeat, JobRun
 
 
@@ -27,13 +27,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class StateFilter(admin.SimpleListFilter):
-    """Running, not responding or stopped, by the rule in daemons.health.heartbeat_state."""
+    """Running, dead or stopped, by the rule in daemons.health.heartbeat_state."""
 
     title = "state"
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(state, state) for state in (RUNNING, NOT_RESPONDING, STOPPED)]
+        return [(state, state) for state in (RUNNING, DEAD, STOPPED)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> QuerySet[Heartbeat]:
         if self.value() is None:
@@ -65,7 +65,7 @@ class HeartbeatAdmin(ReadOnlyAdmin):
         actions.pop("delete_selected", None)
         return actions
 
-    @admin.action(description="Prune dead rows (stopped or not responding)", permissions=["delete"])
+    @admin.action(description="Prune rows of stopped or dead instances", permissions=["delete"])
     def prune_dead(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> None:
         now = timezone.now()
         beats = list(queryset)

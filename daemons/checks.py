@@ -70,6 +70,10 @@ def _text_problem(name: str, value: Any) -> str | None:
     return None if isinstance(value, str) else f"must be a string, got {value!r}"
 
 
+def _bool_problem(name: str, value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be True or False, got {value!r}"
+
+
 # kind (see conf.Setting) -> the function that says what is wrong with a value of that kind.
 VALIDATORS: dict[str, Callable[[str, Any], str | None]] = {
     "path": _path_problem,
@@ -78,6 +82,7 @@ VALIDATORS: dict[str, Callable[[str, Any], str | None]] = {
     "format": _format_problem,
     "names": _names_problem,
     "text": _text_problem,
+    "bool": _bool_problem,
 }
 
 # Each setting keeps its own id, so a project can silence one with SILENCED_SYSTEM_CHECKS.
@@ -90,6 +95,7 @@ CHECK_IDS: dict[str, str] = {
     "HEALTH_EXPECTED": "daemons.E009",
     "METRICS_TOKEN": "daemons.E010",
     "DASHBOARD_REFRESH": "daemons.E011",
+    "LISTEN": "daemons.E012",
 }
 
 

@@ -23,7 +23,7 @@ class Setting:
 
     Kinds: "path" (absolute, or relative to BASE_DIR), "seconds" (a number > 0), "level" (a logging
     level name or number), "format" ("text" or "json"), "names" (None or a list of daemon names),
-    "text" (a string).
+    "text" (a string), "bool" (True or False).
     """
 
     default: Any
@@ -43,6 +43,8 @@ SETTINGS: dict[str, Setting] = {
                                "names"),
     "METRICS_TOKEN": Setting("", "Bearer token for the metrics endpoint; empty: loopback clients only.", "text"),
     "DASHBOARD_REFRESH": Setting(10, "Seconds between the staff dashboard's reloads.", "seconds"),
+    "LISTEN": Setting(True, "On PostgreSQL, wake daemons with LISTEN/NOTIFY; False behind PgBouncer in transaction "
+                      "mode.", "bool"),
 }
 
 # name (without the prefix) -> default.

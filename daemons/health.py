@@ -8,29 +8,22 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError
 
 from . import conf, registry
+from .heartbeat import DEAD, RUNNING, STOPPED, instance_state
 from .models import Heartbeat, Pause
-from .status import heartbeat_overdue, instances, read_status
+from .status import instances, read_status
 
-RUNNING = "running"
-STOPPED = "stopped"
-NOT_RESPONDING = "not responding"
 PAUSED = "paused"
 UNKNOWN = "unknown"
 
 # States of a daemon that the health endpoint accepts; anything else answers 503.
 HEALTHY = frozenset({RUNNING, PAUSED})
 # When a daemon's instances disagree, the verdict is the first of these found among them.
-VERDICT_ORDER = ("hung", NOT_RESPONDING, RUNNING, PAUSED, "stale", STOPPED)
+VERDICT_ORDER = ("hung", DEAD, RUNNING, PAUSED, "stale", STOPPED)
 
 
 def heartbeat_state(beat: Heartbeat, now: datetime) -> str:
-    """"stopped" if the row says the daemon stopped, "not responding" if its heartbeat is overdue
-    (`daemons.status.heartbeat_overdue`), else "running"."""
-    if beat.stopped_at is not None:
-        return STOPPED
-    if heartbeat_overdue(beat.name, now - beat.last_heartbeat):
-        return NOT_RESPONDING
-    return RUNNING
+    """"running", "stopped" or "dead", by the cluster's one rule (`daemons.heartbeat.instance_state`)."""
+    return instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat, now=now)
 
 
 @dataclass(frozen=True)
@@ -41,7 +34,7 @@ class InstanceHealth:
     instance: int
     host: str
     pid: int
-    state: str  # "running", "not responding" or "stopped"
+    state: str  # "running", "dead" or "stopped"
     paused: bool
     last_heartbeat: datetime
     heartbeat_age: timedelta
@@ -81,8 +74,8 @@ def daemon_states(*, now: datetime) -> dict[str, str]:
 
     This host's instances are read with `daemons.status.read_status` (PID lock, then
     heartbeat); other hosts' from their heartbeat rows. A daemon is "running" when some
-    instance runs and none is hung or not responding; "paused" when an operator paused
-    every running instance; otherwise the worst state found ("hung", "not responding",
+    instance runs and none is hung or dead; "paused" when an operator paused
+    every running instance; otherwise the worst state found ("hung", "dead",
     "stale", "stopped"). A name that no app registers is "unknown". If the database is
     unreachable, only this host's PID files count.
     """

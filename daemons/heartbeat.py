@@ -1,20 +1,32 @@
-"""Heartbeat policy in one place: how often a daemon writes its row, what it writes, when it is overdue."""
+"""Heartbeat policy in one place: how often a daemon writes its row, what it writes, when it is overdue or dead."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import DatabaseError
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from . import registry
 
+logger = logging.getLogger("daemons.heartbeat")
+
 # Heartbeats are written at least this often, even while a long tick runs.
 HEARTBEAT_MAX_AGE = 30.0
-# A running daemon whose heartbeat is older than this many heartbeat periods is hung.
+# A running daemon whose heartbeat is older than this many heartbeat periods is hung (or dead).
 HUNG_AFTER_PERIODS = 3
+# The states of an instance in the cluster view, from its heartbeat row alone (see `instance_state`).
+RUNNING, STOPPED, DEAD = "running", "stopped", "dead"
+# Rows of instances stopped or dead for longer than this are deleted, by the daemons themselves...
+PRUNE_AFTER = timedelta(days=1)
+# ...each of which looks at most this often (seconds), so pruning costs one DELETE an hour.
+PRUNE_EVERY = 3600.0
 
 
 def heartbeat_period(interval: float) -> float:
@@ -30,11 +42,70 @@ def heartbeat_overdue(name: str, age: timedelta) -> bool:
     without one means hung (a tick without progress past its limit), crashed or cut off.
     An unknown daemon (one registered only on another host) gets the longest period.
     """
+    return age > overdue_after(name)
+
+
+def overdue_after(name: str) -> timedelta:
+    """The heartbeat age past which daemon `name` is overdue: three heartbeat periods (3 to 90 s)."""
     try:
         interval = registry.get(name).interval_seconds()
     except registry.UnknownDaemon:
         interval = HEARTBEAT_MAX_AGE
-    return age.total_seconds() > HUNG_AFTER_PERIODS * heartbeat_period(interval)
+    return timedelta(seconds=HUNG_AFTER_PERIODS * heartbeat_period(interval))
+
+
+def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: datetime, now: datetime) -> str:
+    """The state of a daemon instance anywhere in the cluster, from its heartbeat row: the one rule.
+
+    - "stopped": it said so on its way out (a clean stop).
+    - "dead": no heartbeat for longer than `overdue_after(name)` (three heartbeat periods,
+      3 to 90 s) and no clean stop: it crashed, hangs, or its host died or is cut off from
+      the database. Its claims are free for the others at once (see `gone`), and its row
+      is pruned once it has been dead for `PRUNE_AFTER`.
+    - "running" otherwise.
+    On its own host a PID lock tells more (`daemons.status.read_status`: a dead instance
+    that still holds its lock is "hung", one that left its PID file is "stale").
+    """
+    if stopped_at is not None:
+        return STOPPED
+    return DEAD if heartbeat_overdue(name, now - last_heartbeat) else RUNNING
+
+
+def gone(name: str, now: datetime | None = None) -> QuerySet:
+    """Heartbeat rows of daemon `name`'s instances that hold nothing any more: stopped or dead at `now`."""
+    from .models import Heartbeat
+
+    now = now or timezone.now()
+    return Heartbeat.objects.filter(name=name).filter(
+        Q(stopped_at__isnull=False) | Q(last_heartbeat__lt=now - overdue_after(name))
+    )
+
+
+def prune(now: datetime | None = None) -> int:
+    """Delete the rows of instances stopped or dead for over PRUNE_AFTER; return how many. Raises DatabaseError."""
+    from .models import Heartbeat
+
+    deleted, _ = Heartbeat.objects.filter(last_heartbeat__lt=(now or timezone.now()) - PRUNE_AFTER).delete()
+    return deleted
+
+
+_last_prune: float | None = None
+
+
+def prune_if_due(clock=time.monotonic) -> None:
+    """Prune at most once per PRUNE_EVERY in this process (a daemon calls it with its heartbeats); never raises."""
+    global _last_prune
+    if _last_prune is not None and clock() - _last_prune < PRUNE_EVERY:
+        return
+    _last_prune = clock()
+    try:
+        deleted = prune()
+    except DatabaseError as exc:
+        logger.debug("could not prune heartbeat rows: %s", exc)
+        return
+    if deleted:
+        logger.info("pruned %d heartbeat rows of instances gone for over a day", deleted,
+                    extra={"action": "heartbeats_pruned"})
 
 
 @dataclass
@@ -77,6 +148,8 @@ def write(name: str, instance: int, *, counters: Counters, started_at: datetime,
             "stopped_at": now if stopped else None,
         },
     )
+    if not stopped:
+        prune_if_due()
 
 
 def write_busy(name: str, instance: int, *, processed: int) -> None:

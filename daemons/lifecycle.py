@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from django.db import DatabaseError, connection, connections
 
-from . import conf, detach, heartbeat, logs, reporting, signals, wakeup
+from . import conf, detach, heartbeat, listen, logs, reporting, signals, wakeup
 from .base import Control, Daemon, TickResult
 from .notify import Notifier
 from .paths import RunPaths
@@ -113,7 +113,7 @@ class Lifecycle:
                 self.pidfile.release_quietly()
 
     def _serve(self, stop: signals.SignalStop) -> int:
-        sock = None
+        sock = listener = None
         try:
             self._open_logs()
             if not self.once:
@@ -123,12 +123,18 @@ class Lifecycle:
             reporting.init_sentry(self.daemon_cls.name)
             self._check_database()
             self._refuse_twin()
+            if not self.once:
+                # Before the first tick, so a signup committed after that tick's claim pass still wakes us.
+                listener = listen.for_daemon(self.daemon_cls.name)
+                stop.attach_listener(listener)
             daemon = self.daemon_cls(self.instance, Control(stop))
             self._adopt_logger(daemon)
             stop.debug_loggers.append(daemon.logger.name)
             self._setup(daemon)
             return self._loop(daemon, stop)
         finally:
+            if listener is not None:
+                listener.close()
             if sock is not None:
                 sock.close()
                 try:

@@ -9,8 +9,12 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from . import logs
+
+if TYPE_CHECKING:
+    from .listen import Listener
 
 logger = logging.getLogger("daemons.signals")
 
@@ -35,6 +39,7 @@ class SignalStop:
         self._pending: set[int] = set()
         self._woken = False
         self._wake_socket: socket.socket | None = None
+        self._listener: Listener | None = None
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def _handle(self, signum: int, frame: object) -> None:
@@ -64,24 +69,45 @@ class SignalStop:
         """Also end `wait()` when a datagram arrives on `wake_socket`."""
         self._wake_socket = wake_socket
 
+    def attach_listener(self, listener: Listener | None) -> None:
+        """Also end `wait()` when a notification arrives on `listener`, and reconnect it when due."""
+        self._listener = listener
+
     def consume_wakeup(self) -> bool:
         """True once after a wake-up datagram ended a wait."""
         woken, self._woken = self._woken, False
         return woken
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to `timeout` for a stop, a signal or a wake-up; True once a stop was requested."""
+        """Wait up to `timeout` for a stop, a signal or a wake-up; True once a stop was requested.
+
+        A wake-up is a datagram on the wake-up socket or notifications on the listener
+        (however many arrived: one wake-up), or the listener's reconnection.
+        """
         if self.is_set():
             return True
+        listener = self._listener
+        if listener is not None and listener.reconnect_if_due():
+            # Notifications sent while nobody listened are lost: look for work once now.
+            self._woken = True
+            return self.is_set()
         fds: list[int | socket.socket] = [self._rfd]
         if self._wake_socket is not None:
             fds.append(self._wake_socket)
+        listen_fd = listener.fileno() if listener is not None else None
+        retry_in = listener.retry_in() if listener is not None else None
+        if listen_fd is not None:
+            fds.append(listen_fd)
+        elif retry_in is not None:
+            timeout = retry_in if timeout is None else min(timeout, retry_in)
         ready, _, _ = select.select(fds, [], [], timeout)
         if self._rfd in ready:
             _drain(lambda: os.read(self._rfd, 512))
         if self._wake_socket is not None and self._wake_socket in ready:
             wake_socket = self._wake_socket
             _drain(lambda: wake_socket.recv(64))
+            self._woken = True
+        if listener is not None and listen_fd in ready and listener.drain():
             self._woken = True
         self._act_on_pending()
         return self.is_set()

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from . import pidfile, registry
 from .control import is_paused
-from .heartbeat import heartbeat_overdue, heartbeat_period, live_duplicate
+from .heartbeat import heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
 from .jobs import JobStatus, ScheduledDaemon
 from .paths import RunPaths, instances
 
@@ -22,8 +22,10 @@ EXIT_STALE = 1
 EXIT_STOPPED = 3
 EXIT_UNKNOWN = 4  # running but hung: LSB's "status unknown"
 
-# Every state with its exit code, from best to worst (see `worst_exit_code`).
-EXIT_CODES = {"running": EXIT_RUNNING, "stopped": EXIT_STOPPED, "stale": EXIT_STALE, "hung": EXIT_UNKNOWN}
+# Every state with its exit code, from best to worst (see `worst_exit_code`). "dead" is the cluster view's
+# (see `heartbeat.instance_state`): LSB's "dead", like a stale PID file.
+EXIT_CODES = {"running": EXIT_RUNNING, "stopped": EXIT_STOPPED, "stale": EXIT_STALE, "dead": EXIT_STALE,
+              "hung": EXIT_UNKNOWN}
 STATE_ORDER = list(EXIT_CODES)
 
 
@@ -34,7 +36,7 @@ class DaemonStatus:
     name: str
     instance: int
     host: str
-    state: str  # running | hung | stopped | stale
+    state: str  # running | hung | stopped | stale; in the cluster view running | stopped | dead
     pid: int | None = None
     interval: float | None = None  # seconds between ticks
     started_at: datetime | None = None
@@ -158,6 +160,55 @@ def read_statuses(names: list[str] | None = None) -> list[DaemonStatus]:
     with instance 0 and every other instance that has a PID file here.
     """
     return [read_status(name, i) for name in (names or registry.names()) for i in instances(name)]
+
+
+def cluster_statuses(names: list[str] | None = None, now: datetime | None = None) -> list[DaemonStatus]:
+    """Every instance of every daemon (or of `names`) on every host, from the heartbeat rows alone.
+
+    By host, then name and instance. The state follows `heartbeat.instance_state`: running,
+    stopped, or dead (no heartbeat for three heartbeat periods). Two queries; no PID file is read,
+    so it answers the same on every host. Raises DatabaseError.
+    """
+    from .models import Heartbeat, Pause
+
+    now = now or timezone.now()
+    paused = set(Pause.objects.values_list("name", "instance"))
+    beats = Heartbeat.objects.order_by("host", "name", "instance")
+    if names:
+        beats = beats.filter(name__in=names)
+    rows = []
+    for beat in beats:
+        try:
+            interval: float | None = registry.get(beat.name).interval_seconds()
+        except registry.UnknownDaemon:  # registered only on another host
+            interval = None
+        state = instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat,
+                               now=now)
+        row = DaemonStatus(
+            name=beat.name, instance=beat.instance, host=beat.host, state=state, pid=beat.pid, interval=interval,
+            started_at=beat.started_at, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat,
+            last_tick_at=beat.last_tick_at, last_outcome=beat.last_outcome, last_duration_ms=beat.last_duration_ms,
+            processed=beat.processed, errors=beat.errors, last_error=beat.last_error, status_text=beat.status_text,
+            paused=state == "running" and (beat.name, beat.instance) in paused,
+        )
+        if state == "running":
+            row.uptime_seconds = (now - beat.started_at).total_seconds()
+        row.info = "; ".join(note for note in ("paused" if row.paused else "", beat.status_text) if note)
+        rows.append(row)
+    return rows
+
+
+def cluster_table(rows: list[DaemonStatus], now: datetime) -> str:
+    """`daemonstatus --all-hosts` as a table: one line per instance, with its host and heartbeat age."""
+    lines = [f"{'HOST':<20} {'NAME':<16} {'STATE':<8} {'PID':>7} {'HEARTBEAT':>10} {'UPTIME':>8} "
+             f"{'DONE':>7} {'ERRORS':>6}  INFO"]
+    for row in rows:
+        label = row.name if not row.instance else f"{row.name}.{row.instance}"
+        age = f"{format_duration((now - row.last_heartbeat).total_seconds())} ago" if row.last_heartbeat else "-"
+        line = (f"{row.host[:20]:<20} {label:<16} {row.state:<8} {row.pid or '-':>7} {age:>10} "
+                f"{format_duration(row.uptime_seconds):>8} {row.processed:>7} {row.errors:>6}  {row.info}")
+        lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 def worst_exit_code(rows: list[DaemonStatus]) -> int:

@@ -249,7 +249,7 @@ def _run(request: HttpRequest, data: dict) -> str:
 
     if not control.request_run(data["daemon"], data["job"], by=request.user.get_username()):
         return f"Already waiting to run: {data['daemon']}.{data['job']}."
-    wake(data["daemon"])  # a daemon on this host starts it at once; others at their next tick
+    wake(data["daemon"])  # at once where a wake-up reaches (see daemons.wakeup.wake); others at their next tick
     return f"Requested: {data['daemon']}.{data['job']} runs at the daemon's next tick."
 
 

@@ -1,26 +1,52 @@
-"""Wake-ups: a datagram on the daemon's Unix socket ends its wait at once."""
+"""Wake-ups: NOTIFY on PostgreSQL (any host), else a datagram on the daemon's Unix socket (this host)."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import socket
+from contextlib import nullcontext as _nothing
 from pathlib import Path
 
+from django.db import DatabaseError, connection, transaction
+
+from . import listen
 from .paths import socket_paths
 
 logger = logging.getLogger("daemons.wakeup")
 
 # sun_path holds 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
+# PostgreSQL truncates identifiers, channel names included, to 63 bytes.
+MAX_CHANNEL = 63
+
+
+def channel(name: str) -> str:
+    """The LISTEN/NOTIFY channel of daemon `name`: `daemons_<name>`, shortened with a hash past 63 bytes.
+
+    Used as a value by NOTIFY (`pg_notify`) and as a quoted identifier by LISTEN, so any
+    daemon name, whatever its characters or case, gets a channel of its own.
+    """
+    full = f"daemons_{name}"
+    if len(full.encode()) <= MAX_CHANNEL:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{full.encode()[:MAX_CHANNEL - 17].decode(errors='ignore')}_{digest}"
 
 
 def wake(name: str, run_dir: Path | None = None) -> int:
     """Nudge every running instance of daemon `name` to tick now; return how many were reached.
 
+    On PostgreSQL with DAEMONS_LISTEN on, one NOTIFY on the daemon's `channel` reaches
+    its instances on every host (the count is then 1: listeners are not counted). Inside a
+    transaction, the notification goes out when it commits. Otherwise (SQLite, LISTEN off,
+    or an explicit `run_dir`) a datagram goes to each wake-up socket in the run directory.
     Never raises and never blocks: a daemon that isn't running simply isn't woken, and
     it will find the work on its next interval.
     """
+    if run_dir is None and listen.enabled() and _notify(name):
+        return 1
     reached = 0
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
@@ -36,6 +62,17 @@ def wake(name: str, run_dir: Path | None = None) -> int:
                 elif exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
                     logger.warning("could not wake %s at %s: %s", name, path, exc)
     return reached
+
+
+def _notify(name: str) -> bool:
+    try:
+        # In a transaction, a savepoint keeps a failed NOTIFY from breaking the caller's work.
+        with transaction.atomic() if connection.in_atomic_block else _nothing(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [channel(name)])
+    except DatabaseError as exc:
+        logger.warning("could not notify %s: %s", name, exc)
+        return False
+    return True
 
 
 def bind(path: Path) -> socket.socket | None:

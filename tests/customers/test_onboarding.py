@@ -109,9 +109,10 @@ def test_renewal_keeps_the_lease_and_touches_only_our_claims(db, fixed_now) -> N
     make_customers(3, fixed_now - timedelta(hours=1))
     onboarding.customers_claim(owner=A, now=fixed_now, limit=2)
     onboarding.customers_claim(owner=B, now=fixed_now, limit=2)
-    expire_leases()
+    expire_leases(claimed_by=str(B))
     before = timezone.now()
     assert onboarding.claims_renew(owner=A) == 2
+    assert onboarding.claims_renew(owner=B) == 0  # a lease that ended is not brought back
     # B's claim expired and C takes it; A's renewed ones stay A's.
     [taken] = onboarding.customers_claim(owner=C, now=fixed_now, limit=10)
     assert taken.claimed_by == str(C) and Customer.objects.filter(claimed_by=str(B)).count() == 0

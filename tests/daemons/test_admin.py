@@ -21,7 +21,7 @@ def beats() -> dict[str, Heartbeat]:
 
     return {
         "running": make("counter", "web1"),
-        "silent": make("counter", "web2", age=timedelta(hours=2)),  # overdue: not responding
+        "silent": make("counter", "web2", age=timedelta(hours=2)),  # overdue: dead
         "stopped": make("idle", "web1", stopped=True),
     }
 
@@ -36,10 +36,10 @@ def test_heartbeats_filter_by_state_and_host(admin_client: Client) -> None:
     beats()
     html = listed(admin_client)
     assert html.count('<tr><td class="action-checkbox">') == 3
-    assert "not responding" in html
+    assert ">dead<" in html
     running = listed(admin_client, "?state=running")
     assert running.count('<tr><td class="action-checkbox">') == 1 and "web1" in running
-    assert listed(admin_client, "?state=not+responding").count('<tr><td class="action-checkbox">') == 1
+    assert listed(admin_client, "?state=dead").count('<tr><td class="action-checkbox">') == 1
     assert listed(admin_client, "?host=web1").count('<tr><td class="action-checkbox">') == 2
     assert listed(admin_client, "?state=stopped&host=web2").count('<tr><td class="action-checkbox">') == 0
 

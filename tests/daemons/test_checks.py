@@ -64,6 +64,7 @@ def test_relative_paths_are_taken_from_base_dir(settings, tmp_path: Path) -> Non
         ("HEALTH_EXPECTED", ["no-such-daemon"], "daemons.E009", "names no registered daemon: no-such-daemon"),
         ("METRICS_TOKEN", None, "daemons.E010", "must be a string, got None"),
         ("DASHBOARD_REFRESH", -1, "daemons.E011", "must be a positive number of seconds, got -1"),
+        ("LISTEN", "no", "daemons.E012", "must be True or False, got 'no'"),
     ],
 )
 def test_each_setting_of_a_wrong_type_or_range_fails_with_its_own_id(settings, name, value, check_id, says) -> None:
@@ -74,7 +75,8 @@ def test_each_setting_of_a_wrong_type_or_range_fails_with_its_own_id(settings, n
 
 
 @pytest.mark.parametrize(("name", "value"), [("LOG_LEVEL", "debug"), ("LOG_LEVEL", 10), ("LOG_FORMAT", "json"),
-                                             ("HEALTH_EXPECTED", ["counter"]), ("STOP_TIMEOUT", 2)])
+                                             ("HEALTH_EXPECTED", ["counter"]), ("STOP_TIMEOUT", 2),
+                                             ("LISTEN", False)])
 def test_good_values_pass(settings, name, value) -> None:
     setattr(settings, conf.PREFIX + name, value)
     assert ids(settings) == {}

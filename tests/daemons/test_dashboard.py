@@ -36,7 +36,7 @@ def test_shows_health_charts_errors_and_jobs(admin_client: Client, settings) -> 
     html = page(admin_client)
     assert '<meta http-equiv="refresh" content="7">' in html
     assert re.search(r'id="daemon-counter-0-web1">.*?<td>4242</td>.*?class="state-running">running', html, re.S)
-    assert re.search(r'id="daemon-idle-0-web2">.*?class="state-not-responding">not responding', html, re.S)
+    assert re.search(r'id="daemon-idle-0-web2">.*?class="state-dead">dead', html, re.S)
     assert 'id="daemon-failing-never"' in html  # registered, never reported
     chart = matched(r'<svg class="dash-chart" id="chart-counter-ticks".*?</svg>', html, re.S)
     assert len(re.findall(r"<rect class=\"ticks\"", chart)) == 24

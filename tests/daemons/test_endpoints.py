@@ -103,7 +103,7 @@ def test_health_reads_other_hosts_and_pauses(settings, client: Client, tmp_path)
     assert health(client)[0] == 200  # a pause is the operator's choice, not a failure
     Heartbeat.objects.filter(name="idle").update(last_heartbeat=now - timedelta(hours=1))
     status, body = health(client)
-    assert (status, body["daemons"]["idle"]) == (503, "not responding")
+    assert (status, body["daemons"]["idle"]) == (503, "dead")
 
 
 @pytest.mark.django_db

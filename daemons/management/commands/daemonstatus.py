@@ -7,10 +7,10 @@ import sys
 import time
 
 from django.core.management.base import CommandError
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from daemons.status import DaemonStatus, read_statuses, worst_exit_code
+from daemons.status import DaemonStatus, cluster_statuses, cluster_table, read_statuses, worst_exit_code
 
 from . import _table
 from ._base import DaemonCommand, seconds_type
@@ -27,13 +27,17 @@ class Command(DaemonCommand):
         self.add_name_argument(parser, many=True)
         parser.add_argument("--all", action="store_true", dest="every",
                             help="every instance of every registered daemon on this host (the default without NAME)")
+        parser.add_argument("--all-hosts", action="store_true",
+                            help="every instance on every host, from the heartbeat rows (dead: no heartbeat for "
+                                 "three heartbeat periods)")
         view = parser.add_mutually_exclusive_group()
         view.add_argument("--json", action="store_true", help="print a JSON list for monitoring")
         view.add_argument("--watch", nargs="?", type=seconds_type("watch interval"), const=WATCH_EVERY, default=None,
                           metavar="SECONDS",
                           help=f"redraw the table every SECONDS (default {WATCH_EVERY:g}) until Ctrl-C")
 
-    def handle(self, *args, names: list[str], every: bool, json: bool, watch: float | None, **options) -> None:
+    def handle(self, *args, names: list[str], every: bool, json: bool, watch: float | None, all_hosts: bool = False,
+               **options) -> None:
         if every and names:
             raise CommandError("give daemon NAMEs or --all, not both", returncode=2)
         for name in names:
@@ -41,9 +45,14 @@ class Command(DaemonCommand):
         if watch is not None:
             self.watch(names, watch)
             return
-        rows = self.rows(names)
+        try:
+            rows = cluster_statuses(names) if all_hosts else self.rows(names)
+        except DatabaseError as exc:  # read_statuses notes its own; the cluster view is nothing without rows
+            raise CommandError(f"cannot read the heartbeat rows: {exc}".strip()) from None
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))
+        elif all_hosts:
+            self.stdout.write(cluster_table(rows, timezone.now()))
         else:
             self.stdout.write(_table.render(rows, self.style, timezone.now()))
         code = worst_exit_code(rows)
