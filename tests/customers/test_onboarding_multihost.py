@@ -183,10 +183,12 @@ def test_a_daemon_cut_off_mid_batch_records_nothing_after_and_the_others_take_ov
         wait_for(lambda: onboarded_by_instance(pg_database)[1] >= 5, timeout=60, message="the victim at work")
         procs.append(start_host(project, tmp_path, 2, pg_database))
         link.cut.set()
-        [(cut_at,)] = sql(pg_database, "SELECT now()")
-        terminated = sql(pg_database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        terminated = sql(pg_database, "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                                       "WHERE application_name = 'cut-off-host'")
         assert terminated and all(ok for (ok,) in terminated)
+        # Only now is the victim cut off (the call waits for its backend to end): until then it could
+        # still commit, legitimately.
+        [(cut_at,)] = sql(pg_database, "SELECT now()")
         held = count(pg_database, "SELECT count(*) FROM customers_customer WHERE claimed_by LIKE %s",
                      f"%/1/{victim.pid}-%")
         wait_for(lambda: count(pg_database, "SELECT count(*) FROM customers_onboarding") == customers, timeout=90,
