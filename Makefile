@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run test install install-dev bench bench-quick clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,11 +37,16 @@ test: install-dev
 	@for script in scripts/test-env.d/*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
 	$(PY) -m pytest
 
-bench: install-dev
+# Ours against the peers (bench/run.py). The peers are installed for the benchmark only.
+$(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt
-	$(PY) bench/memory.py
-	$(PY) bench/idle_ticks.py
-	$(PY) bench/backlog.py
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(PY) bench/run.py --docs
+
+bench-quick: $(VENV)/.installed-bench
+	$(PY) bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) var

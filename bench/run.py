@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, systems, workdir)
     started = datetime.datetime.now(datetime.timezone.utc)
     failed = True
+    temp_dirs = [str(workdir)]
     try:
         records = bench.run()
         failed = False
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         versions = report.versions(bench.servers.servers)
+        temp_dirs += [str(server.directory) for server in bench.servers.servers]
         bench.close()
         if failed:
             print(f"bench: logs kept in {workdir}", file=sys.stderr)
@@ -361,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(timespec="seconds"), "machine": report.machine(), "versions": versions,
         "settings": {k: getattr(args, k) for k in ("customers", "runs", "rate", "latency_seconds", "idle_seconds")},
         "quick": args.quick, "systems": {s.key: s.label for s in systems}, "skipped": skipped, "records": records,
+        "temp_dirs": temp_dirs,  # all removed by now; a test checks that nothing runs from them
     }
     paths = report.write(results, args.out, docs=args.docs)
     print(paths["markdown"].read_text())

@@ -181,7 +181,7 @@ def start_postgres() -> Server:
         if run.returncode != 0:
             raise ServerError(f"PostgreSQL did not start: {(directory / 'server.log').read_text()[-300:]}")
         server.version = subprocess.run([str(PG_BIN / "postgres"), "--version"], capture_output=True,
-                                        text=True).stdout.split()[-1]
+                                        text=True).stdout.split()[2]
         server.pid = int((data / "postmaster.pid").read_text().split()[0])
     except BaseException:
         server.stop()
