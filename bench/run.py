@@ -324,8 +324,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Set explicitly: a harness started in the background inherits SIGINT ignored, and a
+    # SIGTERM must stop what it started as Ctrl-C does.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     systems, skipped = [], {}
     for system in args.systems:
         reason = unavailable(system)
