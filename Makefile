@@ -42,11 +42,12 @@ $(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--customers 1000 --runs 5".
 bench: $(VENV)/.installed-bench
-	$(PY) bench/run.py --docs
+	$(PY) bench/run.py --docs $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.installed-bench
-	$(PY) bench/run.py --quick
+	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

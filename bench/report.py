@@ -23,6 +23,7 @@ PLOTS = {"throughput": "bench-throughput.png", "latency": "bench-latency.png", "
 # (record key, column title, how to show it, True when higher is better)
 FIGURES = (
     ("drain_per_s", "drain/s", "{:.0f}", True),
+    ("first_onboarded_s", "first email after s", "{:.2f}", False),
     ("p50_ms", "p50 ms", "{:.1f}", False),
     ("p99_ms", "p99 ms", "{:.1f}", False),
     ("rss_drain_kib", "RSS after drain MiB", "{:.1f}", False),
@@ -99,9 +100,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     brokers = [(systems[k], f) for k, f in summary.items() if "broker_rss_kib" in f]
     if brokers:
-        lines += ["", "Celery's figures are its worker's; its Redis adds "
-                  + "; ".join(f"{label}: {f['broker_rss_kib'][0]:.1f} MiB RSS, "
-                              f"{f['broker_cpu_s_per_min'][0]:.3f} s CPU/min idle" for label, f in brokers) + "."]
+        lines += ["", "The figures above are the workers' own. Each Celery worker's Redis adds, after idling: "
+                  + "; ".join(f"{label.removeprefix('Celery + Redis, ')}: {f['broker_rss_kib'][0]:.1f} MiB RSS and "
+                              f"{f['broker_cpu_s_per_min'][0]:.3f} s CPU a minute" for label, f in brokers) + "."]
     for key, reason in results.get("skipped", {}).items():
         lines.append(f"\n{key}: {reason}.")
     if OURS in summary:

@@ -168,23 +168,25 @@ class Bench:
 
     # --- measuring ------------------------------------------------------------------------
 
-    def onboarded(self, env: dict[str, str]) -> tuple[int, datetime.datetime | None]:
-        """How many customers are onboarded, and when the last one was."""
-        sql = "SELECT count(*), max(onboarded_at) FROM customers_customer WHERE onboarded_at IS NOT NULL"
+    def onboarded(self, env: dict[str, str]) -> tuple[int, datetime.datetime | None, datetime.datetime | None]:
+        """How many customers are onboarded, and when the first and the last one were."""
+        sql = ("SELECT count(*), min(onboarded_at), max(onboarded_at) FROM customers_customer "
+               "WHERE onboarded_at IS NOT NULL")
         url = env["DATABASE_URL"]
         if url.startswith("sqlite:///"):
             db = sqlite3.connect(url[len("sqlite:///"):], timeout=20)
             try:
-                count, last = db.execute(sql).fetchone()
+                count, *times = db.execute(sql).fetchone()
             finally:
                 db.close()
-            when = datetime.datetime.fromisoformat(last).replace(tzinfo=datetime.timezone.utc) if last else None
-            return count, when
+            first, last = (datetime.datetime.fromisoformat(t).replace(tzinfo=datetime.timezone.utc) if t else None
+                           for t in times)
+            return count, first, last
         import psycopg
 
         with psycopg.connect(url) as conn:
-            count, last = conn.execute(sql).fetchone()
-        return count, last
+            count, first, last = conn.execute(sql).fetchone()
+        return count, first, last
 
     def run_system(self, system: System, run: int) -> None:
         tag = f"[run {run + 1}/{self.args.runs}] {system.key}"
@@ -215,7 +217,7 @@ class Bench:
         self.workers.append(worker)
         deadline = time.monotonic() + 120 + n / 10
         while True:
-            count, last = self.onboarded(env)
+            count, first, last = self.onboarded(env)
             self.progress.show(f"{tag}: drain", f"{count}/{n} onboarded")
             if count >= n:
                 break
@@ -225,7 +227,8 @@ class Bench:
             time.sleep(0.1)
         seconds = (last - began).total_seconds()
         result = worker.result
-        result.update(system=system.key, run=run, drain_per_s=n / seconds, drain_seconds=seconds)
+        result.update(system=system.key, run=run, drain_per_s=n / seconds, drain_seconds=seconds,
+                      first_onboarded_s=(first - began).total_seconds())
         result["rss_drain_kib"], result["pss_drain_kib"] = procstat.memory_kib(worker.pids())
         if system.latency:
             self.progress.show(f"{tag}: {self.args.rate:g} signups/s for {self.args.latency_seconds:g} s")
