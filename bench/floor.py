@@ -15,9 +15,11 @@ import signal
 import smtplib
 import sqlite3
 import sys
-from email.message import EmailMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 
 TEXT = "Hello {name},\n\nWelcome aboard. Your account for {email} is ready.\n\nSee you soon!\n"
+SENDER = "Signup Site <welcome@localhost>"
 HTML = ("<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Welcome</title></head>\n<body>\n"
         "<p>Hello {name},</p>\n<p>Welcome aboard. Your account for {email} is ready.</p>\n<p>See you soon!</p>\n"
         "</body>\n</html>\n")
@@ -35,14 +37,16 @@ def main() -> None:
         if not batch:
             break
         for pk, name, email, created_at in batch:
-            message = EmailMessage()
+            # The compat32 MIME classes, as Django uses: the stdlib's newer EmailMessage is
+            # several times slower to build and would flatter everyone measured against it.
+            message = MIMEMultipart("alternative")
             message["Subject"] = f"Welcome, {name}"
-            message["From"] = "Signup Site <welcome@localhost>"
+            message["From"] = SENDER
             message["To"] = email
             message["Message-ID"] = f"<welcome-{pk}@localhost>"
-            message.set_content(TEXT.format(name=name, email=email))
-            message.add_alternative(HTML.format(name=html.escape(name), email=html.escape(email)), subtype="html")
-            smtp.send_message(message)
+            message.attach(MIMEText(TEXT.format(name=name, email=email), "plain", "utf-8"))
+            message.attach(MIMEText(HTML.format(name=html.escape(name), email=html.escape(email)), "html", "utf-8"))
+            smtp.sendmail(SENDER, [email], message.as_bytes())
             now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT INTO customers_onboarding (customer_id, onboarded_at, message_id, onboarded_by) "

@@ -140,8 +140,9 @@ def plots(results: dict[str, Any], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
 
-    def bars(ax: Any, figures: list[tuple[str, str]], unit: str) -> None:
+    def bars(ax: Any, figures: list[tuple[str, str]], unit: str) -> int:
         width = 0.8 / len(figures)
+        drawn = 0
         for i, (figure, name) in enumerate(figures):
             xs, heights, errors = [], [], [[], []]
             for x, key in enumerate(keys):
@@ -152,10 +153,12 @@ def plots(results: dict[str, Any], directory: Path) -> list[Path]:
                     errors[0].append(median - low)
                     errors[1].append(high - median)
             ax.bar(xs, heights, width, yerr=errors, capsize=3, label=name)
+            drawn += len(heights)
         ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
         ax.set_ylabel(unit)
         if len(figures) > 1:
             ax.legend()
+        return drawn
 
     for name, title, figures, unit in (
         ("throughput", f"Drain of {results['settings']['customers']:,} waiting customers (higher is better)",
@@ -167,7 +170,9 @@ def plots(results: dict[str, Any], directory: Path) -> list[Path]:
           ("rss_idle_kib", "RSS idle"), ("pss_idle_kib", "PSS idle")], "MiB"),
     ):
         fig, ax = plt.subplots(figsize=(9, 4.5))
-        bars(ax, figures, unit)
+        if not bars(ax, figures, unit):  # no system measured this figure
+            plt.close(fig)
+            continue
         if name == "latency":
             ax.set_yscale("log")
         ax.set_title(title)
