@@ -24,6 +24,7 @@ PLOTS = {"throughput": "bench-throughput.png", "latency": "bench-latency.png", "
 FIGURES = (
     ("drain_per_s", "drain/s", "{:.0f}", True),
     ("first_onboarded_s", "first email after s", "{:.2f}", False),
+    ("queries_per_customer", "queries per customer in drain", "{:.1f}", False),
     ("p50_ms", "p50 ms", "{:.1f}", False),
     ("p99_ms", "p99 ms", "{:.1f}", False),
     ("rss_drain_kib", "RSS after drain MiB", "{:.1f}", False),

@@ -230,6 +230,8 @@ class Bench:
         result.update(system=system.key, run=run, drain_per_s=n / seconds, drain_seconds=seconds,
                       first_onboarded_s=(first - began).total_seconds())
         result["rss_drain_kib"], result["pss_drain_kib"] = procstat.memory_kib(worker.pids())
+        if system.key != "floor":  # the floor's stdlib sqlite3 isn't counted
+            result["queries_per_customer"] = worker.queries() / n
         if system.latency:
             self.progress.show(f"{tag}: {self.args.rate:g} signups/s for {self.args.latency_seconds:g} s")
             latencies = self.driver(env, "signups", str(self.args.rate), str(self.args.latency_seconds),
