@@ -88,6 +88,7 @@ class Worker:
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc.poll() is None:
+            tree = self.pids()
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)  # the worker's own session: it and its children
                 self.proc.wait(timeout)
@@ -96,6 +97,12 @@ class Worker:
                 self.proc.wait()
             except ProcessLookupError:
                 pass
+            # Children in process groups of their own (a supervisor's) that outlived it.
+            for pid in tree[1:]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if self.redis is not None:
             self.redis.stop()
 

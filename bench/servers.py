@@ -94,18 +94,21 @@ def start_smtp_sink() -> Server:
     return server
 
 
-def redis_binary() -> str:
-    """redis-server's path, installing Debian's package first when it is missing and we are root."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def apt_install(package: str) -> None:
+    """Install Debian's `package` with apt-get, which only root may do."""
     if os.geteuid() != 0:
-        raise ServerError("redis-server is not installed (apt-get install redis-server)")
-    print("installing redis-server (apt-get install redis-server)", file=sys.stderr, flush=True)
+        raise ServerError(f"{package} is not installed (apt-get install {package}, as root)")
+    print(f"installing {package} (apt-get install {package})", file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
         if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-            raise ServerError(f"could not install redis-server ({' '.join(command)} failed)")
+            raise ServerError(f"could not install {package} ({' '.join(command)} failed)")
+
+
+def redis_binary() -> str:
+    """redis-server's path, installing Debian's package first when it is missing."""
+    if not shutil.which("redis-server"):
+        apt_install("redis-server")
     found = shutil.which("redis-server")
     if not found:
         raise ServerError("redis-server still missing after apt-get install")
@@ -150,6 +153,8 @@ def redis_commands(port: int) -> int:
 def start_postgres() -> Server:
     """A throwaway PostgreSQL 15 cluster; as root its programs run as the postgres user, as they must."""
     initdb = PG_BIN / "initdb"
+    if not initdb.exists() and "PG_BIN" not in os.environ:
+        apt_install("postgresql-15")
     if not initdb.exists():
         raise ServerError(f"PostgreSQL is not installed at {PG_BIN} (apt-get install postgresql-15, or set PG_BIN)")
     as_owner: list[str] = []
