@@ -278,7 +278,8 @@ class Bench:
                     worker.result["broker_cpu_s_per_min"] = (procstat.cpu_seconds([worker.redis.pid]) - broker0
                                                              ) * per_minute
                     worker.result["broker_rss_kib"] = procstat.memory_kib([worker.redis.pid])[0]
-            self.progress.done(f"[run {run + 1}/{self.args.runs}] idle: measured {len(idle)} workers over {seconds:g} s")
+            self.progress.done(f"[run {run + 1}/{self.args.runs}] idle: measured {len(idle)} workers "
+                               f"over {seconds:g} s")
         for worker in self.workers:
             worker.stop()
             if worker.system.idle:
