@@ -216,8 +216,11 @@ def versions(servers: list[Any]) -> dict[str, str]:
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     v = ", ".join(f"{k} {val}" for k, val in results["versions"].items())
+    load = m["load_average_at_start"]
+    # Load left over from anything else running: above half the cores, the figures are lower bounds.
+    shared = " The machine was shared with other work during this run." if load[0] > m["cores"] / 2 else ""
     return (f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
-            f"load average at start {', '.join(map(str, m['load_average_at_start']))}. "
+            f"load average at start {', '.join(map(str, load))}.{shared} "
             f"Date: {results['started'][:10]}. Versions: {v}.\n")
 
 
