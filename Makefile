@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run test install install-dev bench bench-quick clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,17 @@ test: install-dev
 	$(PY) -m mypy
 	$(PY) scripts/test-env.d/run.py $(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install-dev
+# Ours against the peers (bench/run.py). The peers are installed for the benchmark only.
+$(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt
-	$(PY) bench/memory.py
-	$(PY) bench/idle_ticks.py
-	$(PY) bench/backlog.py
+	touch $@
+
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--customers 1000 --runs 5".
+bench: $(VENV)/.installed-bench
+	$(PY) bench/run.py --docs $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.installed-bench
+	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

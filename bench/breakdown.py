@@ -1,0 +1,102 @@
+"""Milliseconds per customer in each step of ours, beside the same steps done the floor's way.
+
+    .venv/bin/python bench/breakdown.py [--customers 400]
+
+In one process, against the SMTP sink and a fresh SQLite file: ours claims, renders,
+sends through Django's email framework and records, step by step, as the onboarding
+daemon's tick does; then the same email goes out as bytes through a bare smtplib
+connection, and the same record is written with two raw statements in one transaction. The difference
+between the two columns is what the framework costs in each step.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import servers  # noqa: E402
+from bench.run import SECRET_KEY  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=400)
+    n = parser.parse_args().customers
+    tmp = Path(tempfile.mkdtemp(prefix="bench-breakdown-"))
+    sink = servers.start_smtp_sink()
+    try:
+        os.environ.update(DJANGO_SETTINGS_MODULE="bench.settings", DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
+                          DEBUG="false", SECRET_KEY=SECRET_KEY, EMAIL_URL=f"smtp://127.0.0.1:{sink.port}")
+        import smtplib
+
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.core.mail import get_connection
+        from django.db import connection, transaction
+        from django.utils import timezone
+
+        from customers import services
+        from customers.models import Customer, Onboarding
+
+        call_command("migrate", verbosity=0)
+        Customer.objects.bulk_create(Customer(name=f"Bench {i}", email=f"bench{i}@example.com") for i in range(n))
+        owner = services.Owner.current(0)
+        mail = get_connection()
+        mail.open()
+        steps = dict.fromkeys(("claim", "render", "send", "record"), 0.0)
+        messages = []
+        while batch := _timed(steps, "claim", services.customers_claim, owner=owner, now=timezone.now(), limit=50):
+            for customer in batch:
+                message = _timed(steps, "render", services.welcome_email, customer)
+                message.connection = mail
+                _timed(steps, "send", message.send)
+                _timed(steps, "record", services.customer_onboarding_complete, customer=customer, owner=owner,
+                       now=timezone.now())
+                messages.append((customer.pk, customer.email, message.message().as_bytes(linesep="\r\n")))
+        mail.close()
+
+        Onboarding.objects.all().delete()  # the bare records are written afresh
+        bare = {"send": 0.0, "record": 0.0}
+        smtp = smtplib.SMTP("127.0.0.1", sink.port)
+        for pk, email, data in messages:
+            _timed(bare, "send", smtp.sendmail, "welcome@localhost", [email], data)
+
+            def record(pk: int = pk) -> None:
+                now = timezone.now()
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute("UPDATE customers_customer SET onboarded_at = %s WHERE id = %s", [now, pk])
+                    cursor.execute("INSERT INTO customers_onboarding (customer_id, onboarded_at, message_id, "
+                                   "onboarded_by) VALUES (%s, %s, %s, %s)", [pk, now, f"<{pk}@localhost>", "bare"])
+
+            _timed(bare, "record", record)
+        smtp.quit()
+    finally:
+        sink.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{n} customers; milliseconds per customer")
+    print(f"{'step':8} {'ours':>7} {'bare':>7}")
+    for step, seconds in steps.items():
+        other = f"{bare[step] / n * 1000:7.2f}" if step in bare else "      –"
+        print(f"{step:8} {seconds / n * 1000:7.2f} {other}")
+    print(f"{'total':8} {sum(steps.values()) / n * 1000:7.2f}")
+    return 0
+
+
+def _timed(totals: dict[str, float], step: str, function, *args, **kwargs):  # type: ignore[no-untyped-def]
+    began = time.perf_counter()
+    try:
+        return function(*args, **kwargs)
+    finally:
+        totals[step] += time.perf_counter() - began
+
+
+if __name__ == "__main__":
+    sys.exit(main())

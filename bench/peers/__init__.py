@@ -1,0 +1,1 @@
+"""The peers' Django glue: their tasks, doing the same onboarding work as ours."""
