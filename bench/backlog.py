@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
-from memory import seed  # noqa: E402
+from bench.memory import seed  # noqa: E402
 
 
 def onboarded(db_path: Path) -> int:

@@ -36,7 +36,7 @@ def main() -> None:
                            "ORDER BY created_at, id LIMIT 50").fetchall()
         if not batch:
             break
-        for pk, name, email, created_at in batch:
+        for pk, name, email, _created_at in batch:
             # The compat32 MIME classes, as Django uses: the stdlib's newer EmailMessage is
             # several times slower to build and would flatter everyone measured against it.
             message = MIMEMultipart("alternative")
@@ -47,7 +47,7 @@ def main() -> None:
             message.attach(MIMEText(TEXT.format(name=name, email=email), "plain", "utf-8"))
             message.attach(MIMEText(HTML.format(name=html.escape(name), email=html.escape(email)), "html", "utf-8"))
             smtp.sendmail(SENDER, [email], message.as_bytes())
-            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+            now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT INTO customers_onboarding (customer_id, onboarded_at, message_id, onboarded_by) "
                        "VALUES (?, ?, ?, ?)", (pk, now, message["Message-ID"], f"floor/{os.getpid()}"))

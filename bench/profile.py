@@ -21,24 +21,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import servers  # noqa: E402
-from bench.run import Bench, parse_args  # noqa: E402
-from bench.systems import BY_KEY, ROOT  # noqa: E402
+from bench.run import Bench, parse_args
+from bench.systems import BY_KEY, ROOT
 
 # Inclusive shares: a sample counts for every part with a frame on its stack.
 # Each part: (path fragment, function name pattern matched against the unqualified name).
 PARTS = (
     ("django start-up (django.setup, imports, checks)", ("django/__init__.py", "setup")),
     ("the tick (Runner.tick)", ("daemons/runner.py", "tick")),
-    ("claiming (customers_claim)", ("customers/services.py", "customers_claim")),
-    ("rendering the templates (welcome_email)", ("customers/services.py", "welcome_email")),
+    ("claiming (customers_claim)", ("customers/onboarding.py", "customers_claim")),
+    ("rendering the templates (welcome_email)", ("customers/onboarding.py", "welcome_email")),
     ("building the MIME message (EmailMessage.message)", ("django/core/mail/message.py", "message")),
     ("SMTP conversation (smtplib, all of it)", ("smtplib.py", ".*")),
     ("SMTP connect and quit (backend open/close)", ("django/core/mail/backends/smtp.py", "open|close")),
-    ("recording (customer_onboarding_complete)", ("customers/services.py", "customer_onboarding_complete")),
+    ("recording (customer_onboarding_complete)", ("customers/onboarding.py", "customer_onboarding_complete")),
     ("SQL statements (any)", ("django/db/backends/utils.py", "_execute")),
     ("commits", ("django/db/backends/base/base.py", "commit")),
-    ("renewing claims (claims_renew)", ("customers/services.py", "claims_renew")),
+    ("renewing claims (claims_renew)", ("customers/onboarding.py", "claims_renew")),
     ("logging", ("logging/__init__.py", "handle")),
     ("watch thread (heartbeats, stop checks)", ("daemons/watch.py", ".*")),
 )

@@ -145,7 +145,9 @@ def plots(results: dict[str, Any], directory: Path) -> list[Path]:
         width = 0.8 / len(figures)
         drawn = 0
         for i, (figure, name) in enumerate(figures):
-            xs, heights, errors = [], [], [[], []]
+            xs: list[float] = []
+            heights: list[float] = []
+            errors: list[list[float]] = [[], []]
             for x, key in enumerate(keys):
                 if figure in summary[key]:
                     median, low, high = summary[key][figure]

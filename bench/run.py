@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import procstat, report, servers  # noqa: E402
-from bench.peers.counter import total as counted_queries  # noqa: E402
-from bench.servers import ServerError, ServerSet  # noqa: E402
-from bench.systems import BY_KEY, OURS, ROOT, SYSTEMS, System, unavailable  # noqa: E402
+from bench import procstat, report, servers
+from bench.peers.counter import total as counted_queries
+from bench.servers import ServerError, ServerSet
+from bench.systems import BY_KEY, OURS, ROOT, SYSTEMS, System, unavailable
 
 PY = sys.executable
 SECRET_KEY = "bench-" + "k7Qz9vX2pL" * 6
@@ -74,6 +74,10 @@ class Worker:
 
     def pids(self) -> list[int]:
         return procstat.tree(self.proc.pid) if self.proc.poll() is None else []
+
+    def broker_pids(self) -> list[int]:
+        """The broker's process, if this worker has one of its own."""
+        return [self.redis.pid] if self.redis is not None and self.redis.pid is not None else []
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -160,6 +164,7 @@ class Bench:
 
     def database(self, system: System, directory: Path, run: int) -> str:
         if system.database == "postgresql":
+            assert self.pg is not None, "start_servers() starts PostgreSQL when a system uses it"
             return servers.pg_create_database(self.pg.port, f"bench_{system.key.replace('-', '_')}_{run}",
                                               template="bench_template")
         path = directory / "db.sqlite3"
@@ -186,13 +191,15 @@ class Bench:
                 count, *times = db.execute(sql).fetchone()
             finally:
                 db.close()
-            first, last = (datetime.datetime.fromisoformat(t).replace(tzinfo=datetime.timezone.utc) if t else None
+            first, last = (datetime.datetime.fromisoformat(t).replace(tzinfo=datetime.UTC) if t else None
                            for t in times)
             return count, first, last
         import psycopg
 
         with psycopg.connect(url) as conn:
-            count, first, last = conn.execute(sql).fetchone()
+            row = conn.execute(sql).fetchone()
+        assert row is not None, "an aggregate without GROUP BY returns one row"
+        count, first, last = row
         return count, first, last
 
     def run_system(self, system: System, run: int) -> None:
@@ -211,9 +218,10 @@ class Bench:
             self.driver(env, "seed", str(n), timeout=600)
             command = list(system.command)
             if system.key == "floor":
+                assert self.smtp is not None, "run() starts the servers first"
                 command += [env["DATABASE_URL"][len("sqlite:///"):], str(self.smtp.port)]
             log = open(directory / "worker.log", "w")
-            began = datetime.datetime.now(datetime.timezone.utc)
+            began = datetime.datetime.now(datetime.UTC)
             worker.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)
             log.close()
@@ -232,6 +240,7 @@ class Bench:
             if time.monotonic() > deadline:
                 raise BenchError(f"{system.key} onboarded only {count} of {n}; see {directory / 'worker.log'}")
             time.sleep(0.1)
+        assert first is not None and last is not None, "a drain that onboarded n >= 1 customers has times"
         seconds = (last - began).total_seconds()
         result = worker.result
         result.update(system=system.key, run=run, drain_per_s=n / seconds, drain_seconds=seconds,
@@ -259,7 +268,7 @@ class Bench:
                 worker.check_alive()
             time.sleep(2)  # let the last latency signups' ticks finish before the window opens
             start = {id(w): (procstat.cpu_seconds(w.pids()), w.queries(),
-                             procstat.cpu_seconds([w.redis.pid]) if w.redis else 0.0) for w in idle}
+                             procstat.cpu_seconds(w.broker_pids())) for w in idle}
             ends = time.monotonic() + seconds
             while (left := ends - time.monotonic()) > 0:
                 self.progress.show(f"[run {run + 1}/{self.args.runs}] idle: {len(idle)} workers", f"{left:.0f} s left")
@@ -275,9 +284,9 @@ class Bench:
                                                          ) * per_minute
                 worker.result["rss_idle_kib"], worker.result["pss_idle_kib"] = procstat.memory_kib(pids)
                 if worker.redis:
-                    worker.result["broker_cpu_s_per_min"] = (procstat.cpu_seconds([worker.redis.pid]) - broker0
+                    worker.result["broker_cpu_s_per_min"] = (procstat.cpu_seconds(worker.broker_pids()) - broker0
                                                              ) * per_minute
-                    worker.result["broker_rss_kib"] = procstat.memory_kib([worker.redis.pid])[0]
+                    worker.result["broker_rss_kib"] = procstat.memory_kib(worker.broker_pids())[0]
             self.progress.done(f"[run {run + 1}/{self.args.runs}] idle: measured {len(idle)} workers "
                                f"over {seconds:g} s")
         for worker in self.workers:
@@ -360,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     bench = Bench(args, systems, workdir)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     failed = True
     temp_dirs = [str(workdir)]
     try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 BENCH_DIR = Path(__file__).resolve().parent
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -79,13 +80,22 @@ def _terminate(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait()
 
 
+def _stop_process(proc: subprocess.Popen, log: IO[str]) -> Callable[[], None]:
+    """A `Server.stop` for `proc`: terminate it, then close the log it writes to."""
+    def stop() -> None:
+        _terminate(proc)
+        log.close()
+
+    return stop
+
+
 def start_smtp_sink() -> Server:
     directory = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
     port = free_port()
     log = open(directory / "sink.log", "w")
     proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "smtp_sink.py"), str(port)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server("smtp sink", port, directory, lambda: (_terminate(proc), log.close()), pid=proc.pid)
+    server = Server("smtp sink", port, directory, _stop_process(proc, log), pid=proc.pid)
     try:
         wait_for_port(port, proc, "the SMTP sink")
     except BaseException:
@@ -124,7 +134,7 @@ def start_redis() -> Server:
                              "--save", "", "--appendonly", "no", "--daemonize", "no"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split()
-    server = Server("redis", port, directory, lambda: (_terminate(proc), log.close()), pid=proc.pid,
+    server = Server("redis", port, directory, _stop_process(proc, log), pid=proc.pid,
                     version=next((word[2:] for word in version if word.startswith("v=")), ""))
     try:
         wait_for_port(port, proc, "redis-server")

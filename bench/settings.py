@@ -13,7 +13,7 @@ import sys
 # benchmark measures this checkout alone.
 sys.meta_path[:] = [finder for finder in sys.meta_path if getattr(finder, "__name__", "") != "_EditableFinder"]
 
-from signup_site.settings import *  # noqa: E402,F401,F403
+from signup_site.settings import *  # noqa: E402, F403
 from signup_site.settings import INSTALLED_APPS  # noqa: E402
 
 BENCH_PEER = os.environ.get("BENCH_PEER", "")

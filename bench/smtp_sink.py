@@ -13,7 +13,7 @@ class Sink:
     def __init__(self) -> None:
         self.messages = 0
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.messages += 1
         return "250 OK"
 

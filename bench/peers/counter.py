@@ -8,7 +8,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _counter: tuple[int, mmap.mmap] | None = None
 

@@ -1,6 +1,8 @@
 """SqliteHuey whose own SQLite statements are counted like Django's (they don't go through Django)."""
 from __future__ import annotations
 
+import sqlite3
+
 from huey import SqliteHuey
 from huey.storage import SqliteStorage
 
@@ -8,7 +10,7 @@ from .counter import bump
 
 
 class CountingSqliteStorage(SqliteStorage):
-    def _create_connection(self):  # type: ignore[no-untyped-def]
+    def _create_connection(self) -> sqlite3.Connection:
         conn = super()._create_connection()
         conn.set_trace_callback(lambda statement: bump())
         return conn

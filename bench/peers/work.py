@@ -29,7 +29,7 @@ def reused_connection() -> Any:
 def onboard(customer_id: int, *, reuse_connection: bool = False) -> None:
     """Send customer `customer_id` the welcome email and record it, unless already onboarded."""
     from customers.models import Customer, Onboarding
-    from customers.services import welcome_email
+    from customers.onboarding import welcome_email
 
     customer = Customer.objects.get(pk=customer_id)
     if customer.onboarded_at is not None:
