@@ -32,7 +32,8 @@ def test_quick_harness_measures_every_figure_and_stops_what_it_started(tmp_path:
     systems = ["ours-sqlite", "floor"] + (["ours-pg"] if (PG_BIN / "initdb").exists() else [])
     result = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--customers", "40", "--rate", "10", "--latency-seconds", "2",
-         "--idle-seconds", "3", "--systems", ",".join(systems), "--out", str(tmp_path)],
+         # Longer than one onboarding interval (5 s), so the idle window always holds a tick's read.
+         "--idle-seconds", "6", "--systems", ",".join(systems), "--out", str(tmp_path)],
         cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
