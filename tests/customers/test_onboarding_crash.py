@@ -103,9 +103,10 @@ def test_kill_9_at_random_moments_loses_nobody_and_records_nobody_twice(project,
     for address, message_ids in by_address.items():
         expected = services.welcome_message_id(customers[address])
         assert set(message_ids) == {expected} == {customers[address].onboarding.message_id}
-    # Each kill between send and commit really did cause a repeat, with the same Message-ID.
+    # Each kill between send and commit really did cause a repeat, with the same Message-ID. (A
+    # later kill may land on that repeat too, and add one more: the total bound above holds it.)
     for pk in in_flight:
-        assert len(by_address[Customer.objects.get(pk=pk).email]) == 2
+        assert len(by_address[Customer.objects.get(pk=pk).email]) >= 2
     assert "Traceback" not in project.log_file("onboarding").read_text()
 
 
