@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import sqlite3
@@ -43,8 +44,10 @@ def onboarded(db_path: Path) -> int:
         db.close()
 
 
-def clear(env: dict[str, str], db_path: Path, customers: int, instances: int) -> float:
+def clear(env: dict[str, str], db_path: Path, customers: int, instances: int) -> tuple[float, float]:
+    """Seconds until `instances` daemons onboarded all `customers`, and the CPU seconds the daemons used."""
     seed(db_path, customers)
+    cpu_before = children_cpu()
     began = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "manage.py", "rundaemon", "onboarding", "--once",
                                "--instance", str(i + 1)], cwd=ROOT, env=env) for i in range(instances)]
@@ -54,7 +57,14 @@ def clear(env: dict[str, str], db_path: Path, customers: int, instances: int) ->
     elapsed = time.perf_counter() - began
     if onboarded(db_path) != customers:
         raise SystemExit(f"only {onboarded(db_path)} of {customers} onboarded")
-    return elapsed
+    return elapsed, children_cpu() - cpu_before
+
+
+def children_cpu() -> float:
+    """User and system CPU seconds of every child process waited for so far (on a shared machine,
+    steadier than the wall clock)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -86,10 +96,14 @@ def main() -> None:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         one = [clear(env, db_path, args.customers, 1) for _ in range(args.runs)]
         two = [clear(env, db_path, args.customers, 2) for _ in range(args.runs)]
-        for label, times in (("one process ", one), ("two processes", two)):
+        for label, runs in (("one process ", one), ("two processes", two)):
+            times = [elapsed for elapsed, _ in runs]
             median = statistics.median(times)
+            cpu = statistics.median(used for _, used in runs)
             print(f"{label}: {args.customers} customers in {median:.2f} s median "
-                  f"({args.customers / median:.0f} customers/s; runs: {', '.join(f'{t:.2f}' for t in times)})")
+                  f"({args.customers / median:.0f} customers/s; runs: {', '.join(f'{t:.2f}' for t in times)}); "
+                  f"daemons' CPU {cpu:.2f} s median ({1000 * cpu / args.customers:.2f} ms per customer, "
+                  "start-up included)")
     finally:
         if sink is not None:
             sink.terminate()
