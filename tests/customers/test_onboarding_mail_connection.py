@@ -1,12 +1,14 @@
 """The onboarding daemon's SMTP connection: one session kept across ticks, closed when idle, failed or stopping."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
 
+from customers import onboarding
 from customers.daemons import OnboardingDaemon
-from customers.models import Onboarding
+from customers.models import Customer, Onboarding
 from tests.customers.conftest import SinkHandler, SmtpSink, customers_seed
 from tests.customers.test_onboarding import ready_daemon
 
@@ -98,4 +100,28 @@ def test_a_failed_send_closes_the_session_and_the_next_one_opens_another(db, fix
     result = daemon.tick(fixed_now)
     assert result.summary == "onboarded 2 customers, 1 failed"
     assert sessions(counting_sink) == 2
+    daemon.teardown()
+
+
+def test_one_deadline_thread_serves_every_send_and_still_ends_a_slow_one(
+    db, fixed_now, settings, counting_sink
+) -> None:
+    settings.ONBOARDING_SMTP_TIMEOUT_SECONDS = 1.2
+    customers_seed(4, prefix="d")
+    daemon = ready_daemon()
+    daemon.tick(fixed_now)  # four quick sends
+    mail = daemon.mail
+    assert mail is not None
+    watch = onboarding.send_watch_arm(mail, 10)  # this thread's watch, as the sends left it
+    watch.disarm()
+    assert not watch.ended
+    # The same watch, reused, still ends a send whose replies each come within the read timeout.
+    counting_sink.handler.rcpt_delay = counting_sink.handler.delay = 1.0
+    began = time.monotonic()
+    with pytest.raises(onboarding.SendDeadlineExceeded):
+        onboarding.message_send(onboarding.welcome_email(Customer.objects.get(email="d0@example.com")), mail,
+                                deadline=1.5)
+    assert 1.5 <= time.monotonic() - began < 1.9
+    assert onboarding.send_watch_arm(mail, 10) is watch
+    watch.disarm()
     daemon.teardown()
