@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
@@ -29,14 +31,24 @@ class OnboardingDaemon(Daemon):
     claim expire under us. When the mail server is down, or refuses everyone (see
     `onboarding.Breaker`), the tick gives its claims back and ends, and later ticks wait
     with backoff before trying the server again; no customer's attempts are used up.
+
+    One SMTP connection serves tick after tick, so a wake-up for one signup costs no
+    connection set-up. It is closed after `mail_keep_alive` seconds without mail, after
+    any failed send (its session may be in any state), and at teardown; one left idle
+    since an earlier tick is checked with a NOOP before it is trusted with a message.
     """
 
     name = onboarding.DAEMON_NAME
     # The customer whose email is being sent; read by work_in_progress() from another thread.
     in_flight: int | None = None
     interval = settings.ONBOARDING_INTERVAL_SECONDS
+    # Seconds without mail after which the SMTP connection is closed; a server drops idle sessions anyway.
+    mail_keep_alive = 60.0
 
     def setup(self) -> None:
+        self.mail: BaseEmailBackend | None = None
+        self.mail_closer: Callable[[], object] = lambda: None
+        self.mail_used_at = 0.0  # time.monotonic() of the last send through self.mail
         self.owner = onboarding.Owner.current(self.instance)
         self.breaker = onboarding.Breaker(self.owner)
         self.mail_failures = 0  # failed tries of the mail server in a row
@@ -49,22 +61,31 @@ class OnboardingDaemon(Daemon):
 
     def tick(self, now: datetime) -> TickResult:
         counts = {outcome: 0 for outcome in Outcome}
+        if self.mail is not None and time.monotonic() - self.mail_used_at >= self.mail_keep_alive:
+            self.mail_close()
         if self.mail_failures and time.monotonic() < self.mail_retry_at:
             return self.summary(counts, suffix="mail server unavailable, waiting to try again")
         owner = self.owner
         batch_size = settings.ONBOARDING_BATCH_SIZE
         renew_every = onboarding.lease_duration().total_seconds() / 3
-        mail: BaseEmailBackend | None = None
         claimed_any = False
+        checked = False
         try:
             while not self.stop_requested():
                 batch = onboarding.customers_claim(owner=owner, now=now, limit=batch_size)
                 if not batch:
                     break
                 claimed_any = True
-                if mail is None:
+                if self.mail is None:
                     # Made only when there is mail to send: an idle tick touches no server.
-                    mail = onboarding.mail_connection()
+                    self.mail = onboarding.mail_connection()
+                    # A daemon dropped without teardown (a test's, say) still ends its session.
+                    self.mail_closer = weakref.finalize(self, onboarding.mail_close, self.mail)
+                elif not checked and not onboarding.mail_alive(self.mail):
+                    # The server dropped it while we were idle: the next send opens a new session.
+                    onboarding.mail_close(self.mail)
+                checked = True
+                mail = self.mail
                 renewed_at = time.monotonic()
                 for customer in batch:
                     if self.stop_requested():
@@ -78,10 +99,12 @@ class OnboardingDaemon(Daemon):
                                                              breaker=self.breaker)
                     except onboarding.MailServerUnavailable as exc:
                         self.breaker.held.clear()  # given back below with every other claim
+                        self.mail_close()
                         self.mail_unavailable(exc)
                         return self.summary(counts, suffix="mail server unavailable")
                     finally:
                         self.in_flight = None
+                        self.mail_used_at = time.monotonic()
                     self.progress()
                     if result.outcome is Outcome.HELD:
                         continue
@@ -91,18 +114,27 @@ class OnboardingDaemon(Daemon):
                     if result.outcome in (Outcome.RETRY, Outcome.FAILED):
                         self.record_failure(result)
                         # The SMTP session may be in any state; the next send opens a new one.
-                        mail.close()
+                        onboarding.mail_close(mail)
                 now = timezone.now()
             if not self.stop_requested():
                 self.settle(counts)  # nobody else to try: the refusals held back were the customers' own
+        except BaseException:
+            self.mail_close()  # interrupted in the middle of a session: don't reuse it
+            raise
         finally:
             self.breaker.held.clear()  # whatever is left was interrupted: its claim goes back below
-            if mail is not None:
-                mail.close()
             # Whatever a stop or an outage interrupted goes back at once, not after the lease.
             if claimed_any:
                 onboarding.claims_release(owner=owner)
         return self.summary(counts)
+
+    def teardown(self) -> None:
+        self.mail_close()
+
+    def mail_close(self) -> None:
+        """Close the SMTP connection kept across ticks, if any; never raises."""
+        self.mail = None
+        self.mail_closer()  # runs onboarding.mail_close once, then does nothing
 
     def settle(self, counts: dict[Outcome, int]) -> None:
         for failure in self.breaker.settle(timezone.now()):

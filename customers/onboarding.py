@@ -10,6 +10,7 @@ import secrets
 import smtplib
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import suppress
@@ -145,11 +146,15 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     the UPDATE repeats the claimable filter, so a row claimed by someone else in between
     is never taken twice, and only the rows this UPDATE really took are returned.
     """
+    due = Customer.objects.due(now)
+    # An idle tick is the common case: answer it with one indexed read, without the
+    # heartbeats' read, SQLite's write lock or PostgreSQL row locks.
+    if not due.exists():
+        return []
     free = Q(claimed_by="") | Q(claim_expires_at__lt=Now()) | Q(claimed_by__startswith=owner.prefix)
     gone = held_by_gone_processes()
-    claimable = Customer.objects.due(now).filter(free | gone if gone is not None else free)
-    # An idle tick is the common case: answer it with a plain read, without taking
-    # SQLite's write lock (or PostgreSQL row locks) just to find nothing.
+    claimable = due.filter(free | gone if gone is not None else free)
+    # Customers due but all held by live others: find that out without locking anything either.
     if not claimable.exists():
         return []
     with transaction.atomic():
@@ -222,8 +227,103 @@ def mail_connection() -> BaseEmailBackend:
     return get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
 
 
+def mail_alive(mail: BaseEmailBackend) -> bool:
+    """False if `mail` holds an SMTP session that no longer answers a NOOP; True if it answers or none is open."""
+    session = getattr(mail, "connection", None)
+    if session is None:
+        return True
+    try:
+        return session.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+def mail_close(mail: BaseEmailBackend) -> None:
+    """Close `mail`, whatever state its session is in; never raises."""
+    with suppress(Exception):
+        mail.close()
+    session = getattr(mail, "connection", None)
+    if session is not None:  # close() raised before forgetting the session
+        with suppress(Exception):
+            session.close()
+        mail.connection = None  # type: ignore[attr-defined]
+
+
 class SendDeadlineExceeded(TimeoutError):
     """Sending one message took longer than ONBOARDING_SEND_DEADLINE_SECONDS (a mail outage)."""
+
+
+class SendWatch:
+    """Enforces send deadlines for one sending thread, with one long-lived thread instead of one per message.
+
+    `arm` starts a send's deadline and `disarm` ends it. The thread sleeps until the
+    earliest deadline it knows of and is woken only when an armed deadline comes sooner
+    than that, so a backlog of quick sends costs it about one wake-up per deadline
+    period. Past the deadline it shuts the connection's socket down (again every 50 ms,
+    as the socket may appear only after a connect in progress) until the send is
+    disarmed. After SEND_WATCH_IDLE_SECONDS with nothing armed it ends; `arm` then
+    returns False and the caller starts another.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.cond = threading.Condition()
+        self.mail: BaseEmailBackend | None = None
+        self.until: float | None = None  # time.monotonic() of the armed send's deadline
+        self.expired = False
+        self.wakes_at = float("inf")  # when the thread looks again unless notified
+        self.ended = False
+        threading.Thread(target=self.run, name="send-deadline", daemon=True).start()
+
+    def arm(self, mail: BaseEmailBackend, deadline: float) -> bool:
+        """Start a send through `mail` that must end within `deadline` seconds; False if this watch has ended."""
+        with self.cond:
+            if self.ended:
+                return False
+            self.mail, self.until, self.expired = mail, time.monotonic() + deadline, False
+            if self.until < self.wakes_at:
+                self.cond.notify()
+            return True
+
+    def disarm(self) -> bool:
+        """End the send; True if its deadline passed. From now on the thread leaves its connection alone."""
+        with self.cond:
+            self.mail = self.until = None
+            return self.expired
+
+    def run(self) -> None:
+        with self.cond:
+            busy_at = time.monotonic()
+            while True:
+                now = time.monotonic()
+                if self.until is None:
+                    if now - busy_at >= SEND_WATCH_IDLE_SECONDS:
+                        self.ended = True
+                        return
+                    self.wakes_at = busy_at + SEND_WATCH_IDLE_SECONDS
+                elif now < self.until:
+                    busy_at, self.wakes_at = now, self.until
+                else:
+                    busy_at, self.expired, self.wakes_at = now, True, now + 0.05
+                    sock = getattr(getattr(self.mail, "connection", None), "sock", None)
+                    if sock is not None:
+                        with suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                self.cond.wait(self.wakes_at - now)
+
+
+# A sending thread's SendWatch ends after this many seconds without a send.
+SEND_WATCH_IDLE_SECONDS = 60.0
+_send_watches = threading.local()
+
+
+def send_watch_arm(mail: BaseEmailBackend, deadline: float) -> SendWatch:
+    """This thread's SendWatch (started if there is none, it ended, or the process forked), armed for `mail`."""
+    watch = getattr(_send_watches, "watch", None)
+    if watch is None or watch.pid != os.getpid() or not watch.arm(mail, deadline):
+        watch = _send_watches.watch = SendWatch()
+        watch.arm(mail, deadline)
+    return watch
 
 
 def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadline: float | None = None) -> None:
@@ -231,40 +331,23 @@ def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadli
 
     The per-read timeout alone lets a server that answers slowly, or trickles a reply,
     hold one message for many times that timeout. Past the deadline (default
-    ONBOARDING_SEND_DEADLINE_SECONDS) a watcher thread shuts the connection's socket
-    down, which ends any read at once; the connection is then closed and
+    ONBOARDING_SEND_DEADLINE_SECONDS) this thread's `SendWatch` shuts the connection's
+    socket down, which ends any read at once; the connection is then closed and
     `SendDeadlineExceeded` raised. Sending is so bounded, which is what lets a lease of
     three deadlines outlast any send between two renewals.
     """
     deadline = settings.ONBOARDING_SEND_DEADLINE_SECONDS if deadline is None else deadline
-    done, expired = threading.Event(), threading.Event()
-
-    def watch() -> None:
-        if done.wait(deadline):
-            return
-        expired.set()
-        # Until the send gives up: the socket may appear only after a connect in progress.
-        while not done.is_set():
-            sock = getattr(getattr(mail, "connection", None), "sock", None)
-            if sock is not None:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            done.wait(0.05)
-
-    watcher = threading.Thread(target=watch, name="send-deadline", daemon=True)
-    watcher.start()
+    watch = send_watch_arm(mail, deadline)
     try:
         mail.open()
         message.connection = mail
         message.send(fail_silently=False)
     except Exception as exc:
-        if expired.is_set():
+        if watch.disarm():
             raise SendDeadlineExceeded(f"sending one message took longer than {deadline:g} s") from exc
         raise
     finally:
-        done.set()
-        watcher.join()
-        if expired.is_set():
+        if watch.disarm():
             with suppress(Exception):
                 mail.close()
 

@@ -1,0 +1,127 @@
+"""The onboarding daemon's SMTP connection: one session kept across ticks, closed when idle, failed or stopping."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from customers import onboarding
+from customers.daemons import OnboardingDaemon
+from customers.models import Customer, Onboarding
+from tests.customers.conftest import SinkHandler, SmtpSink, customers_seed
+from tests.customers.test_onboarding import ready_daemon
+
+
+@dataclass
+class SessionCountingHandler(SinkHandler):
+    """The sink's handler, also counting SMTP sessions: smtplib greets each new connection with one EHLO."""
+
+    sessions: int = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # aiosmtpd calls it by this name
+        with self.lock:
+            self.sessions += 1
+        session.host_name = hostname
+        return responses
+
+
+@pytest.fixture
+def counting_sink(settings):
+    sink = SmtpSink(SessionCountingHandler())
+    sink.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = sink.port
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+def sessions(sink: SmtpSink) -> int:
+    with sink.handler.lock:
+        return sink.handler.sessions  # type: ignore[attr-defined]
+
+
+def test_one_session_serves_tick_after_tick(db, fixed_now, counting_sink) -> None:
+    daemon = ready_daemon()
+    for i in range(3):
+        customers_seed(2, prefix=f"t{i}-")
+        daemon.tick(fixed_now)
+    assert counting_sink.count() == 6 and Onboarding.objects.count() == 6
+    assert sessions(counting_sink) == 1
+    daemon.teardown()
+    assert daemon.mail is None
+
+
+def daemon_after_one_send(now) -> OnboardingDaemon:
+    """A ready daemon that has onboarded one customer, and so holds an SMTP session."""
+    daemon = ready_daemon()
+    customers_seed(1, prefix="first")
+    daemon.tick(now)
+    return daemon
+
+
+def test_the_session_is_closed_after_the_idle_period_and_reopened_by_the_next_send(
+    db, fixed_now, counting_sink
+) -> None:
+    daemon = daemon_after_one_send(fixed_now)
+    assert daemon.mail is not None and daemon.mail.connection is not None  # type: ignore[attr-defined]
+    daemon.tick(fixed_now)  # idle, within the keep-alive: kept
+    assert daemon.mail is not None
+    daemon.mail_used_at -= daemon.mail_keep_alive  # as if the keep-alive had passed without mail
+    daemon.tick(fixed_now)  # idle, past it: closed without any mail to send
+    assert daemon.mail is None
+    customers_seed(1, prefix="second")
+    daemon.tick(fixed_now)
+    assert counting_sink.count() == 2 and sessions(counting_sink) == 2
+    daemon.teardown()
+
+
+def test_a_session_the_server_dropped_between_ticks_is_replaced_without_an_outage(
+    db, fixed_now, counting_sink
+) -> None:
+    daemon = daemon_after_one_send(fixed_now)
+    counting_sink.stop()  # drops the kept session, as a server timing out idle clients does
+    counting_sink.start()
+    customers_seed(1, prefix="second")
+    result = daemon.tick(fixed_now)
+    assert result.summary == "onboarded 1 customer"
+    assert daemon.mail_failures == 0
+    assert counting_sink.count() == 2 and sessions(counting_sink) == 2
+    daemon.teardown()
+
+
+def test_a_failed_send_closes_the_session_and_the_next_one_opens_another(db, fixed_now, counting_sink) -> None:
+    customers_seed(3, prefix="c")
+    counting_sink.handler.reject["c1@example.com"] = ("451 4.3.0 try again later", 1)
+    daemon = ready_daemon()
+    result = daemon.tick(fixed_now)
+    assert result.summary == "onboarded 2 customers, 1 failed"
+    assert sessions(counting_sink) == 2
+    daemon.teardown()
+
+
+def test_one_deadline_thread_serves_every_send_and_still_ends_a_slow_one(
+    db, fixed_now, settings, counting_sink
+) -> None:
+    settings.ONBOARDING_SMTP_TIMEOUT_SECONDS = 1.2
+    customers_seed(4, prefix="d")
+    daemon = ready_daemon()
+    daemon.tick(fixed_now)  # four quick sends
+    mail = daemon.mail
+    assert mail is not None
+    watch = onboarding.send_watch_arm(mail, 10)  # this thread's watch, as the sends left it
+    watch.disarm()
+    assert not watch.ended
+    # The same watch, reused, still ends a send whose replies each come within the read timeout.
+    counting_sink.handler.rcpt_delay = counting_sink.handler.delay = 1.0
+    began = time.monotonic()
+    with pytest.raises(onboarding.SendDeadlineExceeded):
+        onboarding.message_send(onboarding.welcome_email(Customer.objects.get(email="d0@example.com")), mail,
+                                deadline=1.5)
+    assert 1.5 <= time.monotonic() - began < 1.9
+    assert onboarding.send_watch_arm(mail, 10) is watch
+    watch.disarm()
+    daemon.teardown()
