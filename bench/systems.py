@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,18 +53,9 @@ BY_KEY = {system.key: system for system in SYSTEMS}
 OURS = "ours-sqlite"  # the row every ratio is taken against
 
 
-def supervisor_available() -> bool:
-    """True once `rundaemon --all` exists (the supervisor has landed)."""
-    result = subprocess.run([*MANAGE, "rundaemon", "--help"], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "signup_site.settings"})
-    return "--all" in result.stdout
-
-
 def unavailable(system: System) -> str:
     """Why `system` can't run here, or "" if it can."""
     missing = [module for module in system.needs if importlib.util.find_spec(module) is None]
     if missing:
         return f"not installed: {', '.join(missing)} (pip install -r bench/requirements.txt)"
-    if system.key == "ours-supervised" and not supervisor_available():
-        return "not available: `rundaemon --all` (the supervisor) has not landed"
     return ""
