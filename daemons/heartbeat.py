@@ -5,6 +5,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -49,7 +50,7 @@ class Counters:
     last_error: str = ""
 
 
-def key(name: str, instance: int) -> dict[str, object]:
+def key(name: str, instance: int) -> dict[str, Any]:
     """The heartbeat row of daemon `name`, instance `instance`, on this host."""
     return {"name": name, "instance": instance, "host": socket.gethostname()}
 

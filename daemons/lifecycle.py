@@ -82,7 +82,13 @@ class Lifecycle:
 
     def _run_detached(self, readiness: detach.Readiness) -> int:  # pragma: no cover - in the daemon
         on_ready = self.on_ready
-        self.on_ready = lambda: (readiness.ready(), on_ready and on_ready())
+
+        def ready() -> None:
+            readiness.ready()
+            if on_ready is not None:
+                on_ready()
+
+        self.on_ready = ready
         try:
             return self._live()
         except StartupError as exc:

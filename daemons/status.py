@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from . import pidfile, registry
 from .heartbeat import heartbeat_overdue
-from .paths import RunPaths, instances
+from .paths import RunPaths
 
 # LSB exit codes for a status action.
 EXIT_RUNNING = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -160,7 +161,7 @@ def daemon_harness(daemon_logs: LogCapture) -> Iterator[Callable[..., DaemonHarn
     """
     made: list[DaemonHarness] = []
 
-    def make(daemon: Daemon | type[Daemon], *args: object, **kwargs: object) -> DaemonHarness:
+    def make(daemon: Daemon | type[Daemon], *args: Any, **kwargs: Any) -> DaemonHarness:
         obj = daemon(*args, **kwargs) if isinstance(daemon, type) else daemon
         harness = DaemonHarness(obj, logs=daemon_logs)
         made.append(harness)
