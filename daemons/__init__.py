@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import reporting
-from .base import Daemon, TickResult
+from .base import Control, Daemon, TickResult
 from .registry import register
 
-__all__ = ["Daemon", "TickResult", "register", "reporting"]
+__all__ = ["Control", "Daemon", "TickResult", "register", "reporting"]

@@ -284,6 +284,8 @@ class Runner:
         """Record this instance's state in its heartbeat row; a DB error is logged, not raised."""
         name, instance = self.daemon.name, self.instance
         with self.heartbeat_lock:
+            if in_thread and self.tick_started is None:
+                return  # the tick ended meanwhile; the loop writes the full row
             self.last_heartbeat_write = self.clock()
             try:
                 if in_thread:

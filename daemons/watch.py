@@ -57,14 +57,21 @@ class Watch(threading.Thread):
         asked = self.stop_requested_at()
         if asked is not None:
             due.append(asked + self.stop_timeout)
-        if runner.tick_started is not None and runner.making_progress():
-            assert runner.last_progress is not None
-            due.append(runner.last_progress + runner.daemon.progress_limit)
+        started = runner.tick_started  # read once: the loop may end the tick meanwhile
+        if started is not None and runner.making_progress():
+            due.append((runner.last_progress or started) + runner.daemon.progress_limit)
             if runner.notifier.ping_period is not None:
                 due.append((runner.last_ping or now) + runner.notifier.ping_period)
             if runner.heartbeat:
-                due.append((runner.last_heartbeat_write or now) + self.heartbeat_period)
+                due.append(self.busy_heartbeat_due(started))
         return max(0.0, min(due) - now) if due else None
+
+    def busy_heartbeat_due(self, started: float) -> float:
+        """When the tick that `started` needs a busy heartbeat: a period after its start or the last write.
+
+        A tick shorter than a period never gets one; the loop writes the row after it.
+        """
+        return max(started, self.runner.last_heartbeat_write or started) + self.heartbeat_period
 
     def run(self) -> None:
         while not self.done:
@@ -81,10 +88,10 @@ class Watch(threading.Thread):
 
     def look(self) -> None:
         runner = self.runner
-        if runner.tick_started is not None and runner.making_progress():
+        started = runner.tick_started
+        if started is not None and runner.making_progress():
             runner.ping_if_due()
-            last = runner.last_heartbeat_write
-            if runner.heartbeat and (last is None or self.clock() - last >= self.heartbeat_period):
+            if runner.heartbeat and self.clock() >= self.busy_heartbeat_due(started):
                 runner.write_heartbeat(in_thread=True)
         asked = self.stop_requested_at()
         if asked is not None and self.clock() - asked >= self.stop_timeout:

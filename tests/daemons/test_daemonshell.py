@@ -20,3 +20,11 @@ def test_an_unknown_daemon_is_one_clear_line(project) -> None:
     result = project.manage("daemonshell", "nope", "-c", "print(1)")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("CommandError: unknown daemon 'nope'; registered daemons: ")
+
+
+def test_every_command_validates_the_instance_the_same_way(project) -> None:
+    for command in (["daemonshell", "counter", "-c", "print(1)"], ["rundaemon", "counter", "--once"],
+                    ["stopdaemon", "counter"]):
+        result = project.manage(*command, "--instance", "1000")
+        assert result.returncode == 2, command
+        assert "instance must be between 0 and 999, got 1000" in result.stderr

@@ -82,17 +82,11 @@ def test_no_ready_without_a_database(project, notify_socket, tmp_path) -> None:
     assert not any(m.startswith("READY=1") for m in notify_socket.poll())
 
 
-def default_signals() -> None:
-    """preexec_fn: the child starts with default SIGINT/SIGTERM, whatever this process ignores."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def test_progress_keeps_pings_and_the_heartbeat_coming_during_a_long_tick(project, notify_socket, tmp_path) -> None:
     from daemons.models import Heartbeat
 
     marker = tmp_path / "marker"
-    proc = project.popen("rundaemon", "steady", preexec_fn=default_signals, env={
+    proc = project.popen("rundaemon", "steady", env={
         "NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "2000000", "TESTAPP_INTERVAL": "1",
         "TESTAPP_TICKS_FILE": str(marker), "TESTAPP_UNITS": "300", "TESTAPP_UNIT_SECONDS": "0.03",
         "TESTAPP_PROGRESS_LIMIT": "0.5",
@@ -121,7 +115,7 @@ def test_progress_keeps_pings_and_the_heartbeat_coming_during_a_long_tick(projec
 def test_a_tick_without_progress_loses_its_pings_after_the_limit_and_reads_hung(project, notify_socket,
                                                                                tmp_path) -> None:
     marker = tmp_path / "marker"
-    proc = project.popen("rundaemon", "slow", preexec_fn=default_signals, env={
+    proc = project.popen("rundaemon", "slow", env={
         "NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000", "TESTAPP_TICKS_FILE": str(marker),
         "TESTAPP_TICK_SECONDS": "60", "TESTAPP_PROGRESS_LIMIT": "1", "DAEMONS_STOP_TIMEOUT": "1",
     })

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.customers.conftest import SinkHandler, SmtpSink, customers_seed, onboarding_env
-from tests.daemons.test_notify import NotifySocket, default_signals
+from tests.daemons.test_notify import NotifySocket
 
 pytestmark = pytest.mark.process
 
@@ -43,7 +43,7 @@ def test_a_300_customer_backlog_keeps_the_watchdog_fed(project, slow_smtp, notif
 
     customers_seed(300)
     env = onboarding_env(project, slow_smtp, batch_size=50)
-    proc = project.popen("rundaemon", "onboarding", preexec_fn=default_signals,
+    proc = project.popen("rundaemon", "onboarding",
                          env={**env, "NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "2000000"})
     try:
         wait_for(lambda: 0 < (Heartbeat.objects.filter(name="onboarding", last_outcome="busy")
