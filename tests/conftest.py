@@ -25,6 +25,18 @@ BASE_DIR = Path(settings.BASE_DIR)
 T = TypeVar("T")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `make test`, temporary paths start right in the run's directory.
+
+    A Unix socket path holds 108 bytes at most, and pytest's own layout (pytest-of-USER/pytest-N/popen-gwN/)
+    leaves a test's wake-up socket and supervisord's socket too little of them. pytest-xdist's workers get
+    BASETEMP/popen-gwN from this.
+    """
+    if config.option.basetemp is None and os.environ.get("TEST_ENV_DIR"):
+        config.option.basetemp = os.path.join(os.environ["TEST_ENV_DIR"], "t")
+
+
 def wait_for(predicate: Callable[..., T | None], timeout: float = 10.0, message: str = "condition") -> T:
     """Poll `predicate()` until it returns something truthy, and return that; fail the test at the deadline."""
     # Callable[..., ]: mypy infers no type for a lambda that binds a loop variable (`lambda x=x: ...`) otherwise.

@@ -116,16 +116,15 @@ def pg_server() -> Iterator[str]:
             _cluster = None
 
 
-@pytest.fixture
-def pg_database(pg_server: str) -> Iterator[str]:
-    """A fresh PostgreSQL database, migrated, for this test alone; its DATABASE_URL."""
+@contextmanager
+def migrated_database(cluster: Cluster) -> Iterator[str]:
+    """A fresh database on `cluster`, migrated, dropped after the block; its DATABASE_URL."""
     import psycopg
 
     name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    assert _cluster is not None, "pg_database needs the pg_server fixture"
-    url = _cluster.database_url(name)
+    url = cluster.database_url(name)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
         env.update({"DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": url})
@@ -134,18 +133,36 @@ def pg_database(pg_server: str) -> Iterator[str]:
         assert result.returncode == 0, result.stderr
         yield url
     finally:
-        with psycopg.connect(pg_server, autocommit=True) as conn:
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def pg_ctl(action: str) -> None:
-    """Stop or start the session's test cluster (as its owner when we are root), waiting until done."""
-    assert _cluster is not None, "pg_ctl needs the pg_server fixture"
+@pytest.fixture
+def pg_database(pg_server: str) -> Iterator[str]:
+    """A fresh PostgreSQL database, migrated, for this test alone; its DATABASE_URL."""
+    assert _cluster is not None, "pg_database needs the pg_server fixture"
+    with migrated_database(_cluster) as url:
+        yield url
+
+
+@pytest.fixture
+def private_pg() -> Iterator[tuple[Cluster, str]]:
+    """A cluster of this test's own, and a migrated database on it: for a test that stops the server,
+    which must not take the shared cluster away from the tests running beside it (pytest-xdist)."""
+    try:
+        with own_cluster() as cluster, migrated_database(cluster) as url:
+            yield cluster, url
+    except ClusterUnavailable as exc:
+        _unavailable(f"no PostgreSQL test cluster: {exc}")
+
+
+def pg_ctl(cluster: Cluster, action: str) -> None:
+    """Stop or start `cluster` (as its owner when we are root), waiting until done."""
     binary = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin") + "/pg_ctl"
-    data = _cluster.directory / "data"
+    data = cluster.directory / "data"
     command = [binary, "-D", str(data), "-w", "-t", "60", "-m", "fast", action]
     if action == "start":
-        command = [*command[:-3], "-l", str(_cluster.directory / "server.log"), "-o", f"-p {_cluster.port}", "start"]
+        command = [*command[:-3], "-l", str(cluster.directory / "server.log"), "-o", f"-p {cluster.port}", "start"]
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
     subprocess.run(command, check=True, capture_output=True, timeout=90, stdin=subprocess.DEVNULL)

@@ -54,13 +54,14 @@ def test_locked_sqlite_file_is_an_outage_the_daemon_survives(project) -> None:
     assert project.manage("daemonstatus", "writer").returncode == 0
 
 
-def test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives(project, pg_database) -> None:
+def test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives(project, private_pg) -> None:
     from tests.pg import pg_ctl
 
+    cluster, pg_database = private_pg
     log = project.log_file("onboarding")
     pid = project.start("onboarding", env={"DATABASE_URL": pg_database})
     wait_for(lambda: "started" in log.read_text(), message="the daemon to start")
-    pg_ctl("stop")
+    pg_ctl(cluster, "stop")
     try:
         from daemons.wakeup import wake
 
@@ -68,7 +69,7 @@ def test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives(project
         wait_for(lambda: "database unavailable" in log.read_text(), message="the outage in the log")
         time.sleep(2)  # the scenario: the server stays down across a couple of retries
     finally:
-        pg_ctl("start")
+        pg_ctl(cluster, "start")
     wait_for(lambda: "database is back after" in log.read_text(), timeout=15, message="recovery")
     assert log.read_text().count("database unavailable") == 1
     assert alive(pid)
