@@ -20,6 +20,9 @@ pytestmark = pytest.mark.process
 
 CUSTOMERS = 300
 KILLS = 10
+# Before a kill, a backlog smaller than this gets as many again: one restart and kill can drain a few
+# dozen, and a fast machine would otherwise finish the work before the last kills.
+TOP_UP_BELOW = 100
 SENDERS = 1  # one daemon process, sending one email at a time
 
 
@@ -42,6 +45,8 @@ def test_kill_9_at_random_moments_loses_nobody_and_records_nobody_twice(project,
 
     pid = project.start("onboarding")
     for kill in range(KILLS):
+        if Customer.objects.filter(onboarded_at__isnull=True).count() < TOP_UP_BELOW:
+            ids = customers_seed(TOP_UP_BELOW, prefix=f"k{kill}-")
         sent = smtp_sink.count()
         if kill % 3 == 0:
             # Between send and commit. The sink holds back its 250 for the next email, so
@@ -86,7 +91,7 @@ def test_kill_9_at_random_moments_loses_nobody_and_records_nobody_twice(project,
 
     wait_for(all_onboarded, timeout=30, message="every customer onboarded")
 
-    assert Onboarding.objects.count() == CUSTOMERS
+    assert Onboarding.objects.count() == len(ids)
     assert set(Onboarding.objects.values_list("customer_id", flat=True)) == set(ids)
     assert not Customer.objects.exclude(claimed_by="").exists()
     assert not Customer.objects.filter(attempts__gt=0).exists()
@@ -99,7 +104,7 @@ def test_kill_9_at_random_moments_loses_nobody_and_records_nobody_twice(project,
         by_address[address].append(message.message_id)
     customers = {c.email: c for c in Customer.objects.select_related("onboarding")}
     assert set(by_address) == set(customers), "every customer got an email"
-    assert len(received) <= CUSTOMERS + KILLS * SENDERS
+    assert len(received) <= len(ids) + KILLS * SENDERS
     for address, message_ids in by_address.items():
         expected = services.welcome_message_id(customers[address])
         assert set(message_ids) == {expected} == {customers[address].onboarding.message_id}
