@@ -136,6 +136,20 @@ def test_stopdaemon_times_out_then_kill_escalates(project, tmp_path) -> None:
 def test_stopdaemon_rejects_a_bad_timeout(project) -> None:
     result = project.manage("stopdaemon", "counter", "--timeout", "soon")
     assert result.returncode == 2 and "timeout must be a number of seconds, got 'soon'" in result.stderr
+    result = project.manage("stopdaemon", "counter", "--timeout", "0")
+    assert result.returncode == 2 and "timeout must be more than 0 and at most 3600 seconds, got 0" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "3601", "nan", "inf"])
+def test_a_number_of_seconds_out_of_range_is_refused_with_the_range(value: str) -> None:
+    import argparse
+
+    from daemons.management.commands._base import seconds_type
+
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=rf"^watch interval must be more than 0 and at most 3600 seconds, got {value}$"):
+        seconds_type("watch interval")(value)
+    assert seconds_type("watch interval")("0.2") == 0.2 and seconds_type("watch interval")("3600") == 3600
 
 
 def test_installed_handlers_and_wakeup_fd_are_restored_on_the_way_out() -> None:

@@ -35,7 +35,8 @@ def seconds_type(what: str) -> Callable[[str], float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be a number of seconds, got {value!r}") from None
         if not 0 < seconds <= MAX_SECONDS:
-            raise argparse.ArgumentTypeError(f"{what} must be between 0 and {MAX_SECONDS:g} seconds, got {value}")
+            raise argparse.ArgumentTypeError(
+                f"{what} must be more than 0 and at most {MAX_SECONDS:g} seconds, got {value}")
         return seconds
 
     return parse
