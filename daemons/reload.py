@@ -55,8 +55,11 @@ def _parent() -> int:
         while True:
             child = subprocess.Popen(args, env=env, close_fds=False, process_group=0)
             code = child.wait()
+            if stopping and code == EXIT_RELOAD:
+                return 0  # a change and a stop at once: the daemon stopped gracefully all the same
             if code != EXIT_RELOAD or stopping:
-                return code
+                # A child killed by a signal (the OOM killer's SIGKILL) is reported as a shell does: 128 + N.
+                return 128 - code if code < 0 else code
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -304,10 +304,12 @@ def test_reload_restarts_the_daemon_when_its_code_changes(project, tmp_path) -> 
     bumps = iter(range(1, 10_000))
 
     def touched_and_restarted(first: int) -> int | None:
-        # The watcher compares modification times once a second; bump ours until it sees one.
-        bump = next(bumps)
-        os.utime(source, ns=(original.st_atime_ns, original.st_mtime_ns + bump * 1_000_000_000))
+        # The watcher compares modification times once a second, from its first look on; bump ours until
+        # it sees one. Only while the first daemon is alive (the next starts once it has exited): a bump
+        # the second one's watcher saw would start a third, which a Ctrl-C could meet still starting.
         row = status_json(project, "counter")[0]
+        if alive(first):
+            os.utime(source, ns=(original.st_atime_ns, original.st_mtime_ns + next(bumps) * 1_000_000_000))
         return row["pid"] if row["state"] == "running" and row["pid"] not in (None, first) else None
 
     try:
@@ -325,6 +327,13 @@ def test_reload_restarts_the_daemon_when_its_code_changes(project, tmp_path) -> 
     log = err.read_text()
     assert "changed; restarting the daemon" in log
     assert "Traceback" not in log
+
+
+def test_reload_reports_a_killed_daemon_as_a_shell_does(project) -> None:
+    proc = project.popen("rundaemon", "counter", "--reload", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = wait_for(lambda: status_json(project, "counter")[0]["pid"], 60, "the daemon to run")
+    os.kill(daemon, signal.SIGKILL)  # as the OOM killer would
+    assert proc.wait(timeout=30) == 128 + signal.SIGKILL
 
 
 def test_rundaemon_help_lists_the_registered_daemons(project) -> None:
