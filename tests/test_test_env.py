@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,8 @@ sys.exit(int(outcome))
 """
 
 
-def run_env(directory: Path, outcome: str, **env: str) -> subprocess.Popen:
+def run_env(directory: Path, outcome: str, preexec_fn: Callable[[], None] = default_signals,
+            **env: str) -> subprocess.Popen:
     """run.py around SUITE, in a process group of its own as a terminal's job, with a private TMPDIR.
 
     SUITE writes its report to directory/report.json.
@@ -55,7 +56,7 @@ def run_env(directory: Path, outcome: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(RUN_PY), sys.executable, "-c", SUITE, str(directory / "report.json"), outcome],
         env={**base, "TMPDIR": str(directory / "tmp"), **env}, cwd=BASE_DIR, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0, preexec_fn=default_signals,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0, preexec_fn=preexec_fn,
     )
 
 
@@ -136,6 +137,26 @@ def test_two_runs_at_once_share_nothing_and_ctrl_c_leaves_nothing_behind(tmp_pat
     for name, (code, output) in outcomes.items():
         assert code != 0, output
         assert_nothing_left(tmp_path / name, reports[name], var_tmp_before)
+
+
+def as_a_background_job() -> None:
+    """`preexec_fn`: SIGINT ignored, as a shell starts `make test &`; SIGTERM does its default."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_a_background_run_stops_on_sigterm_and_leaves_nothing_behind(tmp_path) -> None:
+    var_tmp_before = set(os.listdir("/var/tmp"))
+    run = run_env(tmp_path / "run", "wait", preexec_fn=as_a_background_job)
+    report_path = tmp_path / "run" / "report.json"
+    try:
+        wait_for(lambda: report_path.exists() or run.poll() is not None, timeout=90, message="the suite to start")
+        assert run.poll() is None, run.communicate()[0]
+        run.terminate()  # `kill %1`: to run.py alone; the suite ignores the SIGINT it would pass on
+    finally:
+        code, output = finish(run)
+    assert code != 0, output
+    assert_nothing_left(tmp_path / "run", json.loads(report_path.read_text()), var_tmp_before)
 
 
 def test_keep_test_pg_keeps_the_stopped_clusters_data(tmp_path) -> None:

@@ -37,20 +37,25 @@ class Interrupt:
     def __init__(self) -> None:
         self.signals: list[int] = []
         self.command: int | None = None
+        # The signal that stops the command: SIGINT lets pytest tear its fixtures down.
+        self.stop_signal = signal.SIGINT
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            # A run started as a background job has SIGINT ignored: so be it, for us and the command.
+            # A run started as a background job has SIGINT ignored: so be it, for us and the command, which
+            # inherits that. Only SIGTERM stops the command then; our clean-up does what its teardown did not.
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 signal.signal(signum, self._handle)
+            elif signum == signal.SIGINT:
+                self.stop_signal = signal.SIGTERM
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
         # Ctrl-C reaches the whole process group, the command included. A SIGTERM or SIGHUP sent to us alone
-        # is passed on as SIGINT, which lets pytest tear its fixtures down.
+        # is passed on.
         if signum != signal.SIGINT and self.command is not None:
             try:
-                os.kill(self.command, signal.SIGINT)
+                os.kill(self.command, self.stop_signal)
             except ProcessLookupError:
                 pass
 
