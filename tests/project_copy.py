@@ -14,7 +14,10 @@ from tests.conftest import default_signals
 
 BASE_DIR = Path(settings.BASE_DIR)
 VENV = BASE_DIR / ".venv"
-_SKIP = {".venv", "var", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "test-artifacts", ".env"}
+# Caches and outputs, some written while the copy is made by tests in another pytest-xdist worker
+# (Hypothesis's example database, for one).
+_SKIP = {".venv", "var", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+         "test-artifacts", ".env"}
 # Variables that point a process at the outer test run's database, settings or directories.
 _DROP = ("DJANGO_", "PYTEST", "DAEMONS_", "DATABASE_URL", "EMAIL_URL", "TEST_SQLITE_PATH", "TESTAPP_")
 
