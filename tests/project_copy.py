@@ -19,7 +19,14 @@ VENV = BASE_DIR / ".venv"
 _SKIP = {".venv", "var", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
          "test-artifacts", ".env"}
 # Variables that point a process at the outer test run's database, settings or directories.
-_DROP = ("DJANGO_", "PYTEST", "DAEMONS_", "DATABASE_URL", "EMAIL_URL", "TEST_SQLITE_PATH", "TESTAPP_")
+# TEST_ENV_DIR too: a test run in the copy would make its temporary directories there, and pytest empties
+# that base directory first, the outer run's temporary directories included.
+_DROP = ("DJANGO_", "PYTEST", "DAEMONS_", "DATABASE_URL", "EMAIL_URL", "TEST_SQLITE_PATH", "TESTAPP_", "TEST_ENV_DIR")
+
+
+def project_files(directory: str, names: list[str]) -> list[str]:
+    """`shutil.copytree`'s ignore: what a copy of the project leaves out."""
+    return [name for name in names if name in _SKIP]
 
 
 @dataclass
@@ -46,7 +53,7 @@ def copy_project(dest: Path) -> ProjectCopy:
     The copy runs with the project's default settings and keeps its database, PID
     files and logs under its own var/.
     """
-    shutil.copytree(BASE_DIR, dest, ignore=lambda directory, names: [n for n in names if n in _SKIP])
+    shutil.copytree(BASE_DIR, dest, ignore=project_files)
     if VENV.exists():
         (dest / ".venv").symlink_to(VENV)
     else:  # the tests run from some other interpreter: give the copy the same one

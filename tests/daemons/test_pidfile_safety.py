@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import sqlite3
 import stat
 import tempfile
@@ -13,6 +12,7 @@ from django.conf import settings
 
 from tests.conftest import wait_for
 from tests.daemons.test_process import alive
+from tests.other_user import UserPython, reachable_temp_dir
 
 pytestmark = pytest.mark.process
 
@@ -51,12 +51,11 @@ def test_unknown_user_fails_the_start(project) -> None:
     assert result.returncode == 1 and "unknown user 'no-such-user-here'" in result.stderr
 
 
-def test_user_option_drops_privileges_with_root_owned_pid_file(project) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("dropping privileges needs root (CI runs as root)")
-    nobody = pwd.getpwnam("nobody")
+@pytest.mark.other_user
+def test_user_option_drops_privileges_with_root_owned_pid_file(project, nobody_python: UserPython) -> None:
+    nobody = nobody_python.user
     # A world-traversable home for the daemon's database, owned by the daemon's user.
-    home = Path(tempfile.mkdtemp(prefix="daemon-user-"))
+    home = Path(tempfile.mkdtemp(prefix="daemon-user-", dir=reachable_temp_dir(nobody)))
     home.chmod(0o755)
     try:
         db = home / "db.sqlite3"

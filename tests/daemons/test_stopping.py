@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -16,11 +16,10 @@ import pytest
 
 from daemons import pidfile
 from daemons.pidfile import PidFile
-from tests.conftest import BASE_DIR, wait_for
+from tests.conftest import BASE_DIR, default_signals, wait_for
+from tests.other_user import UserPython, reachable_temp_dir
 
 pytestmark = pytest.mark.process
-
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 # Run as nobody: what status and stop see of the PID file given as argv[1].
 ASK = """
@@ -61,9 +60,9 @@ time.sleep(120)
 """
 
 
-def python(script: str, *args: str, user: list[str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*(user or []), sys.executable, "-c", script, *args], cwd=BASE_DIR,
-                            stdout=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+def python(script: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", script, *args], cwd=BASE_DIR,
+                            stdout=subprocess.PIPE, text=True, preexec_fn=default_signals)
 
 
 def stdout_of(proc: subprocess.Popen) -> IO[str]:
@@ -72,24 +71,22 @@ def stdout_of(proc: subprocess.Popen) -> IO[str]:
     return proc.stdout
 
 
-def _default_signals() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
+@pytest.fixture
+def ask_as_nobody(nobody_python: UserPython) -> Callable[..., dict]:
+    """What status and stop, run as nobody, see of a PID file."""
+    def ask(path: Path, *args: str) -> dict:
+        proc = nobody_python.popen(ASK, str(path), *args)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        return json.loads(out)
 
-
-def ask_as_nobody(path: Path, *args: str) -> dict:
-    proc = python(ASK, str(path), *args, user=AS_NOBODY)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    return json.loads(out)
+    return ask
 
 
 @pytest.fixture
-def shared_dir() -> Iterator[Path]:
+def shared_dir(nobody_python: UserPython) -> Iterator[Path]:
     """A run directory every user can read, and nobody can write (the holder's user may differ)."""
-    if os.geteuid() != 0:
-        pytest.skip("switching users needs root (CI runs as root)")
-    directory = Path(tempfile.mkdtemp(prefix="pidfile-users-"))
+    directory = Path(tempfile.mkdtemp(prefix="pidfile-users-", dir=reachable_temp_dir(nobody_python.user)))
     directory.chmod(0o755)
     try:
         yield directory
@@ -126,7 +123,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_another_user_sees_roots_daemon_running_and_is_told_it_may_not_stop_it(shared_dir, holder) -> None:
+@pytest.mark.other_user
+def test_another_user_sees_roots_daemon_running_and_is_told_it_may_not_stop_it(
+        shared_dir, ask_as_nobody, holder) -> None:
     pid = holder("keep")
     seen = ask_as_nobody(shared_dir / "x.pid", "stop")
     assert not seen["fd_readable"]
@@ -136,7 +135,8 @@ def test_another_user_sees_roots_daemon_running_and_is_told_it_may_not_stop_it(s
     assert alive(pid)
 
 
-def test_a_daemon_that_dropped_privileges_is_stopped_by_its_own_user(shared_dir, holder) -> None:
+@pytest.mark.other_user
+def test_a_daemon_that_dropped_privileges_is_stopped_by_its_own_user(shared_dir, ask_as_nobody, holder) -> None:
     pid = holder("drop")
     # After setuid the process is not dumpable: its own user may not read /proc/PID/fd.
     seen = ask_as_nobody(shared_dir / "x.pid", "stop")
@@ -146,7 +146,8 @@ def test_a_daemon_that_dropped_privileges_is_stopped_by_its_own_user(shared_dir,
     wait_for(lambda: not alive(pid), message="the holder to exit")
 
 
-def test_a_locked_file_still_naming_a_reused_pid_is_not_trusted_by_another_user(shared_dir) -> None:
+@pytest.mark.other_user
+def test_a_locked_file_still_naming_a_reused_pid_is_not_trusted_by_another_user(shared_dir, ask_as_nobody) -> None:
     """A new holder has the lock but has not written yet; the old content names a PID reused since."""
     path = shared_dir / "x.pid"
     bystander = python("import time; print('up', flush=True); time.sleep(120)")
