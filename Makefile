@@ -29,13 +29,21 @@ install-dev: $(VENV)/.installed-dev
 # foreground; on exit (Ctrl-C included) stop them all so nothing is left behind. DEBUG=1:
 # this is the development server (production refuses to start without its settings).
 run: export DEBUG ?= 1
-run: install
+run: install .env
 	$(PY) manage.py migrate --no-input
 	@# Daemons left running by an earlier session are reused, not started twice.
 	$(PY) manage.py daemonstatus >/dev/null 2>&1 || $(PY) manage.py rundaemon --all --detach
 	@trap '$(PY) manage.py stopdaemon --all' EXIT; \
 	trap 'exit 0' INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
+
+# The development settings of this checkout, for `make run` and every command run in any other terminal:
+# written once (never over an existing .env), readable by its owner only, with a secret key of its own.
+.env:
+	@key="$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" && umask 077 && \
+	printf '%s\n' "# Development settings, written by the first make run. .env.example lists every variable." \
+	    "DEBUG=1" "SECRET_KEY=$$key" >$@.tmp && mv $@.tmp $@
+	@echo "make run: wrote .env for development (DEBUG=1 and a generated SECRET_KEY); every command of this checkout reads it"
 
 # ruff and mypy (configured in pyproject.toml) check the whole repository first; either failing fails
 # the target before any test runs. The suite then runs in a test environment of its own

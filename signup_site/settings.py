@@ -11,7 +11,6 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def project_path(value: str | Path) -> Path:
@@ -20,8 +19,15 @@ def project_path(value: str | Path) -> Path:
     return path if path.is_absolute() else BASE_DIR / path
 
 
+# Variables missing from the environment are read from ENV_FILE: by default `.env` in the project root
+# (the first `make run` writes one for development), and none when it is set empty (the tests, which
+# must see only the variables they set). The environment wins over the file.
+_env_file = os.environ.get("ENV_FILE", ".env")
+if _env_file:
+    environ.Env.read_env(project_path(_env_file), overwrite=False)
+
 # Production unless the environment says otherwise: a host that forgot to set DEBUG fails
-# closed. `make run` sets DEBUG=1 for development.
+# closed. `make run` turns DEBUG on for development, in its `.env`.
 DEBUG = env.bool("DEBUG", default=False)
 
 _DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"

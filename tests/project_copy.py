@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,14 @@ _SKIP = {".venv", "var", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", 
          "test-artifacts", ".env"}
 # Variables that point a process at the outer test run's database, settings or directories.
 # TEST_ENV_DIR too: a test run in the copy would make its temporary directories there, and pytest empties
-# that base directory first, the outer run's temporary directories included.
-_DROP = ("DJANGO_", "PYTEST", "DAEMONS_", "DATABASE_URL", "EMAIL_URL", "TEST_SQLITE_PATH", "TESTAPP_", "TEST_ENV_DIR")
+# that base directory first, the outer run's temporary directories included. ENV_FILE: the copy reads its own
+# .env, as a fresh checkout does.
+_DROP = ("DJANGO_", "PYTEST", "DAEMONS_", "DATABASE_URL", "EMAIL_URL", "TEST_SQLITE_PATH", "TESTAPP_", "TEST_ENV_DIR",
+         "ENV_FILE")
+
+
+# What `make`, a venv or the test run exports, which a terminal a user opens does not have.
+_SHELL_ONLY = ("MAKE", "MFLAGS", "VIRTUAL_ENV", "PYTHON", "TEST_", "KEEP_TEST_PG", "DEBUG", "SECRET_KEY")
 
 
 def project_files(directory: str, names: list[str]) -> list[str]:
@@ -63,3 +70,12 @@ def copy_project(dest: Path) -> ProjectCopy:
     env["PATH"] = f"{dest / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     env["HOME"] = env.get("HOME", str(dest))
     return ProjectCopy(dest, env)
+
+
+def terminal_env() -> dict[str, str]:
+    """A new terminal's environment: this process's, less every setting the project reads (.env.example lists
+    them all), the test run's variables and what make or a venv set. What the project then sees comes from its
+    own `.env` and defaults, as for a user who opens another terminal."""
+    settings_read = set(re.findall(r"^#? ?([A-Z_]+)=", (BASE_DIR / ".env.example").read_text(), flags=re.M))
+    return {name: value for name, value in os.environ.items()
+            if name not in settings_read and not name.startswith(_DROP + _SHELL_ONLY)}

@@ -4,6 +4,8 @@ import os
 # The project's settings default to production (DEBUG off); the tests run in development
 # mode unless a test sets DEBUG itself (its child processes inherit this).
 os.environ.setdefault("DEBUG", "true")
+# A developer's .env (the one `make run` writes, say) must not reach the tests or their processes.
+os.environ["ENV_FILE"] = ""
 
 from signup_site.settings import *  # noqa: F403
 from signup_site.settings import BASE_DIR, DATABASES, INSTALLED_APPS

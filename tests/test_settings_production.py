@@ -41,7 +41,7 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
     DATABASE_URL points into `tmp_path` so a test never creates the example's /srv path.
     """
-    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", "ENV_FILE": ""}
     return {
         **base,
         **env_file(PRODUCTION_ENV),
