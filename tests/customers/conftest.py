@@ -17,10 +17,18 @@ from aiosmtpd.controller import Controller
 from tests.conftest import Project
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def port_reservation() -> socket.socket:
+    """A loopback port kept for one server across its stops: bound, never listening.
+
+    A connection to it is refused, as to a host whose mail server is down. The port is picked while the
+    socket may not share it (so the kernel hands out one nobody has bound), then opened to sharing with
+    SO_REUSEADDR, which the server sets too: only a server that asks for this very port with SO_REUSEADDR
+    can bind it beside us, and no other process can take it while ours is stopped.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
 
 
 @dataclass(frozen=True)
@@ -94,11 +102,13 @@ class SinkHandler:
 
 
 class SmtpSink:
-    """A real SMTP server on loopback that can be stopped and started on the same port."""
+    """A real SMTP server on loopback that can be stopped and started on the same port, which stays reserved
+    for it (another test's server can't take it during an outage test) until `close`."""
 
     def __init__(self, handler: SinkHandler) -> None:
         self.handler = handler
-        self.port = free_port()
+        self._reservation = port_reservation()
+        self.port = self._reservation.getsockname()[1]
         self.controller: Controller | None = None
 
     @property
@@ -115,6 +125,11 @@ class SmtpSink:
             self.controller.stop()
             self.controller = None
 
+    def close(self) -> None:
+        """Stop the server and give the port back."""
+        self.stop()
+        self._reservation.close()
+
     def received(self) -> list[Received]:
         with self.handler.lock:
             return list(self.handler.received)
@@ -127,11 +142,11 @@ class SmtpSink:
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
     sink = SmtpSink(SinkHandler())
-    sink.start()
     try:
+        sink.start()
         yield sink
     finally:
-        sink.stop()
+        sink.close()
 
 
 def onboarding_env(project: Project, sink: SmtpSink, **settings: object) -> dict[str, str]:

@@ -36,7 +36,7 @@ def counting_sink(settings):
     try:
         yield sink
     finally:
-        sink.stop()
+        sink.close()
 
 
 def sessions(sink: SmtpSink) -> int:
