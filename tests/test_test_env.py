@@ -96,6 +96,16 @@ def finish(run: subprocess.Popen) -> tuple[int, str]:
     return run.returncode, output
 
 
+# What the run's parts name what they make (run.py's directory, postgres.sh's cluster, which once lived in
+# /var/tmp): anything else new in /var/tmp is another process's.
+RUN_MADE = ("dktest-", "daemonkit-")
+
+
+def var_tmp_ours() -> set[str]:
+    """The entries of /var/tmp that a test run could have made."""
+    return {name for name in os.listdir("/var/tmp") if name.startswith(RUN_MADE)}
+
+
 def assert_nothing_left(directory: Path, report: dict, var_tmp_before: set[str]) -> None:
     assert not alive(report["postmaster"]), "the PostgreSQL server outlived the run"
     assert not alive(report["forgotten"]), "a detached process outlived the run"
@@ -104,11 +114,11 @@ def assert_nothing_left(directory: Path, report: dict, var_tmp_before: set[str])
     assert not Path(report["pg_dir"]).exists()
     assert not Path(report["tmp_file"]).exists()
     assert list((directory / "tmp").iterdir()) == []
-    assert set(os.listdir("/var/tmp")) <= var_tmp_before
+    assert var_tmp_ours() <= var_tmp_before
 
 
 def test_a_failing_run_uses_its_own_cluster_and_leaves_nothing_behind(tmp_path) -> None:
-    var_tmp_before = set(os.listdir("/var/tmp"))
+    var_tmp_before = var_tmp_ours()
     code, output = finish(run_env(tmp_path / "run", "3"))
     assert code == 3, output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -119,7 +129,7 @@ def test_a_failing_run_uses_its_own_cluster_and_leaves_nothing_behind(tmp_path) 
 
 
 def test_two_runs_at_once_share_nothing_and_ctrl_c_leaves_nothing_behind(tmp_path) -> None:
-    var_tmp_before = set(os.listdir("/var/tmp"))
+    var_tmp_before = var_tmp_ours()
     runs = {name: run_env(tmp_path / name, "wait") for name in ("one", "two")}
     try:
         for name, run in runs.items():
@@ -146,7 +156,7 @@ def as_a_background_job() -> None:
 
 
 def test_a_background_run_stops_on_sigterm_and_leaves_nothing_behind(tmp_path) -> None:
-    var_tmp_before = set(os.listdir("/var/tmp"))
+    var_tmp_before = var_tmp_ours()
     run = run_env(tmp_path / "run", "wait", preexec_fn=as_a_background_job)
     report_path = tmp_path / "run" / "report.json"
     try:
