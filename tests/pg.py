@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.prerequisites import missing
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 POSTGRES_SH = BASE_DIR / "scripts" / "test-env.d" / "postgres.sh"
 RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
@@ -40,17 +42,6 @@ class Cluster:
 
 # The session's cluster, once pg_server has found or started it.
 _cluster: Cluster | None = None
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _unavailable(reason: str) -> None:
-    """Outside CI a missing cluster skips the test; in CI it fails it, since `make test` starts one there."""
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 class ClusterUnavailable(Exception):
@@ -104,11 +95,11 @@ def pg_server() -> Iterator[str]:
             try:
                 cluster = stack.enter_context(own_cluster())
             except ClusterUnavailable as exc:
-                _unavailable(f"no PostgreSQL test cluster: {exc}")
+                missing(f"no PostgreSQL test cluster: {exc}")
         try:
             psycopg.connect(cluster.url, connect_timeout=3).close()
         except psycopg.OperationalError as exc:
-            _unavailable(f"PostgreSQL test cluster unreachable at {cluster.url}: {exc}")
+            missing(f"PostgreSQL test cluster unreachable at {cluster.url}: {exc}")
         _cluster = cluster
         try:
             yield cluster.url
@@ -153,7 +144,7 @@ def private_pg() -> Iterator[tuple[Cluster, str]]:
         with own_cluster() as cluster, migrated_database(cluster) as url:
             yield cluster, url
     except ClusterUnavailable as exc:
-        _unavailable(f"no PostgreSQL test cluster: {exc}")
+        missing(f"no PostgreSQL test cluster: {exc}")
 
 
 def pg_ctl(cluster: Cluster, action: str) -> None:
