@@ -40,6 +40,9 @@ class Cluster:
         return self.url.rsplit("/", 1)[0] + "/" + database
 
 
+# How long postgres.sh may take to start and to stop a cluster (initdb included) on a loaded machine.
+CLUSTER_UP_SECONDS = 300
+CLUSTER_DOWN_SECONDS = 120
 # The session's cluster, once pg_server has found or started it.
 _cluster: Cluster | None = None
 
@@ -58,14 +61,14 @@ def own_cluster() -> Iterator[Cluster]:
     env = {**os.environ, "TEST_ENV_DIR": str(env_dir)}
     try:
         result = subprocess.run(["bash", str(POSTGRES_SH), "up"], env=env, capture_output=True, text=True,
-                                timeout=300, stdin=subprocess.DEVNULL)
+                                timeout=CLUSTER_UP_SECONDS, stdin=subprocess.DEVNULL)
         recorded = read_env(env_dir / "env")
         if result.returncode != 0 or "TEST_PG_URL" not in recorded:
             raise ClusterUnavailable((result.stderr.strip().splitlines() or ["postgres.sh up failed"])[-1])
         yield Cluster(recorded["TEST_PG_URL"], Path(recorded["TEST_PG_DIR"]))
     finally:
-        subprocess.run(["bash", str(POSTGRES_SH), "down"], env=env, capture_output=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
+        subprocess.run(["bash", str(POSTGRES_SH), "down"], env=env, capture_output=True,
+                       timeout=CLUSTER_DOWN_SECONDS, stdin=subprocess.DEVNULL)
         shutil.rmtree(env_dir, ignore_errors=True)
 
 
@@ -76,6 +79,16 @@ def read_env(env_file: Path) -> dict[str, str]:
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
     return run.read_env(env_file)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that starts a cluster of its own (private_pg; pg_server outside `make test`) gets the time
+    postgres.sh may take on top of the suite's per-test timeout, unless it set a timeout of its own."""
+    budget = float(config.getini("timeout") or 0) + CLUSTER_UP_SECONDS + CLUSTER_DOWN_SECONDS
+    own = {"private_pg"} if os.environ.get("TEST_PG_URL") else {"private_pg", "pg_server"}
+    for item in items:
+        if own & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(budget))
 
 
 @pytest.fixture(scope="session")
