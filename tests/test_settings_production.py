@@ -77,10 +77,19 @@ def test_check_deploy_passes_with_the_production_env(tmp_path: Path) -> None:
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("variable", ["SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"])
-def test_check_deploy_fails_when_a_security_setting_is_off(tmp_path: Path, variable: str) -> None:
+@pytest.mark.parametrize(("variable", "check_id"), [
+    ("SECURE_SSL_REDIRECT", "security.W008"), ("SESSION_COOKIE_SECURE", "security.W012"),
+    ("CSRF_COOKIE_SECURE", "security.W016"),
+])
+def test_check_deploy_fails_when_a_security_setting_is_off(tmp_path: Path, variable: str, check_id: str) -> None:
     result = manage(production_env(tmp_path, **{variable: "false"}), "check", "--deploy", "--fail-level", "WARNING")
-    assert result.returncode != 0
+    # That setting's own check, and it alone: not a crash, nor another setting that the override upset.
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("SystemCheckError: System check identified some issues:"), result.stderr
+    assert re.findall(r"\(([\w.]+)\) ", result.stderr) == [check_id], result.stderr
+    assert variable in matched(rf"\({re.escape(check_id)}\) [^\n]*", result.stderr)
+    assert "System check identified 1 issue (0 silenced)." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -111,8 +111,10 @@ def test_unreachable_database_fails_the_start(project, tmp_path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     result = project.manage("rundaemon", "counter", "--detach", env={"DATABASE_URL": f"sqlite:///{blocker}/db.sqlite3"})
-    assert result.returncode != 0, result.stdout
-    assert "database" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stdout
+    # One line: who, what failed, and the driver's reason; no PID file left claiming a daemon.
+    assert result.stderr == "CommandError: counter: cannot reach the database: unable to open database file\n"
+    assert result.stdout == "" and not project.pid_file("counter").exists()
 
 
 def test_once_runs_one_tick_and_exits_with_a_one_line_summary(project, tmp_path) -> None:
