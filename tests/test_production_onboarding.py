@@ -1,0 +1,96 @@
+"""One customer from signup to welcome email with DEBUG off: production settings, real servers all along.
+
+DEBUG changes what runs: the mail checks (a real SMTP server is required), HTTPS redirects and secure cookies,
+the manifest static storage (hashed names, after collectstatic). Here the site is served by gunicorn, the
+onboarding daemon runs detached, and the email goes to a real SMTP server on loopback.
+"""
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from customers.models import Customer, Onboarding
+from tests.conftest import matched, wait_for
+from tests.customers.conftest import SinkHandler, SmtpSink
+from tests.test_settings_production import HTTPS, manage, production_env
+from tests.webserver import gunicorn
+
+pytestmark = pytest.mark.process
+
+
+@dataclass
+class KeepingHandler(SinkHandler):
+    """Also keeps each accepted message whole, to read its headers and body."""
+
+    messages: list[bytes] = field(default_factory=list)
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
+        with self.lock:
+            self.messages.append(envelope.original_content or envelope.content)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def keeping_sink():
+    sink = SmtpSink(KeepingHandler())
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+def test_a_signup_on_the_production_site_gets_its_welcome_email(project, keeping_sink, tmp_path: Path) -> None:
+    from django.conf import settings
+
+    env = production_env(
+        tmp_path,
+        ALLOWED_HOSTS="127.0.0.1",
+        CSRF_TRUSTED_ORIGINS="https://127.0.0.1",
+        STATIC_ROOT=str(tmp_path / "static"),
+        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        CACHE_URL="locmemcache://",
+        DAEMONS_RUN_DIR=str(tmp_path / "run"),
+        DAEMONS_LOG_DIR=str(tmp_path / "log"),
+        EMAIL_URL=keeping_sink.url,
+    )
+    assert env["DEBUG"] == "false" and env["SECRET_KEY"]
+    project.env = env  # the daemon runs with the site's settings, and is stopped after the test
+    checked = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    collected = manage(env, "collectstatic", "--no-input")
+    assert collected.returncode == 0, collected.stderr
+    project.start("onboarding")
+
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=2, threads=2) as site:
+        plain = site.request("GET", "/", keep_cookies=False)
+        assert plain.status == 301 and plain.headers["location"] == "https://127.0.0.1/"
+        page = site.request("GET", "/", headers=HTTPS)
+        assert page.status == 200 and "Secure" in page.headers["set-cookie"]
+        # The manifest storage's hashed name, served by WhiteNoise from what collectstatic wrote.
+        css = matched(r'href="(/static/customers/site\.[0-9a-f]{12}\.css)"', page.text, group=1)
+        assert site.request("GET", css, headers=HTTPS).status == 200
+        token = matched(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text, group=1)
+        signup = site.request("POST", "/", f"csrfmiddlewaretoken={token}&name=Ada+Lovelace&email=Ada%40Example.com"
+                              .encode(), {**HTTPS, "Content-Type": "application/x-www-form-urlencoded",
+                                          "Referer": "https://127.0.0.1/"})
+        assert signup.status == 302, signup.text[:2000]
+        thanks = site.request("GET", signup.headers["location"], headers=HTTPS)
+        assert thanks.status == 200
+        log = site.log.read_text()
+
+    [received] = wait_for(keeping_sink.received, timeout=30, message="the welcome email at the SMTP server")
+    customer = wait_for(lambda: Customer.objects.filter(onboarded_at__isnull=False).first(), timeout=30,
+                        message="the customer recorded as onboarded")
+    assert customer.email == "Ada@example.com" and received.to == ("ada@example.com",)
+    assert received.message_id == Onboarding.objects.get(customer=customer).message_id
+    [raw] = keeping_sink.handler.messages
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["From"] == "Signup Site <welcome@signup.example.com>"
+    assert "Ada Lovelace" in message.get_body(("plain",)).get_content()
+    assert "Traceback" not in log
+    assert "Traceback" not in project.log_file("onboarding").read_text()
