@@ -8,56 +8,20 @@ from __future__ import annotations
 
 import email
 import email.policy
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from customers.models import Customer, Onboarding
 from tests.conftest import matched, wait_for
-from tests.customers.conftest import SinkHandler, SmtpSink
-from tests.test_settings_production import HTTPS, manage, production_env
+from tests.test_settings_production import HTTPS, manage, site_env
 from tests.webserver import gunicorn
 
 pytestmark = pytest.mark.process
 
 
-@dataclass
-class KeepingHandler(SinkHandler):
-    """Also keeps each accepted message whole, to read its headers and body."""
-
-    messages: list[bytes] = field(default_factory=list)
-
-    async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
-        with self.lock:
-            self.messages.append(envelope.original_content or envelope.content)
-        return await super().handle_DATA(server, session, envelope)
-
-
-@pytest.fixture
-def keeping_sink():
-    sink = SmtpSink(KeepingHandler())
-    sink.start()
-    try:
-        yield sink
-    finally:
-        sink.stop()
-
-
-def test_a_signup_on_the_production_site_gets_its_welcome_email(project, keeping_sink, tmp_path: Path) -> None:
-    from django.conf import settings
-
-    env = production_env(
-        tmp_path,
-        ALLOWED_HOSTS="127.0.0.1",
-        CSRF_TRUSTED_ORIGINS="https://127.0.0.1",
-        STATIC_ROOT=str(tmp_path / "static"),
-        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
-        CACHE_URL="locmemcache://",
-        DAEMONS_RUN_DIR=str(tmp_path / "run"),
-        DAEMONS_LOG_DIR=str(tmp_path / "log"),
-        EMAIL_URL=keeping_sink.url,
-    )
+def test_a_signup_on_the_production_site_gets_its_welcome_email(project, smtp_sink, tmp_path: Path) -> None:
+    env = site_env(tmp_path, EMAIL_URL=smtp_sink.url)
     assert env["DEBUG"] == "false" and env["SECRET_KEY"]
     project.env = env  # the daemon runs with the site's settings, and is stopped after the test
     checked = manage(env, "check", "--deploy", "--fail-level", "WARNING")
@@ -83,13 +47,12 @@ def test_a_signup_on_the_production_site_gets_its_welcome_email(project, keeping
         assert thanks.status == 200
         log = site.log.read_text()
 
-    [received] = wait_for(keeping_sink.received, timeout=30, message="the welcome email at the SMTP server")
+    [received] = wait_for(smtp_sink.received, timeout=30, message="the welcome email at the SMTP server")
     customer = wait_for(lambda: Customer.objects.filter(onboarded_at__isnull=False).first(), timeout=30,
                         message="the customer recorded as onboarded")
     assert customer.email == "Ada@example.com" and received.to == ("ada@example.com",)
     assert received.message_id == Onboarding.objects.get(customer=customer).message_id
-    [raw] = keeping_sink.handler.messages
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    message = email.message_from_bytes(received.raw, policy=email.policy.default)
     assert message["From"] == "Signup Site <welcome@signup.example.com>"
     body = message.get_body(("plain",))
     assert body is not None and "Ada Lovelace" in body.get_content()
