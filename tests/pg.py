@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.prerequisites import missing
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 POSTGRES_SH = BASE_DIR / "scripts" / "test-env.d" / "postgres.sh"
 RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
@@ -38,19 +40,11 @@ class Cluster:
         return self.url.rsplit("/", 1)[0] + "/" + database
 
 
+# How long postgres.sh may take to start and to stop a cluster (initdb included) on a loaded machine.
+CLUSTER_UP_SECONDS = 300
+CLUSTER_DOWN_SECONDS = 120
 # The session's cluster, once pg_server has found or started it.
 _cluster: Cluster | None = None
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _unavailable(reason: str) -> None:
-    """Outside CI a missing cluster skips the test; in CI it fails it, since `make test` starts one there."""
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 class ClusterUnavailable(Exception):
@@ -67,14 +61,14 @@ def own_cluster() -> Iterator[Cluster]:
     env = {**os.environ, "TEST_ENV_DIR": str(env_dir)}
     try:
         result = subprocess.run(["bash", str(POSTGRES_SH), "up"], env=env, capture_output=True, text=True,
-                                timeout=300, stdin=subprocess.DEVNULL)
+                                timeout=CLUSTER_UP_SECONDS, stdin=subprocess.DEVNULL)
         recorded = read_env(env_dir / "env")
         if result.returncode != 0 or "TEST_PG_URL" not in recorded:
             raise ClusterUnavailable((result.stderr.strip().splitlines() or ["postgres.sh up failed"])[-1])
         yield Cluster(recorded["TEST_PG_URL"], Path(recorded["TEST_PG_DIR"]))
     finally:
-        subprocess.run(["bash", str(POSTGRES_SH), "down"], env=env, capture_output=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
+        subprocess.run(["bash", str(POSTGRES_SH), "down"], env=env, capture_output=True,
+                       timeout=CLUSTER_DOWN_SECONDS, stdin=subprocess.DEVNULL)
         shutil.rmtree(env_dir, ignore_errors=True)
 
 
@@ -85,6 +79,16 @@ def read_env(env_file: Path) -> dict[str, str]:
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
     return run.read_env(env_file)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that starts a cluster of its own (private_pg; pg_server outside `make test`) gets the time
+    postgres.sh may take on top of the suite's per-test timeout, unless it set a timeout of its own."""
+    budget = float(config.getini("timeout") or 0) + CLUSTER_UP_SECONDS + CLUSTER_DOWN_SECONDS
+    own = {"private_pg"} if os.environ.get("TEST_PG_URL") else {"private_pg", "pg_server"}
+    for item in items:
+        if own & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(budget))
 
 
 @pytest.fixture(scope="session")
@@ -104,11 +108,11 @@ def pg_server() -> Iterator[str]:
             try:
                 cluster = stack.enter_context(own_cluster())
             except ClusterUnavailable as exc:
-                _unavailable(f"no PostgreSQL test cluster: {exc}")
+                missing(f"no PostgreSQL test cluster: {exc}")
         try:
             psycopg.connect(cluster.url, connect_timeout=3).close()
         except psycopg.OperationalError as exc:
-            _unavailable(f"PostgreSQL test cluster unreachable at {cluster.url}: {exc}")
+            missing(f"PostgreSQL test cluster unreachable at {cluster.url}: {exc}")
         _cluster = cluster
         try:
             yield cluster.url
@@ -153,7 +157,7 @@ def private_pg() -> Iterator[tuple[Cluster, str]]:
         with own_cluster() as cluster, migrated_database(cluster) as url:
             yield cluster, url
     except ClusterUnavailable as exc:
-        _unavailable(f"no PostgreSQL test cluster: {exc}")
+        missing(f"no PostgreSQL test cluster: {exc}")
 
 
 def pg_ctl(cluster: Cluster, action: str) -> None:

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
+HARNESS_SECONDS = 240  # a quick run starts clusters and daemons: minutes on a loaded machine
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -28,13 +30,14 @@ def processes_using(paths: list[str]) -> list[int]:
     return found
 
 
+@pytest.mark.timeout(HARNESS_SECONDS + 60)
 def test_quick_harness_measures_every_figure_and_stops_what_it_started(tmp_path: Path) -> None:
     systems = ["ours-sqlite", "floor"] + (["ours-pg"] if (PG_BIN / "initdb").exists() else [])
     result = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--customers", "40", "--rate", "10", "--latency-seconds", "2",
          # Longer than one onboarding interval (5 s), so the idle window always holds a tick's read.
          "--idle-seconds", "6", "--systems", ",".join(systems), "--out", str(tmp_path)],
-        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=240,
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=HARNESS_SECONDS,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads((tmp_path / "results.json").read_text())

@@ -20,9 +20,10 @@ import pytest
 
 from tests.conftest import BASE_DIR, wait_for
 
-pytestmark = pytest.mark.process
-
 TIMEOUT = 300  # pip and builds are slow on a loaded machine; this only costs time when something is broken
+# A test (with its fixtures) runs up to three of those commands back to back: the wheel's build, the venv, the
+# install. The suite's default of 120 s would cut them short.
+pytestmark = [pytest.mark.process, pytest.mark.timeout(3 * TIMEOUT + 120)]
 
 
 def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,

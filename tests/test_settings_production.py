@@ -77,10 +77,19 @@ def test_check_deploy_passes_with_the_production_env(tmp_path: Path) -> None:
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("variable", ["SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"])
-def test_check_deploy_fails_when_a_security_setting_is_off(tmp_path: Path, variable: str) -> None:
+@pytest.mark.parametrize(("variable", "check_id"), [
+    ("SECURE_SSL_REDIRECT", "security.W008"), ("SESSION_COOKIE_SECURE", "security.W012"),
+    ("CSRF_COOKIE_SECURE", "security.W016"),
+])
+def test_check_deploy_fails_when_a_security_setting_is_off(tmp_path: Path, variable: str, check_id: str) -> None:
     result = manage(production_env(tmp_path, **{variable: "false"}), "check", "--deploy", "--fail-level", "WARNING")
-    assert result.returncode != 0
+    # That setting's own check, and it alone: not a crash, nor another setting that the override upset.
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("SystemCheckError: System check identified some issues:"), result.stderr
+    assert re.findall(r"\(([\w.]+)\) ", result.stderr) == [check_id], result.stderr
+    assert variable in matched(rf"\({re.escape(check_id)}\) [^\n]*", result.stderr)
+    assert "System check identified 1 issue (0 silenced)." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -158,15 +167,11 @@ def test_bad_trusted_proxy_fails_in_one_clear_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("configuration error: TRUSTED_PROXIES") and result.stderr.count("\n") == 1
 
 
-@pytest.fixture
-def production_site(tmp_path: Path, transactional_db):
-    """gunicorn with deploy/production.env on the test database, static files collected first.
-
-    The real TLS proxy is played by the client, which sends X-Forwarded-Proto itself.
-    """
+def site_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """production_env for a site served on 127.0.0.1, on the test database, with its files in `tmp_path`."""
     from django.conf import settings
 
-    env = production_env(
+    return production_env(
         tmp_path,
         ALLOWED_HOSTS="127.0.0.1",
         STATIC_ROOT=str(tmp_path / "static"),
@@ -174,9 +179,18 @@ def production_site(tmp_path: Path, transactional_db):
         CACHE_URL="locmemcache://",
         DAEMONS_RUN_DIR=str(tmp_path / "run"),
         DAEMONS_LOG_DIR=str(tmp_path / "log"),
-        EMAIL_URL=f"filemail:///{tmp_path / 'mail'}",
-        SIGNUP_RATE_LIMIT="0",  # the concurrency test sends 50 signups from one address
+        **overrides,
     )
+
+
+@pytest.fixture
+def production_site(tmp_path: Path, transactional_db):
+    """gunicorn with deploy/production.env on the test database, static files collected first.
+
+    The real TLS proxy is played by the client, which sends X-Forwarded-Proto itself.
+    """
+    env = site_env(tmp_path, EMAIL_URL=f"filemail:///{tmp_path / 'mail'}",
+                   SIGNUP_RATE_LIMIT="0")  # the concurrency test sends 50 signups from one address
     collected = manage(env, "collectstatic", "--no-input")
     assert collected.returncode == 0, collected.stderr
     with gunicorn(env, tmp_path / "gunicorn.log", workers=3, threads=4) as server:

@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import BASE_DIR, default_signals, wait_for
 from tests.daemons.test_process import alive
 
-pytestmark = pytest.mark.process
+# Two runs, each starting a cluster, and waits of up to 90 s for each suite and 60 s for each end.
+pytestmark = [pytest.mark.process, pytest.mark.timeout(420)]
 
 RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
 

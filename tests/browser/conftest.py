@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_DIR
+from tests.prerequisites import missing
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = BASE_DIR / "test-artifacts"
@@ -23,9 +24,7 @@ def chromium_or_skip() -> str:
     """The Chromium binary. Absent: a skip for a user who can't install it, a failure for root (and CI)."""
     if os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
-    if os.geteuid() == 0:
-        pytest.fail(f"{CHROMIUM} is missing; run `bash scripts/test-env.d/chromium.sh` ({INSTALL_HINT})")
-    pytest.skip(f"{CHROMIUM} is missing; {INSTALL_HINT}")
+    missing(f"{CHROMIUM} is missing; run `bash scripts/test-env.d/chromium.sh` ({INSTALL_HINT})")
 
 
 # Playwright's sync API runs an event loop in this thread, so Django sees an "async

@@ -38,6 +38,7 @@ class Received:
     to: tuple[str, ...]
     message_id: str
     at: float
+    raw: bytes = b""  # the message as it came, headers and body
 
 
 @dataclass
@@ -86,10 +87,12 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
-        message = email.message_from_bytes(envelope.original_content or envelope.content)
+        raw = envelope.original_content or envelope.content
+        message = email.message_from_bytes(raw)
         with self.lock:
             self.received.append(
-                Received(tuple(a.lower() for a in envelope.rcpt_tos), message["Message-ID"] or "", time.monotonic())
+                Received(tuple(a.lower() for a in envelope.rcpt_tos), message["Message-ID"] or "", time.monotonic(),
+                         raw)
             )
         if self.delay:
             await asyncio.sleep(self.delay)

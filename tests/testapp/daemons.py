@@ -135,3 +135,55 @@ class WriterDaemon(Daemon):
         with transaction.atomic():
             Heartbeat.objects.filter(name="").update(pid=0)
         return TickResult()
+
+
+@register
+class StubbornDaemon(Daemon):
+    """Each tick takes $TESTAPP_TICK_SECONDS and goes on after a stop request, which it notes in
+    $TESTAPP_TICKS_FILE ("stop requested"): a test knows the first stop is under way, without a sleep."""
+
+    name = "stubborn"
+    interval = _interval()
+
+    def work_in_progress(self) -> str:
+        return "ignoring the stop on purpose"
+
+    def tick(self, now: datetime) -> TickResult:
+        if not os.environ.get("TESTAPP_TICKS_FILE"):
+            return TickResult()  # started with the others (rundaemon --all): never in the way of a stop
+        marker = Path(os.environ["TESTAPP_TICKS_FILE"])
+        marker.write_text("in tick\n")
+        end = time.monotonic() + float(os.environ.get("TESTAPP_TICK_SECONDS", "60"))
+        noted = False
+        while time.monotonic() < end:
+            if not noted and self.stop_requested():
+                with marker.open("a") as handle:
+                    handle.write("stop requested\n")
+                noted = True
+            time.sleep(0.02)
+        with marker.open("a") as handle:
+            handle.write("tick done\n")
+        return TickResult(processed=1, summary="slept")
+
+
+@register
+class HeldSetupDaemon(Daemon):
+    """With $TESTAPP_RELEASE_FILE set, its setup() writes its PID to $TESTAPP_TICKS_FILE, then waits until
+    that file exists: a test holds the daemon before it reports ready (to kill it there, say)."""
+
+    name = "heldsetup"
+    interval = _interval()
+
+    def setup(self) -> None:
+        if not os.environ.get("TESTAPP_RELEASE_FILE"):
+            return  # started with the others (rundaemon --all): nothing to wait for
+        Path(os.environ["TESTAPP_TICKS_FILE"]).write_text(f"{os.getpid()}\n")
+        release = Path(os.environ["TESTAPP_RELEASE_FILE"])
+        deadline = time.monotonic() + 300
+        while not release.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{release} never appeared")
+            time.sleep(0.02)
+
+    def tick(self, now: datetime) -> TickResult:
+        return TickResult()
