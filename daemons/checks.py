@@ -105,7 +105,8 @@ def setting_problems() -> list[CheckMessage]:
     for name, setting in conf.SETTINGS.items():
         problem = VALIDATORS[setting.kind](name, conf.get(name))
         if problem:
-            messages.append(Error(f"{conf.PREFIX}{name}: {problem}", id=CHECK_IDS[name]))
+            source = " (from the environment)" if conf.from_environment(name) else ""
+            messages.append(Error(f"{conf.PREFIX}{name}{source}: {problem}", id=CHECK_IDS[name]))
     for attribute in dir(settings):
         if attribute.startswith(conf.PREFIX) and attribute[len(conf.PREFIX):] not in conf.SETTINGS:
             known = ", ".join(conf.PREFIX + name for name in conf.SETTINGS)
