@@ -147,6 +147,26 @@ def interval_problems() -> list[CheckMessage]:
     return errors
 
 
+def database_problem(exc: Exception, using: str = "default") -> str:
+    """One line for the operator about `exc`, a DatabaseError at a daemon's start.
+
+    When migrations are pending (a new project that never ran migrate, or an upgrade of
+    the kit), that is the cause whatever the driver said ("no such table: ..."), and the
+    line says what to run. Otherwise the database is out of reach, and the line says so.
+    """
+    from django.db import DatabaseError, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[using])
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError:
+        pending = []
+    if pending:
+        return f"the database is not migrated: run `manage.py migrate` ({str(exc).strip()})"
+    return f"cannot reach the database: {str(exc).strip()}"
+
+
 def linux_facilities_missing(proc: Path = Path("/proc/self/fd")) -> str | None:
     """What this system lacks of the Linux facilities the process commands need (see DaemonCommand), or None.
 

@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {name: setting.default for name, setting in SETTINGS.
 
 
 def get(name: str) -> Any:
-    """The value of DAEMONS_<name>: the environment's (for the settings that read it), the project's, else the default."""
+    """The value of DAEMONS_<name>: the environment's (for the two directories), the project's, else the default."""
     if name not in SETTINGS:
         raise KeyError(f"unknown daemons setting {PREFIX}{name}")
     if from_environment(name):

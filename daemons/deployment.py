@@ -121,17 +121,6 @@ def supervisor_deployment(*, project_dir: Path | None = None, python: Path | Non
         stop_seconds=stop_seconds, target="--all", unit=f"{project_dir.name or 'project'}-daemons")
 
 
-def supervisor_deployment_for_command(name: str | None, *, every: bool, **where: object) -> Deployment:
-    """`daemonconfig --all`: the supervisor's deployment; a `CommandError` when a name is given too, or nothing."""
-    from django.core.management.base import CommandError
-
-    if name is not None:
-        raise CommandError("give a daemon name or --all, not both")
-    if not every:
-        raise CommandError("name a daemon, or use --all")
-    return supervisor_deployment(**where)  # type: ignore[arg-type]
-
-
 def _deployment(name: str, log_file: Path, pid_file: Path, *, project_dir: Path | None, python: Path | None,
                 user: str | None, group: str | None, env_file: Path | None, watchdog_seconds: int) -> Deployment:
     project_dir = Path(project_dir or settings.BASE_DIR).resolve()

@@ -79,7 +79,7 @@ def test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground(
 @pytest.mark.parametrize("kind", ["--systemd", "--supervisor", "--logrotate"])
 def test_the_files_name_the_interpreter_that_ran_daemonconfig(kind, tmp_path) -> None:
     """Not an assumed PROJECT/.venv/bin/python: the one running the command has the project installed."""
-    script = "from django.core.management import call_command; call_command('daemonconfig', 'counter', %r)" % kind
+    script = f"from django.core.management import call_command; call_command('daemonconfig', 'counter', {kind!r})"
     # A virtualenv's python is a symbolic link to the system's: the file must name the link, not its target.
     venv_python = tmp_path / "venv" / "bin" / "python"
     venv_python.parent.mkdir(parents=True)
@@ -270,5 +270,5 @@ def test_all_and_a_name_are_one_line_errors() -> None:
     for args in (["--all", "onboarding", "--systemd"], ["--systemd"]):
         result = subprocess.run([sys.executable, "manage.py", "daemonconfig", *args], cwd=BASE_DIR,
                                 capture_output=True, text=True, timeout=30, env={**os.environ})
-        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith("CommandError: ")
