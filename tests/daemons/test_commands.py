@@ -384,6 +384,9 @@ def test_every_command_prints_the_kits_version_not_djangos(project) -> None:
     ["signaldaemon", "counter", "explode"],
     ["makedaemon", "x", "--every", "often"],
     ["rundaemon", "counter", "idle", "--reload"],
+    ["rundaemon"],
+    ["rundaemon", "counter", "--all"],
+    ["rundaemon", "counter", "idle", "--once"],
 ], ids=" ".join)
 def test_a_usage_error_exits_2_with_one_line_in_every_command(project, args) -> None:
     result = project.manage(*args)
