@@ -5,8 +5,9 @@ to `django.conf.settings` first, so `override_settings` and per-process environm
 work; a project that sets nothing gets the default below. The two directories are where a
 service manager puts a process (systemd's `RuntimeDirectory=`), so for them a non-empty
 environment variable of the same name wins over the setting: the files `daemonconfig`
-writes set it, and they work in a project whose settings never read the environment. `daemons.checks` validates
-each setting by its `kind`; `docs/adopting.md` lists them (a test keeps the two in step).
+writes set it, and they work in a project whose settings never read the environment.
+`daemons.checks` validates each setting by its `kind`; `docs/adopting.md` lists them (a
+test keeps the two in step).
 """
 from __future__ import annotations
 

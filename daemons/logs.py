@@ -231,9 +231,9 @@ def configure(name: str, log_path: Path | None, *, instance: int = 0) -> logging
     _installed = handler
     project_levels = _levels_set_by(getattr(settings, "LOGGING", None) or {})
     level = conf.log_level() if _verbosity_level is None else _verbosity_level
-    managed = [name for name in ("daemons", "") if name not in project_levels]
-    for name in managed:
-        logging.getLogger(name).setLevel(level)
+    managed = [logger_name for logger_name in ("daemons", "") if logger_name not in project_levels]
+    for logger_name in managed:
+        logging.getLogger(logger_name).setLevel(level)
     # toggle-debug is the operator's explicit ask: it switches `daemons` even when LOGGING set its level.
     _levelled = managed or ["daemons"]
     return handler
