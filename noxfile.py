@@ -1,0 +1,97 @@
+"""The framework's own tests on every supported Django and Python, against the built wheel: `make test-matrix`.
+
+Each session makes a fresh venv on one Python, installs the wheel (never this checkout) with one Django line
+and the test tools, and runs the framework's tests from a copy of tests/ that has no daemons/ beside it, so
+`import daemons` can only find the wheel. The copy runs with TEST_FRAMEWORK_ONLY set: tests/settings.py then
+builds on tests/framework_settings.py, a project without the showcase (which the wheel doesn't carry).
+
+The Makefile puts pyenv's interpreters on PATH; `nox -l` lists the sessions, `nox -s "framework(3.12-django6.1)"`
+runs one.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+
+# (Python, Django) pairs: Django 5.2 LTS on 3.11 to 3.13; Django 6.0 and 6.1 need Python 3.12 or newer.
+# pyproject.toml's classifiers and Django range say the same (tests/test_package.py compares them).
+MATRIX = [
+    ("3.11", "5.2"), ("3.12", "5.2"), ("3.13", "5.2"),
+    ("3.12", "6.0"), ("3.13", "6.0"),
+    ("3.12", "6.1"), ("3.13", "6.1"),
+]
+
+# The framework's tests: those that need neither the showcase (customers, signup_site) nor the repository
+# around them (its Makefile, docs, benchmarks).
+FRAMEWORK_TESTS = ["tests/daemons"]
+SHOWCASE_TESTS = [
+    "tests/daemons/test_cluster_status.py",
+    "tests/daemons/test_cluster_wakeup.py",
+    "tests/daemons/test_watchdog_onboarding.py",
+]
+# What the copy needs besides FRAMEWORK_TESTS: the fixtures, the test apps and settings, manage.py, and
+# pyproject.toml for pytest's configuration.
+SUPPORT = ["tests/__init__.py", "tests/conftest.py", "tests/pg.py", "tests/sentry_sink.py", "tests/settings.py",
+           "tests/framework_settings.py", "tests/framework_urls.py", "tests/testapp", "tests/supervisorapp",
+           "manage.py", "pyproject.toml"]
+# The test tools, with the bounds requirements-dev.txt and requirements.txt give them.
+TOOLS = {"pytest", "pytest-django", "pytest-timeout", "pytest-xdist", "supervisor", "psycopg"}
+
+nox.options.sessions = ["framework"]
+nox.options.error_on_missing_interpreters = True
+
+
+@functools.cache
+def built_wheel() -> Path:
+    """The wheel, built once per nox run with `python -m build` (sdist first, the wheel from it)."""
+    out = ROOT / ".nox" / "dist"
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True,
+                   stdout=subprocess.DEVNULL)
+    (wheel,) = out.glob("django_daemon_kit-*-py3-none-any.whl")
+    return wheel
+
+
+def tool_requirements() -> list[str]:
+    """TOOLS as requirements-dev.txt and requirements.txt pin them (one place for every bound)."""
+    lines = [line.strip() for name in ("requirements-dev.txt", "requirements.txt")
+             for line in (ROOT / name).read_text().splitlines()]
+    found = [line for line in lines
+             if (match := re.match(r"[A-Za-z0-9_.-]+", line)) and match.group(0).lower() in TOOLS]
+    assert len(found) == len(TOOLS), f"not every test tool is in the requirements files: {found}"
+    return found
+
+
+def copy_suite(target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in (*SUPPORT, *FRAMEWORK_TESTS):
+        source = ROOT / name
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=ignore)
+        else:
+            shutil.copy2(source, target / name)
+    for name in SHOWCASE_TESTS:
+        (target / name).unlink()
+
+
+@nox.session
+@nox.parametrize(("python", "django"), MATRIX, ids=[f"{python}-django{django}" for python, django in MATRIX])
+def framework(session: nox.Session, django: str) -> None:
+    session.install(f"{built_wheel()}[sentry]", f"Django~={django}.0", *tool_requirements())
+    suite = Path(session.create_tmp()) / "suite"
+    copy_suite(suite)
+    session.chdir(suite)
+    session.run("python", "-c", "import daemons, django, sys; print('daemons from', daemons.__file__); "
+                f"assert 'site-packages' in daemons.__file__; assert django.get_version().startswith('{django}.')")
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2", "--dist", "worksteal",
+                *FRAMEWORK_TESTS, *session.posargs, env={"TEST_FRAMEWORK_ONLY": "1"})
