@@ -29,17 +29,30 @@ MATRIX = [
     ("3.12", "6.1"), ("3.13", "6.1"),
 ]
 
-# The framework's tests: those that need neither the showcase (customers, signup_site) nor the repository
-# around them (its Makefile, docs, benchmarks).
+# The framework's tests: those that need neither the showcase (customers, signup_site: its daemons, its
+# settings) nor the repository around them (its Makefile, docs, deploy/ examples, benchmarks).
 FRAMEWORK_TESTS = ["tests/daemons"]
 SHOWCASE_TESTS = [
     "tests/daemons/test_cluster_status.py",
     "tests/daemons/test_cluster_wakeup.py",
     "tests/daemons/test_watchdog_onboarding.py",
+    "tests/daemons/test_makedaemon.py",
+    "tests/daemons/test_registry.py",
+]
+SHOWCASE_CASES = [
+    "tests/daemons/test_status.py::test_json_gives_each_scheduled_jobs_last_run_and_next_run_as_data",
+    "tests/daemons/test_dashboard.py::test_run_now_records_a_request",
+    "tests/daemons/test_control.py::test_run_now_runs_a_scheduled_job_at_once",
+    "tests/daemons/test_process.py::test_unknown_daemon_lists_registered_ones",
+    "tests/daemons/test_outage.py::test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives",
+    "tests/daemons/test_deployment.py::test_the_examples_in_deploy_are_what_daemonconfig_prints",
+    "tests/daemons/test_deployment.py::test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground",
+    "tests/daemons/test_deployment.py::test_systemd_unit_passes_systemd_analyze_verify",
 ]
 # What the copy needs besides FRAMEWORK_TESTS: the fixtures, the test apps and settings, manage.py, and
 # pyproject.toml for pytest's configuration.
-SUPPORT = ["tests/__init__.py", "tests/conftest.py", "tests/pg.py", "tests/sentry_sink.py", "tests/settings.py",
+SUPPORT = ["tests/__init__.py", "tests/conftest.py", "tests/distribution.py", "tests/pg.py", "tests/sentry_sink.py",
+           "tests/settings.py",
            "tests/framework_settings.py", "tests/framework_urls.py", "tests/testapp", "tests/supervisorapp",
            "manage.py", "pyproject.toml"]
 # The test tools, with the bounds requirements-dev.txt and requirements.txt give them.
@@ -94,4 +107,5 @@ def framework(session: nox.Session, django: str) -> None:
     session.run("python", "-c", "import daemons, django, sys; print('daemons from', daemons.__file__); "
                 f"assert 'site-packages' in daemons.__file__; assert django.get_version().startswith('{django}.')")
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2", "--dist", "worksteal",
-                *FRAMEWORK_TESTS, *session.posargs, env={"TEST_FRAMEWORK_ONLY": "1"})
+                *FRAMEWORK_TESTS, *(f"--deselect={case}" for case in SHOWCASE_CASES), *session.posargs,
+                env={"TEST_FRAMEWORK_ONLY": "1"})

@@ -59,7 +59,7 @@ def _database(url: str) -> dict[str, Any]:
         "NAME": url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else str(BASE_DIR / "var" / "db.sqlite"),
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
-            "timeout": 20.0,
+            "timeout": float(os.environ.get("SQLITE_BUSY_TIMEOUT", 20.0)),
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
     }
@@ -70,9 +70,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
-# As the showcase does: the framework's settings come from the environment when a test sets them there.
+# As the showcase does: Sentry's and the framework's settings come from the environment when a test sets them.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
 for _name in ("DAEMONS_RUN_DIR", "DAEMONS_LOG_DIR", "DAEMONS_LOG_LEVEL", "DAEMONS_LOG_FORMAT"):
     if _name in os.environ:
         globals()[_name] = os.environ[_name]
