@@ -5,8 +5,10 @@ import unicodedata
 
 from django.db import IntegrityError, transaction
 
+from daemons import wake
+
 from .models import Customer
-from .onboarding import onboarding_wake
+from .onboarding import DAEMON_NAME
 
 
 def email_normalize(email: str) -> str:
@@ -44,5 +46,5 @@ def customer_create(*, name: str, email: str) -> tuple[Customer, bool]:
             customer = Customer.objects.create(name=name.strip(), email=email)
     except IntegrityError:
         return Customer.objects.get(email__iexact=email), False
-    transaction.on_commit(onboarding_wake)
+    wake(DAEMON_NAME)  # goes out when the transaction commits
     return customer, True

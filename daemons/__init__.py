@@ -1,8 +1,18 @@
 """Daemon Kit for Django: daemons that are management commands."""
 from __future__ import annotations
 
+from importlib import metadata
+
 from . import reporting
 from .base import Control, Daemon, TickResult
 from .registry import register
+from .wakeup import wake
 
-__all__ = ["Control", "Daemon", "TickResult", "register", "reporting"]
+__all__ = ["Control", "Daemon", "TickResult", "__version__", "register", "reporting", "wake"]
+
+DISTRIBUTION = "django-daemon-kit"
+
+try:
+    __version__ = metadata.version(DISTRIBUTION)
+except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0+unknown"

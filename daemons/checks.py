@@ -105,7 +105,8 @@ def setting_problems() -> list[CheckMessage]:
     for name, setting in conf.SETTINGS.items():
         problem = VALIDATORS[setting.kind](name, conf.get(name))
         if problem:
-            messages.append(Error(f"{conf.PREFIX}{name}: {problem}", id=CHECK_IDS[name]))
+            source = " (from the environment)" if conf.from_environment(name) else ""
+            messages.append(Error(f"{conf.PREFIX}{name}{source}: {problem}", id=CHECK_IDS[name]))
     for attribute in dir(settings):
         if attribute.startswith(conf.PREFIX) and attribute[len(conf.PREFIX):] not in conf.SETTINGS:
             known = ", ".join(conf.PREFIX + name for name in conf.SETTINGS)
@@ -144,6 +145,26 @@ def interval_problems() -> list[CheckMessage]:
             errors.append(Error(f"daemon {name!r}: interval must be zero or more seconds, got {seconds}",
                                 id="daemons.E003"))
     return errors
+
+
+def database_problem(exc: Exception, using: str = "default") -> str:
+    """One line for the operator about `exc`, a DatabaseError at a daemon's start.
+
+    When migrations are pending (a new project that never ran migrate, or an upgrade of
+    the kit), that is the cause whatever the driver said ("no such table: ..."), and the
+    line says what to run. Otherwise the database is out of reach, and the line says so.
+    """
+    from django.db import DatabaseError, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[using])
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError:
+        pending = []
+    if pending:
+        return f"the database is not migrated: run `manage.py migrate` ({str(exc).strip()})"
+    return f"cannot reach the database: {str(exc).strip()}"
 
 
 def linux_facilities_missing(proc: Path = Path("/proc/self/fd")) -> str | None:

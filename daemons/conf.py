@@ -2,12 +2,16 @@
 
 Read a setting as `conf.get("RUN_DIR")` (or `conf.run_dir()` for paths). Each read goes
 to `django.conf.settings` first, so `override_settings` and per-process environments
-work; a project that sets nothing gets the default below. `daemons.checks` validates
+work; a project that sets nothing gets the default below. The two directories are where a
+service manager puts a process (systemd's `RuntimeDirectory=`), so for them a non-empty
+environment variable of the same name wins over the setting: the files `daemonconfig`
+writes set it, and they work in a project whose settings never read the environment. `daemons.checks` validates
 each setting by its `kind`; `docs/adopting.md` lists them (a test keeps the two in step).
 """
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +33,15 @@ class Setting:
     default: Any
     doc: str
     kind: str
+    # Whether the environment variable DAEMONS_<name>, when set and not empty, wins over the setting.
+    from_environment: bool = False
 
 
 SETTINGS: dict[str, Setting] = {
-    "RUN_DIR": Setting("var/run", "Where PID files and wake-up sockets live.", "path"),
-    "LOG_DIR": Setting("var/log", "Where detached daemons write their logs, one file per daemon instance.", "path"),
+    "RUN_DIR": Setting("var/run", "Where PID files and wake-up sockets live. An environment variable of this name "
+                       "wins over the setting.", "path", from_environment=True),
+    "LOG_DIR": Setting("var/log", "Where detached daemons write their logs, one file per daemon instance. An "
+                       "environment variable of this name wins over the setting.", "path", from_environment=True),
     "STOP_TIMEOUT": Setting(8.0, "Seconds a stopping daemon may take to finish its work before it gives up.",
                             "seconds"),
     "LOG_LEVEL": Setting("INFO", "Level of the framework's and the daemons' loggers, unless LOGGING sets one.",
@@ -52,10 +60,17 @@ DEFAULTS: dict[str, Any] = {name: setting.default for name, setting in SETTINGS.
 
 
 def get(name: str) -> Any:
-    """The value of DAEMONS_<name>: the project's setting, else the default."""
+    """The value of DAEMONS_<name>: the environment's (for the two directories), the project's, else the default."""
     if name not in SETTINGS:
         raise KeyError(f"unknown daemons setting {PREFIX}{name}")
+    if from_environment(name):
+        return os.environ[PREFIX + name]
     return getattr(settings, PREFIX + name, SETTINGS[name].default)
+
+
+def from_environment(name: str) -> bool:
+    """Whether DAEMONS_<name> comes from the environment, which then wins over the setting."""
+    return SETTINGS[name].from_environment and bool(os.environ.get(PREFIX + name))
 
 
 def base_dir() -> Path:

@@ -30,6 +30,7 @@ class Generated:
     """What `daemon_plan` will write; `write()` writes it."""
 
     class_name: str
+    app_label: str
     daemons_file: Path
     daemons_source: str
     test_file: Path
@@ -93,11 +94,20 @@ def resolve_app(label: str | None, base_dir: Path) -> AppConfig:
 
 
 def test_path_for(config: AppConfig, name: str, base_dir: Path) -> Path:
-    """tests/<app>/test_<name>_daemon.py when the project keeps its tests in tests/, else <app>/tests/."""
+    """Where the daemon's test goes, never making a package that would shadow a module.
+
+    tests/<app>/ when the project keeps its tests in a top-level tests/ folder; else the
+    app's tests/ package when it has one; else the app itself, beside the `tests.py` that
+    startapp writes (a tests/ package there would hide that module from `manage.py test`).
+    Both Django's runner (test*.py) and pytest (test_*.py) find the file in each place.
+    """
     filename = f"test_{name}_daemon.py"
     if (base_dir / "tests").is_dir():
         return base_dir / "tests" / config.label / filename
-    return Path(config.path) / "tests" / filename
+    app_dir = Path(config.path)
+    if (app_dir / "tests" / "__init__.py").exists():
+        return app_dir / "tests" / filename
+    return app_dir / filename
 
 
 def _module_names(tree: ast.Module) -> set[str]:
@@ -182,7 +192,8 @@ def daemon_plan(*, name: str, base_dir: Path, app_label: str | None = None,
               "title": name.replace("_", " ").capitalize(), "module": f"{config.name}.daemons", **values}
     source = _insert_imports(source, tree, missing).rstrip("\n") + "\n\n\n" + _render(daemon_template, **common)
 
-    return Generated(class_name=class_name, daemons_file=daemons_file, daemons_source=source, test_file=test_file,
+    return Generated(class_name=class_name, app_label=config.label, daemons_file=daemons_file,
+                     daemons_source=source, test_file=test_file,
                      test_source=_render(test_template, **common), created_daemons_file=not exists)
 
 
@@ -191,11 +202,3 @@ def daemon_generate(**kwargs: object) -> Generated:
     plan = daemon_plan(**kwargs)  # type: ignore[arg-type]
     plan.write()
     return plan
-
-
-def testing_plugin_enabled(base_dir: Path) -> bool:
-    """True if a conftest.py at the project root or in tests/ loads `daemons.testing`."""
-    for path in (base_dir / "conftest.py", base_dir / "tests" / "conftest.py"):
-        if path.exists() and "daemons.testing" in path.read_text():
-            return True
-    return False

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from django.db import DatabaseError, connection, connections
 
-from . import conf, detach, heartbeat, listen, logs, reporting, signals, wakeup
+from . import checks, conf, detach, heartbeat, listen, logs, reporting, signals, wakeup
 from .base import Control, Daemon, TickResult
 from .notify import Notifier
 from .paths import RunPaths
@@ -231,14 +231,14 @@ class Lifecycle:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
         except DatabaseError as exc:
-            raise StartupError(f"cannot reach the database: {exc}") from None
+            raise StartupError(checks.database_problem(exc)) from None
 
     def _refuse_twin(self) -> None:
         """Refuse to run beside a live twin on this host whose PID file is in another run directory."""
         try:
             twin = heartbeat.live_duplicate(self.daemon_cls.name, self.instance)
         except DatabaseError as exc:
-            raise StartupError(f"cannot reach the database: {exc}") from None
+            raise StartupError(checks.database_problem(exc)) from None
         if twin is not None:
             raise StartupError(f"already running on this host (pid {twin}), with its PID file in another run "
                                f"directory than {self.paths.pid.parent}")

@@ -1,7 +1,10 @@
 """Per-daemon logging: adds the daemon's file (or stderr) handler to the project's own logging.
 
 The project's LOGGING stays as Django configured it: every handler is kept, and the daemon's
-handler is added to the root logger, so the project's loggers reach the daemon's log too. A
+handler is added to the root logger, so the project's loggers reach the daemon's log too.
+Levels the project's LOGGING leaves unset (the root logger's and `daemons`', as in a project
+`startproject` made, which has no LOGGING) get DAEMONS_LOG_LEVEL, so an INFO line of the
+project's own `shop.work` logger is not dropped by Python's default WARNING. A
 line carries the structured fields the code logs with `extra=` (`action=...`), the daemon's
 name and instance, and the PID once. DAEMONS_LOG_FORMAT="json" writes one JSON object per line.
 """
@@ -167,6 +170,33 @@ class ReopenableFileHandler(logging.FileHandler):
 
 _installed: logging.Handler | None = None
 
+# Loggers whose level the kit set in `configure` because the project's LOGGING leaves it
+# unset ("" is the root logger); `toggle_debug` switches these. "daemons" always.
+_levelled: list[str] = ["daemons"]
+
+# The level the command's -v asked for (see `set_verbosity`); None: DAEMONS_LOG_LEVEL.
+_verbosity_level: int | None = None
+
+VERBOSITY_LEVELS = {0: logging.WARNING, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+def set_verbosity(verbosity: int) -> None:
+    """Make a management command's `-v` the level `configure` gives the kit's loggers, for this process.
+
+    0 is WARNING, 1 (the default) keeps DAEMONS_LOG_LEVEL, 2 and 3 are DEBUG. As with
+    DAEMONS_LOG_LEVEL, a level that the project's LOGGING sets stays as it is.
+    """
+    global _verbosity_level
+    _verbosity_level = VERBOSITY_LEVELS.get(verbosity)
+
+
+def _levels_set_by(config: dict[str, Any]) -> set[str]:
+    """The loggers whose level the project's LOGGING dict sets ("" for the root logger)."""
+    loggers = config.get("loggers") or {}
+    named = {name for name, each in loggers.items() if isinstance(each, dict) and "level" in each}
+    root = config.get("root") or {}
+    return named | ({""} if isinstance(root, dict) and "level" in root else set())
+
 
 def _writes_to_stderr(handler: logging.Handler) -> bool:
     return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) is sys.stderr
@@ -179,10 +209,11 @@ def configure(name: str, log_path: Path | None, *, instance: int = 0) -> logging
     mode, for systemd, supervisord and containers). Every handler the project configured stays,
     except that in the foreground a plain root handler on stderr gives way to the daemon's own,
     which writes to the same stream (else each line would show twice). The `daemons` logger
-    gets DAEMONS_LOG_LEVEL unless the project's LOGGING sets its level. Calling it again
-    replaces the handler an earlier call added.
+    and the root logger get DAEMONS_LOG_LEVEL (or the command's -v, see `set_verbosity`)
+    unless the project's LOGGING sets their level. Calling it again replaces the handler an
+    earlier call added.
     """
-    global _installed
+    global _installed, _levelled
     DaemonNameFilter.daemon_name = name
     DaemonNameFilter.instance = instance
     handler: logging.StreamHandler[Any] = (
@@ -198,9 +229,13 @@ def configure(name: str, log_path: Path | None, *, instance: int = 0) -> logging
             root.removeHandler(duplicate)
     root.addHandler(handler)
     _installed = handler
-    project_loggers = (getattr(settings, "LOGGING", None) or {}).get("loggers", {})
-    if "level" not in project_loggers.get("daemons", {}):
-        logging.getLogger("daemons").setLevel(conf.log_level())
+    project_levels = _levels_set_by(getattr(settings, "LOGGING", None) or {})
+    level = conf.log_level() if _verbosity_level is None else _verbosity_level
+    managed = [name for name in ("daemons", "") if name not in project_levels]
+    for name in managed:
+        logging.getLogger(name).setLevel(level)
+    # toggle-debug is the operator's explicit ask: it switches `daemons` even when LOGGING set its level.
+    _levelled = managed or ["daemons"]
     return handler
 
 
@@ -250,9 +285,13 @@ def reopen_files() -> bool:
     return reopened
 
 
-def toggle_debug(logger_name: str = "daemons") -> int:
-    """Switch `logger_name` between INFO and DEBUG; return the new level."""
-    target = logging.getLogger(logger_name)
-    level = logging.INFO if target.getEffectiveLevel() <= logging.DEBUG else logging.DEBUG
-    target.setLevel(level)
+def toggle_debug() -> int:
+    """Switch the loggers whose level the kit set (see `configure`) between INFO and DEBUG; return the new level.
+
+    Those are `daemons` and, unless the project's LOGGING sets its level, the root logger,
+    so the project's own loggers follow too. Levels the project set stay as they are.
+    """
+    level = logging.INFO if logging.getLogger("daemons").getEffectiveLevel() <= logging.DEBUG else logging.DEBUG
+    for name in _levelled:
+        logging.getLogger(name).setLevel(level)
     return level

@@ -1,4 +1,10 @@
-"""The Prometheus view of every daemon instance in the cluster, read from the heartbeat rows."""
+"""The Prometheus view of every daemon instance in the cluster, read from the heartbeat rows.
+
+Names and labels follow Prometheus's conventions: counters end in `_total` (with no `_created`
+series, which would double the series count), times are Unix `_timestamp_seconds`, and the
+instance number is `daemon_instance`, since Prometheus itself sets `instance` (the scraped
+target) and would rename ours to `exported_instance`.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,7 +18,7 @@ from . import history
 from .health import RUNNING, heartbeat_state
 from .models import Heartbeat, Pause
 
-LABELS = ("daemon", "instance", "host")
+LABELS = ("daemon", "daemon_instance", "host")
 
 
 class HeartbeatCollector(Collector):
@@ -30,24 +36,23 @@ class HeartbeatCollector(Collector):
         processed = CounterMetricFamily("daemons_processed", "Units of work done since the process started.",
                                         labels=LABELS)
         errors = CounterMetricFamily("daemons_errors", "Ticks that raised since the process started.", labels=LABELS)
-        age = GaugeMetricFamily("daemons_last_heartbeat_age_seconds", "Seconds since the last heartbeat.",
-                                labels=LABELS)
+        last_heartbeat = GaugeMetricFamily("daemons_last_heartbeat_timestamp_seconds",
+                                           "When the instance last wrote its heartbeat, as Unix time.", labels=LABELS)
         duration = GaugeMetricFamily("daemons_last_tick_duration_seconds", "How long the last tick took.",
                                      labels=LABELS)
         tick_counts = history.tick_counters()
         paused_keys = set(Pause.objects.values_list("name", "instance"))
         for beat in Heartbeat.objects.order_by("name", "instance", "host"):
             labels = [beat.name, str(beat.instance), beat.host]
-            created = beat.started_at.timestamp()
             up.add_metric(labels, 1.0 if heartbeat_state(beat, self.now) == RUNNING else 0.0)
             paused.add_metric(labels, 1.0 if (beat.name, beat.instance) in paused_keys else 0.0)
-            ticks.add_metric(labels, tick_counts.get((beat.name, beat.instance, beat.host), 0), created=created)
-            processed.add_metric(labels, beat.processed, created=created)
-            errors.add_metric(labels, beat.errors, created=created)
-            age.add_metric(labels, max(0.0, (self.now - beat.last_heartbeat).total_seconds()))
+            ticks.add_metric(labels, tick_counts.get((beat.name, beat.instance, beat.host), 0))
+            processed.add_metric(labels, beat.processed)
+            errors.add_metric(labels, beat.errors)
+            last_heartbeat.add_metric(labels, beat.last_heartbeat.timestamp())
             if beat.last_duration_ms is not None:
                 duration.add_metric(labels, beat.last_duration_ms / 1000)
-        yield from (up, paused, ticks, processed, errors, age, duration)
+        yield from (up, paused, ticks, processed, errors, last_heartbeat, duration)
 
 
 def exposition(now: datetime) -> bytes:

@@ -568,11 +568,11 @@ def supervise(names: list[str], *, every: bool, detach: bool, once: bool = False
     from django.core.management.base import CommandError
 
     if every and names:
-        raise CommandError("give daemon names or --all, not both")
+        raise CommandError("give daemon names or --all, not both", returncode=2)
     if not every and not names:
-        raise CommandError("name a daemon, several daemons, or use --all")
+        raise CommandError("name a daemon, several daemons, or use --all", returncode=2)
     if once or instance or user or group:
-        raise CommandError("--once, --instance, --user and --group work with a single daemon only")
+        raise CommandError("--once, --instance, --user and --group work with a single daemon only", returncode=2)
     try:
         specs = child_specs(names or None)
     except registry.UnknownDaemon as exc:

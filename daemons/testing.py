@@ -1,15 +1,14 @@
 """Test helpers and pytest fixtures for daemon authors: ticks at given times, status text, log records.
 
-Enable the fixtures with `pytest_plugins = ["daemons.testing"]` in your conftest.py.
+The helpers work in any test (Django's `TestCase` under `manage.py test`, or pytest). Enable
+the pytest fixtures with `pytest_plugins = ["daemons.testing"]` in your conftest.py.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
-
-import pytest
 
 from .base import Daemon, TickResult
 
@@ -146,27 +145,7 @@ class DaemonHarness:
             self._set_up = False
 
 
-@pytest.fixture
-def daemon_logs() -> Iterator[LogCapture]:
-    """Log records of the `daemons` loggers during the test (see `LogCapture`)."""
-    with LogCapture() as capture:
-        yield capture
-
-
-@pytest.fixture
-def daemon_harness(daemon_logs: LogCapture) -> Iterator[Callable[..., DaemonHarness]]:
-    """A factory: `daemon_harness(MyDaemon)` (a class or an object) returns a `DaemonHarness`.
-
-    Its `.logs` is the test's `daemon_logs`. Daemons are torn down after the test.
-    """
-    made: list[DaemonHarness] = []
-
-    def make(daemon: Daemon | type[Daemon], *args: Any, **kwargs: Any) -> DaemonHarness:
-        obj = daemon(*args, **kwargs) if isinstance(daemon, type) else daemon
-        harness = DaemonHarness(obj, logs=daemon_logs)
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in made:
-        harness.close()
+if importlib.util.find_spec("pytest") is not None:
+    # The fixtures, for `pytest_plugins = ["daemons.testing"]`. Without pytest (Django's own
+    # test runner) the helpers above work all the same.
+    from .testing_fixtures import daemon_harness, daemon_logs  # noqa: F401

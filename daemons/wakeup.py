@@ -6,10 +6,10 @@ import hashlib
 import logging
 import os
 import socket
-from contextlib import nullcontext as _nothing
+from functools import partial
 from pathlib import Path
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 
 from . import listen
 from .paths import socket_paths
@@ -35,16 +35,28 @@ def channel(name: str) -> str:
     return f"{full.encode()[:MAX_CHANNEL - 17].decode(errors='ignore')}_{digest}"
 
 
-def wake(name: str, run_dir: Path | None = None) -> int:
+def wake(name: str, run_dir: Path | None = None, *, using: str | None = None) -> int:
     """Nudge every running instance of daemon `name` to tick now; return how many were reached.
 
+    Inside a transaction (on database `using`, default "default") nothing is sent yet: the
+    wake-up goes out once it commits, and not at all if it rolls back, so the woken daemon
+    always sees the rows the caller wrote. The count is then 0. This holds on every
+    database, SQLite included, and is the one rule every caller (a signup, the dashboard's
+    "run now", `Daemon.wake()`) goes through.
+
     On PostgreSQL with DAEMONS_LISTEN on, one NOTIFY on the daemon's `channel` reaches
-    its instances on every host (the count is then 1: listeners are not counted). Inside a
-    transaction, the notification goes out when it commits. Otherwise (SQLite, LISTEN off,
-    or an explicit `run_dir`) a datagram goes to each wake-up socket in the run directory.
-    Never raises and never blocks: a daemon that isn't running simply isn't woken, and
-    it will find the work on its next interval.
+    its instances on every host (the count is then 1: listeners are not counted). Otherwise
+    (SQLite, LISTEN off, or an explicit `run_dir`) a datagram goes to each wake-up socket in
+    the run directory. Never raises and never blocks: a daemon that isn't running simply
+    isn't woken, and it will find the work on its next interval.
     """
+    if connections[using or DEFAULT_DB_ALIAS].in_atomic_block:
+        transaction.on_commit(partial(_send, name, run_dir), using=using)
+        return 0
+    return _send(name, run_dir)
+
+
+def _send(name: str, run_dir: Path | None) -> int:
     if run_dir is None and listen.enabled() and _notify(name):
         return 1
     reached = 0
@@ -66,8 +78,7 @@ def wake(name: str, run_dir: Path | None = None) -> int:
 
 def _notify(name: str) -> bool:
     try:
-        # In a transaction, a savepoint keeps a failed NOTIFY from breaking the caller's work.
-        with transaction.atomic() if connection.in_atomic_block else _nothing(), connection.cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, '')", [channel(name)])
     except DatabaseError as exc:
         logger.warning("could not notify %s: %s", name, exc)

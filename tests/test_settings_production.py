@@ -303,6 +303,7 @@ def test_every_path_in_deploy_agrees() -> None:
     run_dir = Path(env["DAEMONS_RUN_DIR"])
     assert ini_value(unit, "Environment") == f"DAEMONS_RUN_DIR={run_dir}"
     assert Path("/run") / ini_value(unit, "RuntimeDirectory") == run_dir
+    assert Path(ini_value(unit, "PIDFile")) == run_dir / "onboarding.pid"
     assert f"DAEMONS_RUN_DIR={run_dir} " in rotate
 
     log_dir = Path(env["DAEMONS_LOG_DIR"])

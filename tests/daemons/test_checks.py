@@ -51,6 +51,32 @@ def test_relative_paths_are_taken_from_base_dir(settings, tmp_path: Path) -> Non
         f"DAEMONS_RUN_DIR: {tmp_path / 'state'} is a file, so {tmp_path / 'state' / 'run'} can't be created")
 
 
+@pytest.mark.parametrize("name", ["RUN_DIR", "LOG_DIR"])
+def test_the_directories_from_the_environment_win_over_the_settings(settings, monkeypatch, tmp_path: Path,
+                                                                    name: str) -> None:
+    """What a service manager sets (systemd's RuntimeDirectory=), in a project whose settings never read it."""
+    setattr(settings, conf.PREFIX + name, tmp_path / "from-settings")
+    monkeypatch.setenv(conf.PREFIX + name, "")  # empty: as if unset
+    assert conf.path(name) == tmp_path / "from-settings"
+    monkeypatch.setenv(conf.PREFIX + name, str(tmp_path / "from-env"))
+    assert conf.path(name) == tmp_path / "from-env"
+    assert ids(settings) == {}
+    # Only those two: every other setting is the project's.
+    monkeypatch.setenv("DAEMONS_STOP_TIMEOUT", "1")
+    assert conf.stop_timeout() == conf.DEFAULTS["STOP_TIMEOUT"]
+
+
+@pytest.mark.parametrize(("name", "check_id"), [("RUN_DIR", "daemons.E001"), ("LOG_DIR", "daemons.E002")])
+def test_an_unusable_directory_from_the_environment_fails_the_check_and_says_where_it_came_from(
+        settings, monkeypatch, tmp_path: Path, name: str, check_id: str) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    setattr(settings, conf.PREFIX + name, tmp_path / "fine")
+    monkeypatch.setenv(conf.PREFIX + name, str(blocker / "dir"))
+    assert ids(settings) == {
+        check_id: f"DAEMONS_{name} (from the environment): {blocker} is a file, so {blocker / 'dir'} can't be created"}
+
+
 @pytest.mark.parametrize(
     ("name", "value", "check_id", "says"),
     [

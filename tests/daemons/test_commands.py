@@ -355,3 +355,52 @@ def test_restart_starts_nothing_while_the_old_daemon_still_runs(project, tmp_pat
     assert result.stderr.strip().endswith(f"slow: pid {pid} did not stop within 0.5s; not restarted (try --kill)")
     assert alive(pid)
     assert status_json(project, "slow")[0]["pid"] == pid
+
+
+# --- what every command shares --------------------------------------------------------------
+
+KIT_COMMANDS = ["rundaemon", "stopdaemon", "restartdaemon", "signaldaemon", "daemonstatus", "makedaemon",
+                "daemonconfig", "daemonshell"]
+
+
+def test_every_command_prints_the_kits_version_not_djangos(project) -> None:
+    from importlib.metadata import version
+
+    import daemons
+
+    assert daemons.__version__ == version("django-daemon-kit")
+    for command in KIT_COMMANDS:
+        result = project.manage(command, "--version")
+        assert (result.returncode, result.stdout.strip()) == (0, daemons.__version__), (command, result.stderr)
+
+
+@pytest.mark.parametrize("args", [
+    *[[command, "--no-such-option"] for command in KIT_COMMANDS],
+    ["daemonconfig", "counter", "--all", "--systemd"],
+    ["daemonconfig", "--systemd"],
+    ["daemonconfig", "counter", "--systemd", "--project-dir", "relative/dir"],
+    ["daemonstatus", "counter", "--all"],
+    ["stopdaemon"],
+    ["signaldaemon", "counter", "explode"],
+    ["makedaemon", "x", "--every", "often"],
+    ["rundaemon", "counter", "idle", "--reload"],
+    ["rundaemon"],
+    ["rundaemon", "counter", "--all"],
+    ["rundaemon", "counter", "idle", "--once"],
+], ids=" ".join)
+def test_a_usage_error_exits_2_with_one_line_in_every_command(project, args) -> None:
+    result = project.manage(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].strip()
+
+
+def test_an_unmigrated_database_says_to_run_migrate(project, tmp_path) -> None:
+    result = project.manage("rundaemon", "counter", "--once",
+                            env={"DATABASE_URL": f"sqlite:///{tmp_path / 'never-migrated.sqlite3'}"})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "run `manage.py migrate`" in result.stderr, result.stderr
+    # A database out of reach is still said to be so.
+    result = project.manage("rundaemon", "counter", "--once",
+                            env={"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"})
+    assert result.returncode == 1
+    assert "cannot reach the database" in result.stderr and "migrate" not in result.stderr, result.stderr

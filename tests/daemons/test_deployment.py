@@ -68,9 +68,47 @@ def test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground(
     assert service["WorkingDirectory"] == "/srv/signup_site"
     assert service["EnvironmentFile"] == "-/srv/signup_site/.env"
     assert service["RuntimeDirectory"] == "signup_site"
+    # The PID file is in the runtime directory, where the kit puts it (DAEMONS_RUN_DIR from the environment).
+    assert service["Environment"] == "DAEMONS_RUN_DIR=/run/signup_site"
+    assert service["PIDFile"] == "/run/signup_site/onboarding.pid"
     assert service["ExecStart"] == "/srv/signup_site/.venv/bin/python /srv/signup_site/manage.py rundaemon onboarding"
     assert "--detach" not in text
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.mark.parametrize("kind", ["--systemd", "--supervisor", "--logrotate"])
+def test_the_files_name_the_interpreter_that_ran_daemonconfig(kind, tmp_path) -> None:
+    """Not an assumed PROJECT/.venv/bin/python: the one running the command has the project installed."""
+    script = f"from django.core.management import call_command; call_command('daemonconfig', 'counter', {kind!r})"
+    # A virtualenv's python is a symbolic link to the system's: the file must name the link, not its target.
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    result = subprocess.run([str(venv_python), "-c", f"import django; django.setup(); {script}"], cwd=BASE_DIR,
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
+                                 "PYTHONPATH": os.pathsep.join(filter(None, sys.path))})
+    assert result.returncode == 0, result.stderr
+    assert f"{venv_python} {BASE_DIR}/manage.py " in result.stdout
+    assert ".venv" not in result.stdout
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_the_units_pid_file_is_the_one_the_daemon_writes_in_the_runtime_directory(every, monkeypatch) -> None:
+    from daemons import supervisor
+    from daemons.paths import RunPaths
+
+    args = ["--all"] if every else ["counter"]
+    unit = SystemdUnit(strict=False, interpolation=None)
+    unit.read_string(daemonconfig(*args, "--systemd", *EXAMPLE_ARGS))
+    service = unit["Service"]
+    run_dir = Path("/run") / service["RuntimeDirectory"]
+    assert service["Environment"] == f"DAEMONS_RUN_DIR={run_dir}"
+    # What the daemon started by this unit computes, with the unit's environment and the project's settings.
+    monkeypatch.setenv("DAEMONS_RUN_DIR", str(run_dir))
+    with override_settings(DAEMONS_RUN_DIR="/elsewhere/run"):
+        expected = supervisor.pid_path() if every else RunPaths.for_daemon("counter").pid
+    assert Path(service["PIDFile"]) == expected and expected.parent == run_dir
 
 
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path) -> None:
@@ -104,7 +142,7 @@ def test_daemonconfig_refuses_an_unknown_daemon_and_a_missing_kind() -> None:
 @pytest.mark.process
 def test_supervisord_runs_the_generated_program_and_stops_it(project) -> None:
     with in_project_dirs(project):
-        program = daemonconfig("counter", "--supervisor", "--python", sys.executable, "--user", ME)
+        program = daemonconfig("counter", "--supervisor", "--user", ME)  # its own interpreter by default
     assert "--detach" not in program and "stopsignal=TERM" in program and "stopwaitsecs=10" in program
     if os.getuid() != 0:  # supervisord can switch users only when it runs as root
         program = "\n".join(line for line in program.splitlines() if not line.startswith("user="))
@@ -232,5 +270,5 @@ def test_all_and_a_name_are_one_line_errors() -> None:
     for args in (["--all", "onboarding", "--systemd"], ["--systemd"]):
         result = subprocess.run([sys.executable, "manage.py", "daemonconfig", *args], cwd=BASE_DIR,
                                 capture_output=True, text=True, timeout=30, env={**os.environ})
-        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith("CommandError: ")

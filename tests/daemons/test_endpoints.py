@@ -32,7 +32,7 @@ def scrape(client: Client, **headers) -> dict[tuple[str, tuple], float]:
 
 
 def labels(name: str, instance: int = 0, host: str = HOST) -> tuple:
-    return (("daemon", name), ("host", host), ("instance", str(instance)))
+    return (("daemon", name), ("daemon_instance", str(instance)), ("host", host))
 
 
 def health(client: Client) -> tuple[int, dict]:
@@ -62,10 +62,10 @@ def test_health_and_metrics_follow_real_daemons(project, settings, client: Clien
     assert samples[("daemons_processed_total", labels("idle"))] == 0
     assert samples[("daemons_errors_total", labels("counter"))] == 0
     assert samples[("daemons_ticks_total", labels("counter"))] >= 1
-    assert 0 <= samples[("daemons_last_heartbeat_age_seconds", labels("counter"))] < 30
     assert samples[("daemons_last_tick_duration_seconds", labels("counter"))] >= 0
     beat = Heartbeat.objects.get(name="counter")
-    assert samples[("daemons_processed_created", labels("counter"))] == pytest.approx(beat.started_at.timestamp())
+    last = samples[("daemons_last_heartbeat_timestamp_seconds", labels("counter"))]
+    assert last >= beat.started_at.timestamp() and last <= beat.last_heartbeat.timestamp()
 
     result = project.manage("stopdaemon", "counter")
     assert result.returncode == 0, result.stderr
@@ -120,6 +120,27 @@ def test_metrics_tick_counter_comes_from_the_process_history(client: Client) -> 
     assert samples[("daemons_ticks_total", labels("counter", host="web9"))] == 4
     assert samples[("daemons_last_tick_duration_seconds", labels("counter", host="web9"))] == 1.5
     assert samples[("daemons_paused", labels("counter", host="web9"))] == 1.0
+
+
+@pytest.mark.django_db
+def test_metrics_follow_prometheus_conventions(client: Client) -> None:
+    """No label Prometheus sets itself, no `_created` series, the heartbeat as a Unix timestamp."""
+    now = timezone.now()
+    beat = Heartbeat.objects.create(name="counter", instance=2, host="web9", pid=4321, processed=3, errors=1,
+                                    started_at=now - timedelta(seconds=30), last_heartbeat=now - timedelta(seconds=4))
+    response = client.get("/daemons/metrics/")
+    families = {family.name: family for family in text_string_to_metric_families(response.content.decode())}
+    assert set(families) == {"daemons_up", "daemons_paused", "daemons_ticks", "daemons_processed", "daemons_errors",
+                             "daemons_last_heartbeat_timestamp_seconds", "daemons_last_tick_duration_seconds"}
+    assert {families[name].type for name in ("daemons_ticks", "daemons_processed", "daemons_errors")} == {"counter"}
+    samples = [sample for family in families.values() for sample in family.samples]
+    assert {sample.name for sample in families["daemons_processed"].samples} == {"daemons_processed_total"}
+    assert not [sample.name for sample in samples if sample.name.endswith("_created")]
+    # Prometheus's target labels: ours would be renamed to exported_instance / exported_job.
+    assert all(sample.labels.keys() == {"daemon", "daemon_instance", "host"} for sample in samples)
+    [stamp] = families["daemons_last_heartbeat_timestamp_seconds"].samples
+    assert stamp.labels == {"daemon": "counter", "daemon_instance": "2", "host": "web9"}
+    assert stamp.value == pytest.approx(beat.last_heartbeat.timestamp())
 
 
 @pytest.mark.django_db

@@ -22,7 +22,7 @@ from tests.daemons.test_process import alive
 def logging_state(tmp_path: Path) -> Iterator[list[logging.Logger]]:
     """Restore the root logger, the `daemons` level and any logger a test lists, as they were."""
     root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), logging.getLogger("daemons").level
+    saved_handlers, saved_level, saved_root_level = list(root.handlers), logging.getLogger("daemons").level, root.level
     touched: list[logging.Logger] = []
     try:
         yield touched
@@ -31,6 +31,8 @@ def logging_state(tmp_path: Path) -> Iterator[list[logging.Logger]]:
             if handler not in saved_handlers:
                 handler.close()
         root.handlers[:] = saved_handlers
+        root.setLevel(saved_root_level)
+        logs._levelled, logs._verbosity_level = ["daemons"], None
         logging.getLogger("daemons").setLevel(saved_level)
         for each in touched:
             for handler in each.handlers:
@@ -134,6 +136,63 @@ def test_the_daemons_logger_gets_the_framework_level_unless_logging_sets_one(set
     settings.LOGGING = {"version": 1, "loggers": {"daemons": {"level": "ERROR"}}}
     logs.configure("counter", None)
     assert logging.getLogger("daemons").level == logging.ERROR
+
+
+def test_without_logging_the_projects_own_info_lines_reach_the_daemons_log(settings, logging_state,
+                                                                         tmp_path: Path) -> None:
+    """startproject writes no LOGGING: the root logger is at Python's WARNING, which would drop them."""
+    del settings.LOGGING
+    logging.getLogger().setLevel(logging.WARNING)
+    log = tmp_path / "work.log"
+    logs.configure("work", log)
+    logging.getLogger("shop.work").info("worked")
+    logging.getLogger("shop.work").debug("details")
+    assert [line.split(": ", 1)[1] for line in log.read_text().splitlines()] == ["worked"]
+    assert logs.toggle_debug() == logging.DEBUG  # toggle-debug: the project's loggers follow
+    logging.getLogger("shop.work").debug("details")
+    assert log.read_text().splitlines()[-1].endswith("shop.work: details")
+    assert logs.toggle_debug() == logging.INFO
+    logging.getLogger("shop.work").debug("hidden again")
+    assert "hidden again" not in log.read_text()
+
+
+@pytest.mark.parametrize("project_logging", [
+    {"version": 1, "root": {"level": "ERROR"}},
+    {"version": 1, "loggers": {"": {"level": "ERROR"}}},
+])
+def test_a_root_level_the_project_sets_is_kept(settings, logging_state, tmp_path: Path, project_logging) -> None:
+    settings.LOGGING = project_logging
+    logging.getLogger().setLevel(logging.ERROR)
+    log = tmp_path / "work.log"
+    logs.configure("work", log)
+    assert logging.getLogger().level == logging.ERROR
+    logging.getLogger("shop.work").info("not wanted by the project")
+    logs.toggle_debug()
+    assert logging.getLogger().level == logging.ERROR and logging.getLogger("daemons").level == logging.DEBUG
+    assert "not wanted" not in log.read_text()
+
+
+def test_a_logger_the_project_configures_keeps_its_level(settings, logging_state, tmp_path: Path) -> None:
+    settings.LOGGING = {"version": 1, "loggers": {"shop": {"level": "WARNING"}}}
+    shop = logging.getLogger("shop")
+    logging_state.append(shop)
+    shop.setLevel(logging.WARNING)
+    log = tmp_path / "work.log"
+    logs.configure("work", log)
+    logging.getLogger("shop.work").info("the project said WARNING for shop")
+    logging.getLogger("other.work").info("nobody set a level here")
+    assert [line.split(": ", 1)[1] for line in log.read_text().splitlines()] == ["nobody set a level here"]
+    shop.setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize(("verbosity", "level"), [(0, logging.WARNING), (1, logging.ERROR), (2, logging.DEBUG),
+                                                  (3, logging.DEBUG)])
+def test_verbosity_sets_the_level_daemons_log_level_would(settings, logging_state, verbosity, level) -> None:
+    settings.LOGGING = {"version": 1}
+    settings.DAEMONS_LOG_LEVEL = "ERROR"
+    logs.set_verbosity(verbosity)
+    logs.configure("work", None)
+    assert logging.getLogger().level == level and logging.getLogger("daemons").level == level
 
 
 def test_files_to_preserve_lists_every_handlers_file_but_not_the_standard_streams(logging_state,
@@ -254,3 +313,51 @@ def test_a_symlink_planted_at_the_log_path_refuses_the_start_with_one_line(proje
     assert "Traceback" not in result.stderr
     assert target.read_text() == "precious\n"
     assert not project.pid_file("counter").exists()
+
+
+# --- a project as startproject makes it (tests/plain_settings.py: no LOGGING) --------------------
+
+PLAIN = {"DJANGO_SETTINGS_MODULE": "tests.plain_settings", "TESTAPP_INTERVAL": "0.2"}
+INFO_LINE = "INFO pid="
+WORKED = "shop.work: worked on the shop's rows"
+DETAILS = "shop.work: the details of the shop's rows"
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(("verbosity", "shown", "hidden"), [("1", [WORKED], [DETAILS]), ("2", [WORKED, DETAILS], []),
+                                                            ("0", [], [WORKED, DETAILS])])
+def test_once_shows_the_projects_own_lines_at_the_verbosity_asked(project, verbosity, shown, hidden) -> None:
+    result = project.manage("rundaemon", "work", "--once", "-v", verbosity, env=PLAIN)
+    assert result.returncode == 0, result.stderr
+    assert all(line in result.stderr for line in shown), result.stderr
+    assert not any(line in result.stderr for line in hidden), result.stderr
+
+
+@pytest.mark.process
+def test_in_the_foreground_the_projects_own_lines_reach_stderr(project, tmp_path: Path) -> None:
+    err = tmp_path / "stderr"
+    with open(err, "w") as sink:
+        process = project.popen("rundaemon", "work", env=PLAIN, stdout=sink, stderr=sink)
+    wait_for(lambda: err.read_text().count(WORKED) >= 2, timeout=30, message="the daemon's own lines on stderr")
+    process.terminate()
+    assert process.wait(timeout=30) == 0
+    assert DETAILS not in err.read_text()
+
+
+@pytest.mark.process
+def test_detached_the_projects_own_lines_reach_the_log_and_follow_toggle_debug(project) -> None:
+    project.start("work", env=PLAIN)
+    log = project.log_file("work")
+    wait_for(lambda: WORKED in log.read_text(), timeout=30, message="the daemon's own line in its log")
+    assert DETAILS not in log.read_text()
+    assert project.manage("signaldaemon", "work", "toggle-debug", env=PLAIN).returncode == 0
+    wait_for(lambda: DETAILS in log.read_text(), timeout=30, message="DEBUG lines after toggle-debug")
+    assert project.manage("signaldaemon", "work", "toggle-debug", env=PLAIN).returncode == 0
+
+    def after_second_toggle() -> str:
+        text = log.read_text()
+        return text.split("log level is now INFO", 1)[1] if "log level is now INFO" in text else ""
+
+    wait_for(lambda: WORKED in after_second_toggle(), timeout=30, message="INFO lines after the second toggle")
+    assert DETAILS not in after_second_toggle()
+    assert project.manage("stopdaemon", "work", env=PLAIN).returncode == 0

@@ -99,7 +99,7 @@ def test_unwritable_log_directory_fails_the_start_with_its_error(project, tmp_pa
     blocker.write_text("")
     result = project.manage("rundaemon", "counter", "--detach", env={"DAEMONS_LOG_DIR": str(blocker / "log")})
     assert result.returncode != 0
-    assert f"DAEMONS_LOG_DIR: {blocker} is a file" in result.stderr
+    assert f"DAEMONS_LOG_DIR (from the environment): {blocker} is a file" in result.stderr
     assert "Traceback" not in result.stderr
     assert not pidfile.is_locked(project.pid_file("counter"))
 

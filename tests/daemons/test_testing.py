@@ -72,3 +72,19 @@ def test_log_assertions_explain_what_was_logged() -> None:
         logs.assert_action("three")
     with pytest.raises(AssertionError, match="expected no log record with action='one'"):
         logs.assert_no_action("one")
+
+
+def test_the_helpers_work_where_pytest_is_not_installed() -> None:
+    """Django's `manage.py test` runs the generated tests: daemons.testing must import without pytest."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['pytest'] = None\n"  # what Python sees when the package is absent
+              "import django; django.setup()\n"
+              "from daemons import testing\n"
+              "assert testing.DaemonHarness and testing.LogCapture and not hasattr(testing, 'daemon_harness')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    from daemons import testing
+
+    assert callable(testing.daemon_harness) and callable(testing.daemon_logs)  # with pytest: the fixtures

@@ -1,4 +1,5 @@
-"""What every daemon command shares: NAME and --instance, the lookup and its errors, NO_COLOR, the Linux check."""
+"""What every daemon command shares: NAME and --instance, the lookup and its errors, usage errors (exit 2),
+the kit's --version, -v as the log level, NO_COLOR, the Linux check."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,19 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from daemons import checks, registry
+import daemons
+from daemons import checks, logs, registry
 from daemons.base import Daemon
 
 MAX_INSTANCE = 999
 MAX_SECONDS = 3600.0
+# A command line the command can't act on: as argparse exits for an unknown option or a bad value.
+USAGE_ERROR = 2
+
+
+def usage_error(message: str) -> CommandError:
+    """The one-line error of options that don't go together (or are missing): exit status 2, as argparse's."""
+    return CommandError(message, returncode=USAGE_ERROR)
 
 
 def instance_type(value: str) -> int:
@@ -48,6 +57,10 @@ def registered_names() -> str:
 
 class DaemonCommandMixin:
     """Arguments and lookup for commands about registered daemons; mix into a BaseCommand."""
+
+    def get_version(self) -> str:
+        """`--version` prints the kit's version (from the installed package), not Django's."""
+        return daemons.__version__
 
     def add_name_argument(self, parser: argparse.ArgumentParser, *, many: bool = False,
                           required: bool = True) -> None:
@@ -99,6 +112,7 @@ class DaemonCommand(DaemonCommandMixin, BaseCommand):
     def execute(self, *args: Any, **options: Any) -> Any:
         if self.needs_linux(options) and (missing := checks.linux_facilities_missing()):
             raise CommandError(missing)
+        logs.set_verbosity(options.get("verbosity", 1))
         # https://no-color.org: a non-empty NO_COLOR turns colour off unless --force-color asks for it.
         if os.environ.get("NO_COLOR") and not options.get("force_color"):
             options["no_color"] = True

@@ -5,11 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import CommandError
-
 from daemons import deployment
 
-from ._base import DaemonCommand
+from ._base import DaemonCommand, usage_error
 
 
 def seconds_type(value: str) -> int:
@@ -20,6 +18,13 @@ def seconds_type(value: str) -> int:
     if not 1 <= seconds <= 86400:
         raise argparse.ArgumentTypeError(f"expected 1 to 86400 seconds, got {seconds}")
     return seconds
+
+
+def absolute_path_type(value: str) -> Path:
+    path = Path(value)
+    if not path.is_absolute():
+        raise argparse.ArgumentTypeError(f"must be an absolute path, got {value}")
+    return path
 
 
 KIND_HELP = {
@@ -40,8 +45,11 @@ class Command(DaemonCommand):
         kind = parser.add_mutually_exclusive_group(required=True)
         for option in deployment.RENDERERS:
             kind.add_argument(f"--{option}", dest="kind", action="store_const", const=option, help=KIND_HELP[option])
-        parser.add_argument("--project-dir", type=Path, help="the project on the server (default: this one)")
-        parser.add_argument("--python", type=Path, help="the interpreter (default: PROJECT_DIR/.venv/bin/python)")
+        parser.add_argument("--project-dir", type=absolute_path_type,
+                            help="the project on the server, an absolute path (default: this one)")
+        parser.add_argument("--python", type=Path,
+                            help="the interpreter (default: the one running this command, moved under PROJECT_DIR "
+                                 "when it lies in this project)")
         parser.add_argument("--user", help="run as this user (default: the owner of the project directory)")
         parser.add_argument("--group", help="run as this group (default: the user's primary group)")
         parser.add_argument("--env-file", type=Path, help="environment file (default: PROJECT_DIR/.env)")
@@ -50,12 +58,14 @@ class Command(DaemonCommand):
     def handle(self, *args, name: str | None, all_daemons: bool, kind: str, project_dir: Path | None,
                python: Path | None, user: str | None, group: str | None, env_file: Path | None, watchdog: int | None,
                **options) -> None:
-        if project_dir is not None and not project_dir.is_absolute():
-            raise CommandError(f"--project-dir must be an absolute path, got {project_dir}")
         where: dict[str, Any] = dict(project_dir=project_dir, python=python, user=user, group=group, env_file=env_file,
                      watchdog_seconds=watchdog)
-        if all_daemons or name is None:
-            d = deployment.supervisor_deployment_for_command(name, every=all_daemons, **where)
+        if all_daemons and name is not None:
+            raise usage_error("give a daemon name or --all, not both")
+        if all_daemons:
+            d = deployment.supervisor_deployment(**where)
+        elif name is None:
+            raise usage_error("name a daemon, or use --all")
         else:
             d = deployment.deployment_for(self.daemon_class(name), **where)
         self.stdout.write(deployment.RENDERERS[kind](d), ending="")

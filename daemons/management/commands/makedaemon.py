@@ -49,7 +49,5 @@ class Command(DaemonCommand):
         verb = "Created" if made.created_daemons_file else "Added"
         self.stdout.write(f"{verb} {made.class_name} in {made.daemons_file.relative_to(base_dir)}")
         self.stdout.write(f"Wrote {made.test_file.relative_to(base_dir)}")
-        if not generator.testing_plugin_enabled(base_dir):
-            self.stdout.write('Add `pytest_plugins = ["daemons.testing"]` to your conftest.py '
-                              "for the test's fixtures.")
+        self.stdout.write(f"Its test runs with `manage.py test {made.app_label}` (or pytest with pytest-django).")
         self.stdout.write(f"Next: put the business logic in a service, then `manage.py rundaemon {name} --once`.")
