@@ -114,8 +114,7 @@ def adopter(wheel: Path, tmp_path: Path) -> Iterator[Adopter]:
     run(adopter_python(), "-m", "venv", "--without-pip", venv)
     python = venv / "bin" / "python"
     # The suite's pip drives the new venv (saves ensurepip's seconds); dependencies come from the index or its cache.
-    run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", wheel, f"Django~={django}.0",
-        "pytest", "pytest-django")
+    run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", wheel, f"Django~={django}.0")
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("DJANGO_", "DAEMONS_", "PYTEST", "SENTRY_", "PYTHON", "VIRTUAL_ENV", "ADOPTER_"))}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -161,11 +160,12 @@ def test_the_adopting_guide_works_on_the_built_wheel(adopter: Adopter) -> None:
 
     # §3: makedaemon in a fresh app (startapp's tests.py beside it); both test runners pass.
     project.manage("makedaemon", "hello", "--app", "shop", "--every", "30s")
-    django_tests = project.manage("test", "--no-input", check=False)
+    django_tests = project.manage("test", "shop", "--no-input", check=False)
     assert django_tests.returncode == 0, django_tests.stdout + django_tests.stderr
-    (project.root / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = mysite.settings\n")
-    pytest_run = run(project.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=project.root,
-                     env=project.env, check=False)
+    assert re.search(r"^Ran [1-9]\d* tests?", django_tests.stderr, re.MULTILINE), django_tests.stderr
+    run(sys.executable, "-m", "pip", "--python", project.python, "install", "--quiet", "pytest-django")
+    pytest_run = run(project.python, "-m", "pytest", "-p", "no:cacheprovider", "--ds=mysite.settings", "shop",
+                     cwd=project.root, env=project.env, check=False)
     assert pytest_run.returncode == 0, pytest_run.stdout + pytest_run.stderr
     assert re.search(r"\b[1-9]\d* passed", pytest_run.stdout), pytest_run.stdout
 
