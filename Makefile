@@ -8,7 +8,7 @@ PORT ?= 8000
 # two cores. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: run test install install-dev bench bench-quick clean
+.PHONY: run test test-matrix test-adopter install install-dev bench bench-quick clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,26 @@ test: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) scripts/test-env.d/run.py $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# The interpreters pyenv installed (3.11 to 3.13), ahead of its shims, which run only the global one.
+PYENV_ROOT ?= $(HOME)/.pyenv
+empty :=
+PYENV_PATH := $(subst $(empty) $(empty),:,$(wildcard $(PYENV_ROOT)/versions/3.1[1-3].*/bin))
+
+# The framework's own tests against the built wheel, on every supported Django and Python (noxfile.py), in a
+# test environment of their own as `make test` has. NOX_ARGS picks sessions:
+# make test-matrix NOX_ARGS="-s 'framework(3.12-django6.1)'".
+test-matrix: export PATH := $(PYENV_PATH):$(PATH)
+test-matrix: install-dev
+	$(PY) scripts/test-env.d/run.py $(PY) -m nox --no-color $(NOX_ARGS)
+
+# The adopter test (tests/test_adopter.py) on another Python and Django line, e.g.
+# make test-adopter ADOPTER_PY=3.12 ADOPTER_DJANGO=6.1 (`make test` runs it on this venv's Python and Django 5.2).
+test-adopter: export PATH := $(PYENV_PATH):$(PATH)
+test-adopter: export ADOPTER_PY ?=
+test-adopter: export ADOPTER_DJANGO ?=
+test-adopter: install-dev
+	$(PY) scripts/test-env.d/run.py $(PY) -m pytest -p no:cacheprovider tests/test_adopter.py
 
 # Ours against the peers (bench/run.py). The peers are installed for the benchmark only.
 $(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed-dev

@@ -1,6 +1,8 @@
 """The admin: heartbeats and job runs, read-only, and the entry to the daemons dashboard."""
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -60,8 +62,13 @@ class HeartbeatAdmin(ReadOnlyAdmin):
         # Rows go only through the prune action, which spares running daemons; no delete page.
         return obj is None and admin.ModelAdmin.has_delete_permission(self, request)
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict:
+        # Django 6.1 asks for the actions of one place (its ActionLocation) and deprecates an override without
+        # the parameter; Django 5.2 and 6.0 have no such parameter.
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location)  # type: ignore[call-arg]
         actions.pop("delete_selected", None)
         return actions
 

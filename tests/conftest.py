@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 from django.conf import settings
 
-pytest_plugins = ["daemons.testing", "tests.pg", "tests.sentry_sink", "tests.other_user"]
+pytest_plugins = ["daemons.testing", "tests.pg", "tests.sentry_sink", "tests.other_user", "tests.distribution"]
 
 BASE_DIR = Path(settings.BASE_DIR)
 

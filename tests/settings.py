@@ -1,4 +1,8 @@
-"""Test settings: the project's settings plus a test app with daemons made for the tests."""
+"""Test settings: the project's settings plus a test app with daemons made for the tests.
+
+With TEST_FRAMEWORK_ONLY set (`make test-matrix`), the project is tests/framework_settings.py instead of the
+showcase, which is not installed there.
+"""
 import os
 
 # The project's settings default to production (DEBUG off); the tests run in development
@@ -7,8 +11,12 @@ os.environ.setdefault("DEBUG", "true")
 # A developer's .env (the one `make run` writes, say) must not reach the tests or their processes.
 os.environ["ENV_FILE"] = ""
 
-from signup_site.settings import *  # noqa: F403
-from signup_site.settings import BASE_DIR, DATABASES, INSTALLED_APPS
+if not os.environ.get("TEST_FRAMEWORK_ONLY"):
+    from signup_site.settings import *  # noqa: F403
+    from signup_site.settings import BASE_DIR, DATABASES, INSTALLED_APPS
+else:
+    from tests.framework_settings import *  # noqa: F403
+    from tests.framework_settings import BASE_DIR, DATABASES, INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 

@@ -1,6 +1,6 @@
 """The framework as a product: its wheel installed into a fresh `startproject` project, with no settings of its own.
 
-The wheel is built from a copy of what the distribution needs (pyproject.toml, README.md, daemons/),
+The sdist and wheel are built from a copy of what the distribution needs (DISTRIBUTION_FILES and daemons/),
 installed WITHOUT the [sentry] extra into a new venv (dependencies resolved by pip, from its cache),
 and a new project with its own LOGGING runs every command a newcomer would.
 """
@@ -8,59 +8,91 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
-from tests.conftest import BASE_DIR, wait_for
+from tests.conftest import wait_for
+from tests.distribution import TIMEOUT, Distribution, run
 
-TIMEOUT = 300  # pip and builds are slow on a loaded machine; this only costs time when something is broken
-# A test (with its fixtures) runs up to three of those commands back to back: the wheel's build, the venv, the
-# install. The suite's default of 120 s would cut them short.
+# A test (with its fixtures) runs up to three pip/build commands back to back; the default timeout would cut them.
 pytestmark = [pytest.mark.process, pytest.mark.timeout(3 * TIMEOUT + 120)]
 
-
-def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(arg) for arg in args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=TIMEOUT, stdin=subprocess.DEVNULL)
-    if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-@pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The django-daemon-kit wheel, built once per session with `python -m build`."""
-    source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(BASE_DIR / name, source / name)
-    shutil.copytree(BASE_DIR / "daemons", source / "daemons", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    out = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "build", "--wheel", "--outdir", out, source)
-    (built,) = out.glob("django_daemon_kit-*-py3-none-any.whl")
-    return built
+# What the app needs at run time besides its modules.
+RUN_TIME_FILES = ("daemons/py.typed", "daemons/static/daemons/dashboard.css",
+                  "daemons/templates/daemons/dashboard.html", "daemons/migrations/0001_initial.py",
+                  "daemons/management/commands/rundaemon.py",
+                  "daemons/templates/daemons/makedaemon/daemon_every.py-tpl")
 
 
 def test_the_wheel_holds_the_framework_alone(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/", 1)[0] for name in names}
     assert {entry for entry in top if not entry.endswith(".dist-info")} == {"daemons"}
-    for needed in ("daemons/py.typed", "daemons/migrations/0001_initial.py",
-                   "daemons/management/commands/rundaemon.py",
-                   "daemons/templates/daemons/makedaemon/daemon_every.py-tpl"):
+    for needed in RUN_TIME_FILES:
         assert needed in names
-    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    dist_info = next(n for n in names if n.endswith(".dist-info/METADATA")).rsplit("/", 1)[0]
+    assert f"{dist_info}/licenses/LICENSE" in names
+    assert "MIT License" in zipfile.ZipFile(wheel).read(f"{dist_info}/licenses/LICENSE").decode()
+    metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
     assert "Name: django-daemon-kit" in metadata
     requires = re.findall(r"^Requires-Dist: (.+)$", metadata, re.MULTILINE)
     assert all("<" in requirement for requirement in requires), requires  # every dependency has an upper bound
     assert [r for r in requires if r.startswith("sentry-sdk")] == ['sentry-sdk<3,>=2.0; extra == "sentry"']
+
+
+def test_the_metadata_names_every_supported_django_and_python(wheel: Path) -> None:
+    """Django 5.2 LTS, 6.0 and 6.1 on Python 3.11 to 3.13: what noxfile.py's matrix runs."""
+    import noxfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    classifiers = set(re.findall(r"^Classifier: (.+)$", metadata, re.MULTILINE))
+    djangos = {django for _, django in noxfile.MATRIX}
+    pythons = {python for python, _ in noxfile.MATRIX}
+    assert {c for c in classifiers if c.startswith("Framework :: Django ::")} == {
+        f"Framework :: Django :: {django}" for django in djangos}
+    assert {c for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)} == {
+        f"Programming Language :: Python :: {python}" for python in pythons}
+    (django_requirement,) = re.findall(r"^Requires-Dist: (Django\b.*)$", metadata, re.MULTILINE)
+    specifier = Requirement(django_requirement).specifier
+    for django in djangos:
+        assert specifier.contains(f"{django}.0") and specifier.contains(f"{django}.99"), django_requirement
+    major, minor = _version(max(djangos, key=_version))
+    assert not specifier.contains("5.1.99") and not specifier.contains(f"{major}.{minor + 1}.0"), django_requirement
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_the_long_description_is_written_for_adopters(wheel: Path) -> None:
+    """The package README: how to install and add the app; nothing of the showcase, no link that PyPI can't follow."""
+    names = zipfile.ZipFile(wheel).namelist()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    description = metadata.split("\n\n", 1)[1]
+    assert "Content-Type: text/markdown" in metadata
+    for promised in ('"daemons"', 'include("daemons.urls")', "makedaemon", "rundaemon", "daemons.wake("):
+        assert promised in description, promised
+    for showcase in ("make run", "signup", "customers", "onboarding"):
+        assert showcase not in description, showcase
+    links = re.findall(r"\]\(([^)]+)\)", description)
+    assert all(link.startswith("https://") for link in links), links
+
+
+def test_the_sdist_holds_what_the_wheel_is_built_from(distribution: Distribution) -> None:
+    with tarfile.open(distribution.sdist) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"LICENSE", "pyproject.toml", "daemons/README.md", *RUN_TIME_FILES} <= names
+    assert not {name for name in names if name.startswith(("tests/", "customers/", "signup_site/"))}
+    assert "README.md" not in names  # the showcase's README
 
 
 @pytest.fixture
