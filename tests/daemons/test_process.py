@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemons import pidfile
+from daemons.exits import Exit
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.process
@@ -126,7 +127,7 @@ def test_once_runs_one_tick_and_exits_with_a_one_line_summary(project, tmp_path)
 
 def test_once_exits_non_zero_when_the_tick_raised(project) -> None:
     result = project.manage("rundaemon", "failing", "--once")
-    assert result.returncode == 1
+    assert result.returncode == Exit.TICK_FAILED
     assert result.stdout == ""
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("CommandError: failing: tick failed after ")

@@ -1,6 +1,7 @@
 """Real-process tests of `rundaemon --all`: one supervisor forking every daemon, restarting and stopping them."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -110,34 +111,49 @@ def test_a_killed_child_is_restarted_and_the_others_are_untouched(supervised: Su
     assert parent_of(new) == supervised.holder(supervisor.NAME)
     assert supervised.holder("idle") == idle and alive(idle)
     log = (supervised.project.log_dir / "supervisor.log").read_text()
-    assert "counter died (killed by SIGKILL)" in log
+    assert "counter exited (killed by SIGKILL); restarting in" in log
 
 
-def test_stopdaemon_name_stops_one_child_for_good_and_leaves_the_rest(supervised: Supervised) -> None:
+def test_stopdaemon_name_stops_one_child_until_rundaemon_or_restartdaemon_asks(supervised: Supervised) -> None:
     assert supervised.start("counter", "idle").returncode == 0
     parent, counter, idle = (supervised.holder(n) for n in (supervisor.NAME, "counter", "idle"))
     stopped = supervised.project.manage("stopdaemon", "idle")
     assert stopped.returncode == 0 and f"idle stopped (pid {idle})" in stopped.stdout
     log = supervised.project.log_dir / "supervisor.log"
-    wait_for(lambda: "idle stopped on its own (exit 0); not restarted" in log.read_text(), timeout=30,
-             message="the supervisor to note the stop")
+    assert "idle stopped (exit status 0)" in log.read_text()
     assert not supervised.project.pid_file("idle").exists()
     assert parent is not None and alive(parent) and supervised.holder("counter") == counter
+    status = supervised.project.manage("daemonstatus", "idle")
+    assert status.returncode == 3 and "stopped (supervised)" in status.stdout, status.stdout
+    # Not restarted on its own...
+    assert "idle forked" not in log.read_text().split("asked to stop idle")[1]
+
+    # ...until asked: then again as the supervisor's child.
+    again = supervised.project.manage("rundaemon", "idle", "--detach")
+    assert again.returncode == 0 and "started by the supervisor" in again.stdout, again.stdout + again.stderr
+    new = supervised.holder("idle")
+    assert new not in (None, idle) and parent_of(new) == parent
 
 
-def test_a_child_failing_at_startup_is_retried_then_given_up_on(supervised: Supervised) -> None:
+def test_a_child_failing_its_first_start_fails_the_command_and_is_retried_with_backoff(
+        supervised: Supervised) -> None:
     started = supervised.start("counter", "fragile", env={"SUPERVISORAPP_FAIL_SETUP": "1"})
     assert started.returncode == 1
     assert started.stderr.count("\n") == 1 and "Traceback" not in started.stderr
-    assert f"gave up after {supervisor.START_ATTEMPTS} failed starts" in started.stderr
     assert "fragile: " in started.stderr and "failed to set up on purpose" in started.stderr
     parent = supervised.holder(supervisor.NAME)
     counter = supervised.holder("counter")
     assert parent and alive(parent) and counter and alive(counter)
     assert supervised.holder("fragile") is None
-    log = (supervised.project.log_dir / "supervisor.log").read_text()
-    assert log.count("fragile forked") == supervisor.START_ATTEMPTS
-    assert "fragile: gave up" in log
+    log = supervised.project.log_dir / "supervisor.log"
+    # Never given up on: it is tried again and again, each time said in the log.
+    wait_for(lambda: log.read_text().count("fragile forked") >= 3, timeout=30, message="fragile retried")
+    assert "fragile exited (setup failed: RuntimeError" in log.read_text()
+    status = supervised.project.manage("daemonstatus", "fragile", "--json")
+    row = json.loads(status.stdout)[0]
+    assert row["state"] == "restarting" and row["supervised"] in ("restarting", "starting"), row
+    assert "failed to set up on purpose" in row["restart_reason"]
+    assert status.returncode == 3
 
 
 def test_sighup_reaches_the_children_and_they_reopen_their_logs(supervised: Supervised) -> None:
