@@ -343,7 +343,8 @@ class Supervisor:
         if child.state == ChildState.STOPPING or self._stopping:
             event = "killed" if child.killed else "stopped"
             logger.info("%s stopped (%s)", child.label, how, extra={"action": "child_stopped"})
-            self._answer(child, event, old_pid, how)
+            if self._stopping or child.then is None:
+                self._answer(child, event, old_pid, how)  # a restart is answered once the new child is ready
             if self._stopping or child.then is None:
                 child.state = ChildState.STOPPED
             else:

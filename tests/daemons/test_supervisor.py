@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -255,3 +256,151 @@ def test_bad_combinations_are_one_line_errors(supervised: Supervised) -> None:
         result = supervised.project.manage("rundaemon", *args)
         assert result.returncode != 0 and result.stderr.count("\n") == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def heartbeat_stopped(name: str) -> bool:
+    from daemons.models import Heartbeat
+
+    beat = Heartbeat.objects.filter(name=name).first()
+    return beat is not None and beat.stopped_at is not None
+
+
+def test_stopdaemon_all_lets_each_child_finish_its_tick_and_stop_cleanly(supervised: Supervised,
+                                                                        tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    env = {"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "2"}
+    assert supervised.start("slow", "idle", env=env).returncode == 0
+    slow = supervised.holder("slow")
+    wait_for(lambda: marker.exists() and marker.read_text() == "in tick\n", message="a tick in flight")
+    stopped = supervised.project.manage("stopdaemon", "--all", timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "slow stopped (by the supervisor)" in stopped.stdout and "idle stopped (by the supervisor)" in stopped.stdout
+    assert f"{supervisor.NAME} stopped" in stopped.stdout
+    # One SIGTERM only: the tick in flight ran to its end, and the child said it stopped.
+    assert marker.read_text() == "tick done\n"
+    log = (supervised.project.log_dir / "supervisor.log").read_text()
+    assert "slow stopped (exit status 0)" in log and "idle stopped (exit status 0)" in log, log
+    assert "stopped" in supervised.project.log_file("slow").read_text().splitlines()[-1]
+    assert heartbeat_stopped("slow") and heartbeat_stopped("idle")
+    assert slow is not None and not alive(slow)
+    assert sorted(p.name for p in supervised.project.run_dir.iterdir()) == []
+
+
+def test_a_hung_child_is_killed_and_restarted(supervised: Supervised) -> None:
+    assert supervised.start("idle", "counter").returncode == 0
+    idle = supervised.holder("idle")
+    assert idle is not None
+    os.kill(idle, signal.SIGSTOP)
+    try:
+        new = wait_for(lambda: (pid := supervised.holder("idle")) not in (None, idle) and pid, timeout=60,
+                       message="the hung child replaced")
+    finally:
+        if alive(idle):
+            os.kill(idle, signal.SIGKILL)
+    assert parent_of(new) == supervised.holder(supervisor.NAME)
+    log = (supervised.project.log_dir / "supervisor.log").read_text()
+    assert "idle is hung (no heartbeat for" in log and f"killing it (pid {idle})" in log
+    view = supervision_children(supervised)
+    assert view["idle"]["hung_kills"] == 1
+
+
+def supervision_children(supervised: Supervised) -> dict[str, dict]:
+    out = supervised.project.manage("shell", "-c", "import json; from daemons import supervision; "
+                                    "print(json.dumps(supervision.ask('status')))")
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    return {child["label"]: child for child in answer["children"]}
+
+
+def test_restartdaemon_name_restarts_the_child_under_the_supervisor(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    parent, counter, idle = (supervised.holder(n) for n in (supervisor.NAME, "counter", "idle"))
+    restarted = supervised.project.manage("restartdaemon", "counter", "idle", timeout=90)
+    assert restarted.returncode == 0, restarted.stderr
+    assert f"counter restarted: pid {counter} stopped" in restarted.stdout
+    assert f"idle restarted: pid {idle} stopped" in restarted.stdout
+    new = supervised.holder("counter")
+    assert new not in (None, counter) and parent_of(new) == parent
+    assert "not restarted" not in (supervised.project.log_dir / "supervisor.log").read_text()
+    # Still supervised: a later kill -9 is restarted.
+    os.kill(new, signal.SIGKILL)
+    wait_for(lambda: (pid := supervised.holder("counter")) not in (None, new) and pid, timeout=30,
+             message="the restarted child restarted again")
+
+
+def test_restartdaemon_all_restarts_the_supervisor_with_its_children(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    parent, counter = supervised.holder(supervisor.NAME), supervised.holder("counter")
+    restarted = supervised.project.manage("restartdaemon", "--all", timeout=90)
+    assert restarted.returncode == 0, restarted.stderr
+    new_parent = supervised.holder(supervisor.NAME)
+    assert new_parent not in (None, parent) and f"pid {new_parent} started with counter, idle" in restarted.stdout
+    new = supervised.holder("counter")
+    assert new not in (None, counter) and parent_of(new) == new_parent
+    assert parent is not None and not alive(parent)
+
+
+def test_rundaemon_all_detach_leaves_running_daemons_alone(supervised: Supervised) -> None:
+    standalone = supervised.project.start("counter")
+    started = supervised.start("counter", "idle")
+    assert started.returncode == 0, started.stderr
+    assert f"counter already running (pid {standalone}); left alone" in started.stdout
+    assert supervised.holder("counter") == standalone
+    idle = supervised.holder("idle")
+    assert idle is not None and parent_of(idle) == supervised.holder(supervisor.NAME)
+    again = supervised.start("counter", "idle")
+    assert again.returncode == 0, again.stderr
+    assert f"{supervisor.NAME} already running" in again.stdout
+    assert supervised.holder("idle") == idle
+    stopped = supervised.project.manage("stopdaemon", "--all", timeout=60)
+    assert stopped.returncode == 0 and f"counter stopped (pid {standalone})" in stopped.stdout
+
+
+def test_ps_tells_the_processes_apart_and_debug_reaches_later_children(supervised: Supervised) -> None:
+    assert supervised.start("counter", "idle").returncode == 0
+    parent, idle = supervised.holder(supervisor.NAME), supervised.holder("idle")
+    assert parent is not None and idle is not None
+
+    def cmdline(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+    assert cmdline(parent) == "daemons: supervisor (counter, idle)"
+    assert cmdline(idle) == "daemons: idle[0]"
+    os.kill(parent, signal.SIGUSR1)
+    log = supervised.project.log_dir / "supervisor.log"
+    wait_for(lambda: "children started from now on log at DEBUG" in log.read_text(), message="the toggle")
+    os.kill(idle, signal.SIGKILL)
+    new = wait_for(lambda: (pid := supervised.holder("idle")) not in (None, idle) and pid, timeout=30,
+                   message="a new idle child")
+    # The idle daemon says its idle ticks at DEBUG only.
+    line = f"pid={new} daemon=idle daemons.idle: idle tick"
+    wait_for(lambda: line in supervised.project.log_file("idle").read_text(), timeout=30,
+             message="DEBUG lines from the new child")
+
+
+def test_a_child_killed_during_a_database_outage_comes_back_with_the_database(supervised: Supervised,
+                                                                              private_pg) -> None:
+    from tests.pg import pg_ctl
+
+    cluster, pg_database = private_pg
+    env = {"DATABASE_URL": pg_database, "DAEMONS_RESTART_BACKOFF_CAP": "1"}
+    supervised.project.env.update(env)
+    assert supervised.start("onboarding", "idle").returncode == 0
+    onboarding = supervised.holder("onboarding")
+    assert onboarding is not None
+    log = supervised.project.log_dir / "supervisor.log"
+    pg_ctl(cluster, "stop")
+    try:
+        os.kill(onboarding, signal.SIGKILL)
+        wait_for(lambda: log.read_text().count("cannot reach the database") >= 3, timeout=30,
+                 message="failed restarts during the outage")
+        status = supervised.project.manage("daemonstatus", "onboarding", "--json")
+        assert json.loads(status.stdout)[0]["state"] == "restarting"
+        time.sleep(4)  # the scenario: the server stays down for 4 s
+    finally:
+        pg_ctl(cluster, "start")
+    new = wait_for(lambda: (pid := supervised.holder("onboarding")) not in (None, onboarding) and pid, timeout=30,
+                   message="onboarding back with the database")
+    assert parent_of(new) == supervised.holder(supervisor.NAME)
+    wait_for(lambda: supervised.project.manage("daemonstatus", "onboarding").returncode == 0, timeout=30,
+             message="onboarding running")
