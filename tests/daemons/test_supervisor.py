@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.test import Client, override_settings
 
 from daemons import pidfile, registry, supervisor
 from tests.conftest import Project, wait_for
@@ -396,6 +397,9 @@ def test_a_child_killed_during_a_database_outage_comes_back_with_the_database(su
                  message="failed restarts during the outage")
         status = supervised.project.manage("daemonstatus", "onboarding", "--json")
         assert json.loads(status.stdout)[0]["state"] == "restarting"
+        with override_settings(DAEMONS_RUN_DIR=str(supervised.project.run_dir), DAEMONS_HEALTH_EXPECTED="onboarding"):
+            response = Client().get("/daemons/health/")
+        assert response.status_code == 503 and response.json()["daemons"] == {"onboarding": "restarting"}
         time.sleep(4)  # the scenario: the server stays down for 4 s
     finally:
         pg_ctl(cluster, "start")
