@@ -235,7 +235,8 @@ def all_stop_targets() -> list[StopTarget]:
 
 
 def _left_to_supervisor(child: supervision.ChildView | None) -> bool:
-    return child is not None and (child.pid is not None or child.state in ("starting", "restarting"))
+    return child is not None and (child.pid is not None or child.state in (supervision.ChildState.STARTING,
+                                                                         supervision.ChildState.RESTARTING))
 
 
 def stop_one(target: StopTarget, *, timeout: float, kill: bool) -> StopReport:

@@ -190,14 +190,14 @@ def _supervision_notes(status: DaemonStatus, children: dict[tuple[str, int], sup
     child = children.get((status.name, status.instance))
     if child is None:
         return []
-    status.supervised, status.restart_reason = child.state, child.reason
+    status.supervised, status.restart_reason = child.state.value, child.reason
     if status.state not in ("stopped", "stale"):
         return []
-    if child.state in ("restarting", "starting"):
+    if child.state in (supervision.ChildState.RESTARTING, supervision.ChildState.STARTING):
         status.state, status.next_try_seconds = "restarting", child.next_try
         when = f"next try in {format_duration(child.next_try)}" if child.next_try else "starting"
         return [f"restarting ({when}) after: {child.reason}" if child.reason else f"restarting ({when})"]
-    if child.state == "stopped":
+    if child.state == supervision.ChildState.STOPPED:
         return ["stopped (supervised)"]
     return []
 

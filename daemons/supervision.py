@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,16 @@ from .paths import RunPaths
 
 NAME = "supervisor"
 VERBS = ("status", "stop", "start", "restart", "shutdown")
+
+
+class ChildState(StrEnum):
+    """A supervised daemon's state, as its supervisor sees it."""
+
+    STARTING = "starting"  # forked, not ready yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # told to stop; waiting for it to exit
+    RESTARTING = "restarting"  # exited; started again after its backoff
+    STOPPED = "stopped"  # stopped by an operator: not restarted until asked
 
 
 class SupervisionError(Exception):
@@ -81,7 +92,7 @@ class ChildView:
     label: str
     name: str
     instance: int
-    state: str  # a `daemons.supervisor.ChildState`
+    state: ChildState
     pid: int | None
     reason: str  # why it last exited ("" if it never did)
     next_try: float | None  # seconds until its restart, while restarting
@@ -97,4 +108,5 @@ def children() -> dict[tuple[str, int], ChildView]:
         answer = ask("status", timeout=2.0)
     except SupervisionError:
         return {}
-    return {(c["name"], c["instance"]): ChildView(**c) for c in answer.get("children", [])}
+    return {(c["name"], c["instance"]): ChildView(**{**c, "state": ChildState(c["state"])})
+            for c in answer.get("children", [])}

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from .lifecycle import Lifecycle, Serving, StartupError
 from .paths import RunPaths, stem
 from .readiness import Reader, Readiness
 from .runner import OUTAGE_BACKOFF_CAP
+from .supervision import ChildState
 
 logger = logging.getLogger("daemons.supervisor")
 
@@ -49,14 +49,6 @@ HUNG_CHECK_EVERY = 2.0
 # How often an orphaned child checks its parent when PR_SET_PDEATHSIG is unavailable.
 PARENT_POLL = 1.0
 PR_SET_PDEATHSIG = 1
-
-
-class ChildState(StrEnum):
-    STARTING = "starting"  # forked, not ready yet
-    RUNNING = "running"
-    STOPPING = "stopping"  # told to stop; waiting for it to exit
-    RESTARTING = "restarting"  # exited; started again at `restart_at`
-    STOPPED = "stopped"  # stopped by an operator: not restarted until asked
 
 
 def restart_backoff(failures: int) -> float:
