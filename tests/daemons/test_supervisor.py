@@ -408,3 +408,9 @@ def test_a_child_killed_during_a_database_outage_comes_back_with_the_database(su
     assert parent_of(new) == supervised.holder(supervisor.NAME)
     wait_for(lambda: supervised.project.manage("daemonstatus", "onboarding").returncode == 0, timeout=30,
              message="onboarding running")
+
+
+def test_restart_backoff_doubles_up_to_the_configured_cap(settings) -> None:
+    settings.DAEMONS_RESTART_BACKOFF = 0.5
+    settings.DAEMONS_RESTART_BACKOFF_CAP = 3
+    assert [supervisor.restart_backoff(n) for n in range(1, 7)] == [0.5, 1, 2, 3, 3, 3]
