@@ -96,6 +96,8 @@ CHECK_IDS: dict[str, str] = {
     "METRICS_TOKEN": "daemons.E010",
     "DASHBOARD_REFRESH": "daemons.E011",
     "LISTEN": "daemons.E012",
+    "RESTART_BACKOFF": "daemons.E013",
+    "RESTART_BACKOFF_CAP": "daemons.E014",
 }
 
 

@@ -52,6 +52,10 @@ SETTINGS: dict[str, Setting] = {
                                "names"),
     "METRICS_TOKEN": Setting("", "Bearer token for the metrics endpoint; empty: loopback clients only.", "text"),
     "DASHBOARD_REFRESH": Setting(10, "Seconds between the staff dashboard's reloads.", "seconds"),
+    "RESTART_BACKOFF": Setting(0.5, "Seconds before the supervisor restarts a daemon that died; doubled per death "
+                               "in a row.", "seconds"),
+    "RESTART_BACKOFF_CAP": Setting(60.0, "The most seconds the supervisor waits before restarting a daemon.",
+                                   "seconds"),
     "LISTEN": Setting(True, "On PostgreSQL, wake daemons with LISTEN/NOTIFY; False behind PgBouncer in transaction "
                       "mode.", "bool"),
 }
@@ -104,3 +108,13 @@ def log_level() -> int:
     """The level DAEMONS_LOG_LEVEL names, as a number (default INFO)."""
     value = get("LOG_LEVEL")
     return value if isinstance(value, int) else logging.getLevelName(str(value).upper())
+
+
+def restart_backoff() -> float:
+    """Seconds before a supervised daemon that died is restarted (DAEMONS_RESTART_BACKOFF, default 0.5)."""
+    return float(get("RESTART_BACKOFF"))
+
+
+def restart_backoff_cap() -> float:
+    """The longest wait before a supervised daemon is restarted (DAEMONS_RESTART_BACKOFF_CAP, default 60)."""
+    return float(get("RESTART_BACKOFF_CAP"))

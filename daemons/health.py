@@ -18,7 +18,7 @@ UNKNOWN = "unknown"
 # States of a daemon that the health endpoint accepts; anything else answers 503.
 HEALTHY = frozenset({RUNNING, PAUSED})
 # When a daemon's instances disagree, the verdict is the first of these found among them.
-VERDICT_ORDER = ("hung", DEAD, RUNNING, PAUSED, "stale", STOPPED)
+VERDICT_ORDER = ("hung", DEAD, "restarting", RUNNING, PAUSED, "stale", STOPPED)
 
 
 def heartbeat_state(beat: Heartbeat, now: datetime) -> str:

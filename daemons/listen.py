@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connections
 
 from . import conf
+from .backoff import backoff
 
 logger = logging.getLogger("daemons.listen")
 
@@ -127,7 +128,7 @@ class Listener:
     def _lost(self, why: str) -> None:
         self.close()
         self.failures += 1
-        delay = min(RECONNECT_BACKOFF_CAP, 2.0 ** (self.failures - 1))
+        delay = backoff(self.failures, base=1.0, cap=RECONNECT_BACKOFF_CAP)
         self.retry_at = self.clock() + delay
         log = logger.warning if self.failures == 1 else logger.debug
         log("%s; polling meanwhile, retrying in %g s", why, delay, extra={"action": "listen_lost"})

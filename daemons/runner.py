@@ -13,6 +13,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 from django.utils import timezone
 
 from . import heartbeat, history, reporting
+from .backoff import backoff
 from .base import Daemon, StopEvent, TickResult
 from .control import is_paused
 from .heartbeat import Counters, heartbeat_period
@@ -49,7 +50,7 @@ class Outage:
     failures: int = 1
 
     def delay(self) -> float:
-        return min(OUTAGE_BACKOFF_CAP, 2.0 ** (self.failures - 1))
+        return backoff(self.failures, base=1.0, cap=OUTAGE_BACKOFF_CAP)
 
 
 @dataclass

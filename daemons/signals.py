@@ -31,9 +31,11 @@ class SignalStop:
 
     HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
-    def __init__(self, force_exit: Callable[[], None] | None = None) -> None:
+    def __init__(self, force_exit: Callable[[], None] | None = None,
+                 on_signal: Callable[[int], None] | None = None) -> None:
         self.stop_requested_at: float | None = None
         self.force_exit = force_exit
+        self.on_signal = on_signal  # called from the main loop after SIGHUP, SIGUSR1 and any extra signal
         self.on_stop: Callable[[], None] | None = None  # told at once, from the handler (the watch thread)
         self.debug_loggers: list[str] = ["daemons"]
         self._pending: set[int] = set()
@@ -86,21 +88,30 @@ class SignalStop:
         """
         if self.is_set():
             return True
+        self.poll(timeout)
+        return self.is_set()
+
+    def poll(self, timeout: float | None = None, fds: list[int] | None = None) -> list[int]:
+        """Wait up to `timeout` for a signal, a wake-up or one of `fds` to be readable; act on the signals.
+
+        Returns those of `fds` that are readable. Unlike `wait()`, it waits even once a
+        stop was requested: a supervisor keeps watching its children while they stop.
+        """
         listener = self._listener
         if listener is not None and listener.reconnect_if_due():
             # Notifications sent while nobody listened are lost: look for work once now.
             self._woken = True
-            return self.is_set()
-        fds: list[int | socket.socket] = [self._rfd]
+            return []
+        watched: list[int | socket.socket] = [self._rfd, *(fds or [])]
         if self._wake_socket is not None:
-            fds.append(self._wake_socket)
+            watched.append(self._wake_socket)
         listen_fd = listener.fileno() if listener is not None else None
         retry_in = listener.retry_in() if listener is not None else None
         if listen_fd is not None:
-            fds.append(listen_fd)
+            watched.append(listen_fd)
         elif retry_in is not None:
             timeout = retry_in if timeout is None else min(timeout, retry_in)
-        ready, _, _ = select.select(fds, [], [], timeout)
+        ready, _, _ = select.select(watched, [], [], timeout)
         if self._rfd in ready:
             _drain(lambda: os.read(self._rfd, 512))
         if self._wake_socket is not None and self._wake_socket in ready:
@@ -110,7 +121,7 @@ class SignalStop:
         if listener is not None and listen_fd in ready and listener.drain():
             self._woken = True
         self._act_on_pending()
-        return self.is_set()
+        return [fd for fd in fds or [] if fd in ready]
 
     def _act_on_pending(self) -> None:
         while self._pending:
@@ -123,6 +134,8 @@ class SignalStop:
                 for name in self.debug_loggers[1:]:
                     logging.getLogger(name).setLevel(level)
                 logger.warning("log level is now %s", logging.getLevelName(level), extra={"action": "log_level"})
+            if self.on_signal is not None:
+                self.on_signal(signum)
 
 
 def _drain(read: Callable[[], bytes]) -> None:
@@ -134,17 +147,19 @@ def _drain(read: Callable[[], bytes]) -> None:
 
 
 @contextmanager
-def installed(force_exit: Callable[[], None] | None = None) -> Iterator[SignalStop]:
+def installed(force_exit: Callable[[], None] | None = None, *, extra: tuple[int, ...] = (),
+              on_signal: Callable[[int], None] | None = None) -> Iterator[SignalStop]:
     """Install the handlers of a `SignalStop` for the duration of the block.
 
+    `extra` signals (a supervisor's SIGCHLD) only end the wait and reach `on_signal`.
     On the way out the previous handlers and the previous wakeup fd are restored, so a
     process that runs a daemon (a supervisor's child, a test) gets its own back.
     """
-    stop = SignalStop(force_exit=force_exit)
+    stop = SignalStop(force_exit=force_exit, on_signal=on_signal)
     old_wakeup_fd = signal.set_wakeup_fd(stop._wfd, warn_on_full_buffer=False)
     old_handlers = {}
     try:
-        for sig in SignalStop.HANDLED:
+        for sig in (*SignalStop.HANDLED, *extra):
             old_handlers[sig] = signal.signal(sig, stop._handle)
         yield stop
     finally:

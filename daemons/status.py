@@ -5,27 +5,31 @@ import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 from django.utils import timezone
 
-from . import pidfile, registry
+from . import pidfile, registry, supervision
 from .control import is_paused
+from .exits import Status
 from .heartbeat import heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
 from .jobs import JobStatus, ScheduledDaemon
 from .paths import RunPaths, instances
 
+if TYPE_CHECKING:
+    from .models import Heartbeat
+
 # LSB exit codes for a status action.
-EXIT_RUNNING = 0
-EXIT_STALE = 1
-EXIT_STOPPED = 3
-EXIT_UNKNOWN = 4  # running but hung: LSB's "status unknown"
+EXIT_RUNNING = Status.RUNNING
+EXIT_STALE = Status.STALE
+EXIT_STOPPED = Status.STOPPED
+EXIT_UNKNOWN = Status.HUNG
 
 # Every state with its exit code, from best to worst (see `worst_exit_code`). "dead" is the cluster view's
-# (see `heartbeat.instance_state`): LSB's "dead", like a stale PID file.
-EXIT_CODES = {"running": EXIT_RUNNING, "stopped": EXIT_STOPPED, "stale": EXIT_STALE, "dead": EXIT_STALE,
-              "hung": EXIT_UNKNOWN}
+# (see `heartbeat.instance_state`): LSB's "dead", like a stale PID file. "restarting": a supervisor restarts it.
+EXIT_CODES = {"running": EXIT_RUNNING, "stopped": EXIT_STOPPED, "restarting": EXIT_STOPPED, "stale": EXIT_STALE,
+              "dead": EXIT_STALE, "hung": EXIT_UNKNOWN}
 STATE_ORDER = list(EXIT_CODES)
 
 
@@ -54,6 +58,9 @@ class DaemonStatus:
     info: str = ""  # what the table shows: the framework's notes, then status_text
     jobs: list[JobStatus] | None = None  # each job of a ScheduledDaemon
     paused: bool = False  # an operator paused it from the dashboard: it runs but does no work
+    supervised: str = ""  # the supervisor's state for it (a ChildState), "" when no supervisor runs it
+    restart_reason: str = ""  # supervised: why it last exited
+    next_try_seconds: float | None = None  # supervised and restarting: seconds until the next start
 
     @property
     def exit_code(self) -> int:
@@ -102,7 +109,31 @@ def proc_started_at(pid: int) -> datetime | None:
     return datetime.fromtimestamp(pidfile.boot_time() + since_boot, tz=UTC)
 
 
-def read_status(name: str, instance: int = 0) -> DaemonStatus:
+def beat_hung(beat: Heartbeat, pid: int | None) -> bool:
+    """The hung rule: the heartbeat row is `pid`'s, and overdue (see `heartbeat.heartbeat_overdue`)."""
+    return beat.pid == pid and heartbeat_overdue(beat.name, timezone.now() - beat.last_heartbeat)
+
+
+def hung_reason(last_heartbeat: datetime | None) -> str:
+    """Why a daemon that holds its lock is hung, in words (its heartbeat's age)."""
+    if last_heartbeat is None:
+        return "it never wrote a heartbeat"
+    return f"no heartbeat for {format_duration((timezone.now() - last_heartbeat).total_seconds())}"
+
+
+def heartbeat_hung(name: str, instance: int, pid: int) -> str:
+    """Why process `pid`, running daemon `name`/`instance` here, is hung by `daemonstatus`'s rule; "" if it isn't.
+
+    One query. Raises DatabaseError.
+    """
+    from .models import Heartbeat
+
+    beat = Heartbeat.objects.filter(name=name, instance=instance, host=socket.gethostname()).first()
+    return hung_reason(beat.last_heartbeat) if beat is not None and beat_hung(beat, pid) else ""
+
+
+def read_status(name: str, instance: int = 0,
+                children: dict[tuple[str, int], supervision.ChildView] | None = None) -> DaemonStatus:
     """The status of daemon `name` (instance `instance`) on this host.
 
     The state comes from the PID lock, never from `kill -0`: a reused PID in a stale
@@ -132,7 +163,7 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
                 notes.append("PID file in another run directory")
             if status.state == "running" and beat.pid == status.pid:
                 status.started_at = beat.started_at
-                if heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
+                if beat_hung(beat, status.pid):
                     status.state = "hung"
         status.paused = is_paused(name, instance)
         if status.paused:
@@ -149,8 +180,26 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
         status.started_at = proc_started_at(status.pid) or status.started_at
         if status.started_at:
             status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
+    notes[:0] = _supervision_notes(status, supervision.children() if children is None else children)
     status.info = "; ".join(note for note in notes if note)
     return status
+
+
+def _supervision_notes(status: DaemonStatus, children: dict[tuple[str, int], supervision.ChildView]) -> list[str]:
+    """What the running supervisor says of this daemon: it may be restarting it, or holding it stopped."""
+    child = children.get((status.name, status.instance))
+    if child is None:
+        return []
+    status.supervised, status.restart_reason = child.state.value, child.reason
+    if status.state not in ("stopped", "stale"):
+        return []
+    if child.state in (supervision.ChildState.RESTARTING, supervision.ChildState.STARTING):
+        status.state, status.next_try_seconds = "restarting", child.next_try
+        when = f"next try in {format_duration(child.next_try)}" if child.next_try else "starting"
+        return [f"restarting ({when}) after: {child.reason}" if child.reason else f"restarting ({when})"]
+    if child.state == supervision.ChildState.STOPPED:
+        return ["stopped (supervised)"]
+    return []
 
 
 def read_statuses(names: list[str] | None = None) -> list[DaemonStatus]:
@@ -159,7 +208,8 @@ def read_statuses(names: list[str] | None = None) -> list[DaemonStatus]:
     Every registered daemon is meant to run (`make run` starts them all); each is listed
     with instance 0 and every other instance that has a PID file here.
     """
-    return [read_status(name, i) for name in (names or registry.names()) for i in instances(name)]
+    children = supervision.children()
+    return [read_status(name, i, children) for name in (names or registry.names()) for i in instances(name)]
 
 
 def cluster_statuses(names: list[str] | None = None, now: datetime | None = None) -> list[DaemonStatus]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +101,18 @@ def stop(path: Path, *, timeout: float = 10.0, kill: bool = False) -> StopOutcom
 
 
 def remove_stale(path: Path) -> None:
-    """Remove the file a killed daemon left, taking its lock first so no new owner loses it."""
+    """Remove the PID file and wake-up socket a killed daemon left, taking the lock first so no new owner loses them."""
     stale = pidfile.PidFile(path)
     try:
         stale.acquire()
     except pidfile.PidFileError:
         return
+    try:
+        socket_path = path.with_suffix(".sock")
+        if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            os.unlink(socket_path)
+    except OSError:
+        pass
     stale.release()
 
 

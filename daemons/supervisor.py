@@ -1,62 +1,59 @@
-"""`rundaemon --all`: load Django once, freeze the heap, fork every daemon, restart it, fan out signals.
+"""`rundaemon --all`: the supervisor's policy: spawn every daemon, restart it, replace it when hung, fan out signals.
 
-Each child is the same daemon `rundaemon NAME` runs: it takes its own PID file lock, writes
-its own log and heartbeat and handles its own signals, so `daemonstatus`, `stopdaemon NAME`
-and the health endpoint see no difference. What the children share is the memory holding
-Django and the project's code, inherited copy-on-write from the supervisor.
+The supervisor is a process like any daemon: `daemons.lifecycle.Lifecycle` takes its lock,
+detaches it, installs its signals, opens its log, reports it ready and releases its files;
+`Supervisor.serve` is the only part of its own. Each child is the same daemon that
+`rundaemon NAME` runs, forked after Django is loaded once: it takes its own PID file lock,
+writes its own log and heartbeat and handles its own signals, so `daemonstatus`,
+`stopdaemon NAME` and the health endpoint see no difference. The operator's verbs reach
+the supervisor through its control socket (`daemons.supervision`).
 """
 from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import logging
 import os
-import select
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 
-from . import conf, logs, registry, stopping
+from . import conf, registry, status, stopping, supervision
+from .backoff import backoff
 from .base import Daemon
-from .notify import Notifier
-from .paths import RunPaths
-from .pidfile import PidFile, PidFileError
+from .exits import Exit
+from .lifecycle import Lifecycle, Serving, StartupError
+from .paths import RunPaths, stem
+from .readiness import Reader, Readiness
+from .runner import OUTAGE_BACKOFF_CAP
+from .supervision import ChildState
 
 logger = logging.getLogger("daemons.supervisor")
 
-NAME = "supervisor"
-# A child that exits before it is ready this many times in a row is given up on.
-START_ATTEMPTS = 3
-# Restart delays: BACKOFF_BASE, doubling per consecutive failure, capped at BACKOFF_CAP.
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 60.0
-# A child that ran this long before dying starts its backoff afresh.
-BACKOFF_RESET_AFTER = 60.0
+NAME = supervision.NAME
 # Past the children's own stop deadline, the supervisor waits this much longer before SIGKILL.
 STOP_GRACE = 2.0
+# A child that ran this long before dying starts its backoff afresh.
+BACKOFF_RESET_AFTER = 60.0
+# How often the children's heartbeats are read to find a hung one.
+HUNG_CHECK_EVERY = 2.0
 # How often an orphaned child checks its parent when PR_SET_PDEATHSIG is unavailable.
 PARENT_POLL = 1.0
 PR_SET_PDEATHSIG = 1
-EXIT_GAVE_UP = 1
 
 
-class SupervisorError(Exception):
-    """The supervisor could not start; the message is one line for the operator."""
-
-
-def pid_path() -> Path:
-    return conf.run_dir() / f"{NAME}.pid"
-
-
-def log_path() -> Path:
-    return conf.log_dir() / f"{NAME}.log"
+def restart_backoff(failures: int) -> float:
+    """The delay before restart number `failures` (1, 2, ...): DAEMONS_RESTART_BACKOFF doubled, up to the cap."""
+    return backoff(failures, base=conf.restart_backoff(), cap=conf.restart_backoff_cap())
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,7 @@ class ChildSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.daemon_cls.name}.{self.instance}" if self.instance else self.daemon_cls.name
+        return stem(self.daemon_cls.name, self.instance)
 
 
 def child_specs(names: list[str] | None = None) -> list[ChildSpec]:
@@ -84,137 +81,160 @@ def child_specs(names: list[str] | None = None) -> list[ChildSpec]:
 @dataclass
 class Child:
     spec: ChildSpec
+    state: ChildState = ChildState.STARTING
     pid: int | None = None
-    ready_fd: int | None = None
-    message: bytes = b""
-    ready: bool = False
+    reader: Reader | None = None
+    ever_ready: bool = False
+    first_attempt_done: bool = False  # its first start succeeded or failed: readiness no longer waits for it
+    first_error: str = ""  # why its very first start failed
     started_at: float = 0.0
-    start_failures: int = 0
-    crashes: int = 0
+    failures: int = 0  # consecutive deaths, for the backoff
     restart_at: float | None = None
-    gave_up: str | None = None
-    stopped: bool = False  # exited cleanly on its own (stopdaemon NAME): not restarted
+    reason: str = ""  # why it last exited
+    restarts: int = 0
+    hung_kills: int = 0
+    stop_deadline: float | None = None
+    then: ChildState | None = None  # after a stop: STOPPED (held) or STARTING (restart at once)
+    killed: bool = False
 
     @property
-    def settled(self) -> bool:
-        """Ready, given up on, or stopped: readiness no longer waits for it."""
-        return self.ready or self.gave_up is not None or self.stopped
+    def label(self) -> str:
+        return self.spec.label
 
-
-def backoff(failures: int) -> float:
-    """The delay before restart number `failures` (1, 2, ...): doubling from BACKOFF_BASE up to BACKOFF_CAP."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
+    def view(self, now: float) -> dict[str, Any]:
+        return {"label": self.label, "name": self.spec.daemon_cls.name, "instance": self.spec.instance,
+                "state": self.state.value, "pid": self.pid, "reason": self.reason,
+                "next_try": None if self.restart_at is None else max(0.0, self.restart_at - now),
+                "restarts": self.restarts, "hung_kills": self.hung_kills}
 
 
 @dataclass
-class Settled:
-    """What the supervisor reports once every child is ready or given up on."""
+class Waiter:
+    """A control connection waiting for children to reach an outcome, answered when all have."""
 
-    ready: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    conn: socket.socket
+    pending: set[str]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Supervisor:
-    """Forks the children, restarts those that die, passes SIGHUP and SIGUSR1 on, stops them all on SIGTERM.
+    """`serve` for the supervisor: forks the children and keeps them running until a stop.
 
-    `run()` returns the exit code: 0 after a stop on a signal (or when every child
-    stopped cleanly on its own), EXIT_GAVE_UP when no child is left to run.
-    `on_settled` is called once, when every child is ready or given up on; systemd
-    gets READY=1 at the same moment.
+    Policy:
+    - a child that dies is restarted with capped exponential backoff (`restart_backoff`), as
+      long as the supervisor runs; meanwhile it is "restarting", with the reason and next try;
+    - a child whose heartbeat is overdue by the rule `daemonstatus` uses is hung: SIGKILLed,
+      logged, counted, restarted;
+    - a child that exits 0 on its own was stopped by an operator: not restarted until asked;
+    - SIGHUP and SIGUSR1 are passed on, and the debug level is given to children started later;
+    - a stop (SIGTERM, SIGINT, `shutdown`) sends each child one SIGTERM, waits for their own
+      stop deadline plus `STOP_GRACE`, then SIGKILLs what is left.
+    The supervisor is ready once every child became ready or failed its first start; the
+    notes it reports then name the failed ones.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+    forced_exit = False  # the children stop on their own deadline; a second signal changes nothing
+    extra_signals: tuple[int, ...] = (signal.SIGCHLD,)
+    instance = 0
 
-    def __init__(self, specs: list[ChildSpec], *, log_to_file: bool, own_pidfile: PidFile | None = None,
-                 on_settled: Callable[[Settled], None] | None = None, notifier: Notifier | None = None) -> None:
+    def __init__(self, specs: list[ChildSpec], *, log_to_file: bool) -> None:
+        self.name = NAME
         self.children = [Child(spec) for spec in specs]
         self.log_to_file = log_to_file
-        self.own_pidfile = own_pidfile
-        self.on_settled = on_settled
-        self.notifier = notifier or Notifier()
         self.pid = os.getpid()
-        self._pending: set[int] = set()
+        self.debug = False
+        self._serving: Serving | None = None
         self._settled_reported = False
-        self._rfd = self._wfd = -1
+        self._control: socket.socket | None = None
+        self._waiters: list[Waiter] = []
+        self._stopping = False
+        self._next_hung_check = 0.0
+        self._db_failed_at: float | None = None
 
-    # -- signals: handlers only record the signal; the loop acts on it --------------------------------
+    @property
+    def title(self) -> str:
+        return f"daemons: supervisor ({', '.join(c.label for c in self.children)})"
 
-    def _handle(self, signum: int, frame: object) -> None:
-        self._pending.add(signum)
+    # -- signals: the life cycle's SignalStop calls this from the main loop -----------------------------
 
-    def _install_handlers(self) -> dict[int, object]:
-        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
-        return {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+    def on_signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self._forward(signal.SIGHUP)
+            logger.info("passed SIGHUP on", extra={"action": "logs_reopened"})
+        elif signum == signal.SIGUSR1:
+            self._forward(signal.SIGUSR1)
+            self.debug = logging.getLogger("daemons").getEffectiveLevel() <= logging.DEBUG
+            logger.info("passed SIGUSR1 on; children started from now on log at %s",
+                        "DEBUG" if self.debug else "INFO", extra={"action": "log_level"})
 
-    def _restore_handlers(self, old: dict[int, object]) -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        signal.set_wakeup_fd(-1)
-        os.close(self._rfd)
-        os.close(self._wfd)
+    # -- the loop -----------------------------------------------------------------------------------------
 
-    # -- the loop -------------------------------------------------------------------------------------
-
-    def run(self) -> int:
-        old = self._install_handlers()
+    def serve(self, serving: Serving) -> int:
+        self._serving = serving
+        self.pid = os.getpid()
+        set_title(self.title)
+        self._control = _bind_control(serving)
         try:
-            logger.info("supervisor started (pid %d) for %s", self.pid,
-                        ", ".join(c.spec.label for c in self.children), extra={"action": "started"})
+            logger.info("supervisor (pid %d) for %s", self.pid, ", ".join(c.label for c in self.children),
+                        extra={"action": "supervising"})
             _preload()
             for child in self.children:
                 self._spawn(child)
-            code = self._loop()
-            self._stop_children()
+            self._loop(serving)
         finally:
-            self._restore_handlers(old)
-            self.notifier.close()
-        logger.info("supervisor stopped", extra={"action": "stopped"})
-        return code
+            self._close_control(serving)
+        logger.info("stopped", extra={"action": "stopped"})
+        if all(c.first_error for c in self.children):
+            return Exit.FAILED
+        return Exit.OK
 
-    def _loop(self) -> int:
+    def _loop(self, serving: Serving) -> None:
+        stop, notifier = serving.stop, serving.notifier
         last_watchdog = 0.0
         while True:
             now = time.monotonic()
-            if self.notifier.watchdog_interval and now - last_watchdog >= self.notifier.watchdog_interval:
-                self.notifier.watchdog()
+            if notifier.watchdog_interval and now - last_watchdog >= notifier.watchdog_interval:
+                # Every child is alive or being restarted: hung ones are replaced below.
+                notifier.watchdog()
                 last_watchdog = now
-            fds = [self._rfd] + [c.ready_fd for c in self.children if c.ready_fd is not None]
-            ready, _, _ = select.select(fds, [], [], self._timeout(now))
-            if self._rfd in ready:
-                _drain(self._rfd)
+            fds = [c.reader.fd for c in self.children if c.reader is not None and c.reader.fd is not None]
+            if self._control is not None:
+                fds.append(self._control.fileno())
+            ready = stop.poll(self._timeout(now, notifier.watchdog_interval), fds)
             for child in self.children:
-                if child.ready_fd is not None and child.ready_fd in ready:
-                    self._read_report(child)
-            pending, self._pending = self._pending, set()
-            if signal.SIGHUP in pending:
-                self._forward(signal.SIGHUP)
-                logs.reopen_files()
-                logger.info("reopened log files and passed SIGHUP on", extra={"action": "logs_reopened"})
-            if signal.SIGUSR1 in pending:
-                self._forward(signal.SIGUSR1)
-                level = logs.toggle_debug()
-                logger.warning("log level is now %s; SIGUSR1 passed on", logging.getLevelName(level),
-                               extra={"action": "log_level"})
+                if child.reader is not None and child.reader.fd in ready and child.reader.feed():
+                    self._reported(child)
+            if self._control is not None and self._control.fileno() in ready:
+                self._accept()
             self._reap()
-            if pending & {signal.SIGTERM, signal.SIGINT}:
+            if stop.is_set() and not self._stopping:
+                self._stopping = True
                 logger.info("stopping on signal", extra={"action": "stopping"})
-                self.notifier.stopping()
-                return 0
-            self._restart_due(time.monotonic())
+                notifier.stopping()
+                for child in self.children:
+                    self._stop(child, then=None)
+            now = time.monotonic()
+            self._kill_late(now)
+            if self._stopping:
+                if all(c.pid is None for c in self.children):
+                    return
+                continue
+            self._restart_due(now)
+            if now >= self._next_hung_check:
+                self._next_hung_check = now + HUNG_CHECK_EVERY
+                self._replace_hung()
             self._report_settled()
-            if all(c.gave_up or c.stopped for c in self.children):
-                gave_up = any(c.gave_up for c in self.children)
-                if gave_up:
-                    logger.error("no daemon left to run; the supervisor exits", extra={"action": "gave_up"})
-                return EXIT_GAVE_UP if gave_up else 0
 
-    def _timeout(self, now: float) -> float:
+    def _timeout(self, now: float, watchdog: float | None) -> float:
         due = [c.restart_at - now for c in self.children if c.restart_at is not None]
-        if self.notifier.watchdog_interval:
-            due.append(self.notifier.watchdog_interval)
+        due += [c.stop_deadline - now for c in self.children if c.stop_deadline is not None]
+        due.append(self._next_hung_check - now)
+        if watchdog:
+            due.append(watchdog)
         # Also wake once in a while, so a missed SIGCHLD can't leave a dead child unnoticed.
         return max(0.0, min(due + [1.0]))
+
+    # -- children -------------------------------------------------------------------------------------------
 
     def _spawn(self, child: Child) -> None:
         connections.close_all()
@@ -227,20 +247,27 @@ class Supervisor:
         gc.freeze()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, measured by process tests
-            code = 70
+            code: int = Exit.CRASHED
+            ready = Readiness(write_fd)
             try:
                 os.close(read_fd)
-                self._become_child(keep=write_fd)
-                code = _run_child(child.spec.daemon_cls, child.spec.instance, write_fd, log_to_file=self.log_to_file)
+                self._become_child(child, keep=write_fd)
+                code = Lifecycle.for_daemon(child.spec.daemon_cls, instance=child.spec.instance,
+                                            log_to_file=self.log_to_file, readiness=ready, debug=self.debug).run()
+            except StartupError as exc:
+                ready.failed(str(exc))
+                code = Exit.FAILED
+            except BaseException as exc:
+                ready.failed(f"{type(exc).__name__}: {exc}")
             finally:
+                ready.failed(f"it exited during startup with status {int(code)}")
                 os._exit(code)
         os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        child.pid, child.ready_fd, child.message = pid, read_fd, b""
-        child.ready, child.restart_at, child.started_at = False, None, time.monotonic()
-        logger.info("%s forked (pid %d)", child.spec.label, pid, extra={"action": "child_started"})
+        child.pid, child.reader, child.state = pid, Reader(read_fd), ChildState.STARTING
+        child.restart_at, child.started_at, child.killed = None, time.monotonic(), False
+        logger.info("%s forked (pid %d)", child.label, pid, extra={"action": "child_started"})
 
-    def _become_child(self, keep: int) -> None:  # pragma: no cover - runs in the child
+    def _become_child(self, child: Child, keep: int) -> None:  # pragma: no cover - runs in the child
         """Turn the fork into a plain daemon process: default signals, none of our fds, no systemd."""
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
@@ -251,6 +278,7 @@ class Supervisor:
         # passes one SIGTERM on; a second stop signal would make a child abandon its work.
         os.setpgid(0, 0)
         _die_with_parent(self.pid)
+        set_title(f"daemons: {child.spec.daemon_cls.name}[{child.spec.instance}]")
         # Only the supervisor speaks to systemd: a child's READY=1 would be taken for the unit's.
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             os.environ.pop(var, None)
@@ -258,145 +286,274 @@ class Supervisor:
         for handler in logging.getLogger().handlers[:]:
             handler.close()
             logging.getLogger().removeHandler(handler)
-        self.notifier.close()
-        if self.own_pidfile is not None:
-            self.own_pidfile.forget()
+        if self._control is not None:
+            self._control.close()
+        for waiter in self._waiters:
+            waiter.conn.close()
+        assert self._serving is not None
+        self._serving.notifier.close()
         os.closerange(3, keep)
         os.closerange(keep + 1, 1 << 20)
 
-    def _read_report(self, child: Child) -> None:
-        """Read what the child wrote into its readiness pipe; at EOF, close it and act on it."""
-        assert child.ready_fd is not None
-        while True:
-            try:
-                chunk = os.read(child.ready_fd, 4096)
-            except BlockingIOError:
-                return
-            if not chunk:
-                break
-            child.message += chunk
-        os.close(child.ready_fd)
-        child.ready_fd = None
-        kind, _, detail = child.message.decode("utf-8", "replace").partition(" ")
-        if kind == "READY":
-            child.ready = True
-            child.start_failures = 0
-            logger.info("%s is ready (pid %s)", child.spec.label, detail.strip(), extra={"action": "child_ready"})
+    def _reported(self, child: Child) -> None:
+        """The child's readiness pipe reached its end: it said READY (or ERROR, then it exits)."""
+        assert child.reader is not None
+        report = child.reader.finish()
+        child.reader = None
+        if report is not None and report.ready and child.state == ChildState.STARTING:
+            child.state, child.ever_ready, child.first_attempt_done = ChildState.RUNNING, True, True
+            child.reason = ""
+            logger.info("%s is ready (pid %s)", child.label, report.pid, extra={"action": "child_ready"})
+            self._answer(child, "started", child.pid)
+        elif report is not None and not report.ready:
+            child.reason = report.error
 
-    def _reaped(self) -> Iterator[tuple[Child, int]]:
-        """Each child that exited since the last call, with its wait status."""
+    def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             child = next((c for c in self.children if c.pid == pid), None)
             if child is not None:
-                yield child, status
+                self._exited(child, wait_status)
 
-    def _reap(self) -> None:
-        for child, status in self._reaped():
-            self._exited(child, status)
-
-    def _exited(self, child: Child, status: int) -> None:
-        if child.ready_fd is not None:
+    def _exited(self, child: Child, wait_status: int) -> None:
+        if child.reader is not None:
             # The child is gone, so its pipe reaches EOF: read the rest of what it said.
-            os.set_blocking(child.ready_fd, True)
-            self._read_report(child)
-        child.pid = None
-        how = _describe(status)
-        label = child.spec.label
+            report = child.reader.finish()
+            child.reader = None
+            if report is not None and not report.ready:
+                child.reason = report.error
+        how = _describe(wait_status)
+        old_pid, child.pid, child.stop_deadline = child.pid, None, None
         now = time.monotonic()
-        if not child.ready:
-            child.start_failures += 1
-            reason = child.message.decode("utf-8", "replace").partition(" ")[2].strip().splitlines()
-            why = reason[0] if reason else f"it exited during startup ({how})"
-            if child.start_failures >= START_ATTEMPTS:
-                child.gave_up = f"gave up after {child.start_failures} failed starts: {why}"
-                logger.error("%s: %s", label, child.gave_up, extra={"action": "child_gave_up"})
-                return
-            child.restart_at = now + backoff(child.start_failures)
-            logger.warning("%s failed to start (%s); retrying in %.1f s", label, why, child.restart_at - now,
-                           extra={"action": "child_start_failed"})
+        if child.killed:
+            stopping.remove_stale(RunPaths.for_daemon(child.spec.daemon_cls.name, child.spec.instance).pid)
+        if child.state == ChildState.STOPPING or self._stopping:
+            event = "killed" if child.killed else "stopped"
+            logger.info("%s stopped (%s)", child.label, how, extra={"action": "child_stopped"})
+            if self._stopping or child.then is None:
+                self._answer(child, event, old_pid, how)  # a restart is answered once the new child is ready
+            if self._stopping or child.then is None:
+                child.state = ChildState.STOPPED
+            else:
+                child.state = child.then
+                if child.then == ChildState.STARTING:
+                    child.restarts += 1
+                    self._spawn(child)
+            child.then = None
             return
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            child.stopped = True
-            logger.info("%s stopped on its own (exit 0); not restarted", label, extra={"action": "child_stopped"})
+        if child.state == ChildState.STARTING:
+            why = child.reason or f"it exited during startup ({how})"
+            child.reason = why
+            if not child.first_attempt_done:
+                child.first_attempt_done, child.first_error = True, why
+            self._answer(child, "failed", old_pid, why)
+        elif os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0:
+            child.state, child.reason = ChildState.STOPPED, "stopped on its own (exit 0)"
+            logger.info("%s stopped on its own (exit 0); not restarted until rundaemon or restartdaemon asks",
+                        child.label, extra={"action": "child_stopped"})
             return
-        child.crashes = 1 if now - child.started_at >= BACKOFF_RESET_AFTER else child.crashes + 1
-        child.restart_at = now + backoff(child.crashes)
-        logger.error("%s died (%s); restarting in %.1f s", label, how, child.restart_at - now,
-                     extra={"action": "child_died"})
+        elif not child.reason.startswith("hung"):
+            child.reason = how
+        child.failures = 1 if now - child.started_at >= BACKOFF_RESET_AFTER else child.failures + 1
+        child.restart_at = now + restart_backoff(child.failures)
+        child.state = ChildState.RESTARTING
+        logger.error("%s exited (%s); restarting in %.1f s", child.label, child.reason, child.restart_at - now,
+                     extra={"action": "child_restarting", "child": child.label, "reason": child.reason,
+                            "next_try": round(child.restart_at - now, 3)})
 
     def _restart_due(self, now: float) -> None:
         for child in self.children:
-            if child.restart_at is not None and child.restart_at <= now:
+            if child.state == ChildState.RESTARTING and child.restart_at is not None and child.restart_at <= now:
+                child.restarts += 1
                 self._spawn(child)
 
+    def _replace_hung(self) -> None:
+        """SIGKILL every running child whose heartbeat is overdue by `daemonstatus`'s rule; it is restarted."""
+        now = time.monotonic()
+        if self._db_failed_at is not None and now - self._db_failed_at < OUTAGE_BACKOFF_CAP:
+            # After an outage the children retry on their own backoff: stale heartbeats are no sign of a hang.
+            return
+        for child in self.children:
+            if child.state != ChildState.RUNNING or child.pid is None:
+                continue
+            try:
+                hung = status.heartbeat_hung(child.spec.daemon_cls.name, child.spec.instance, child.pid)
+            except DatabaseError:
+                self._db_failed_at = now
+                return
+            finally:
+                connections.close_all()
+            if hung:
+                child.hung_kills += 1
+                child.reason = f"hung: {hung}"
+                logger.error("%s is hung (%s); killing it (pid %d)", child.label, hung, child.pid,
+                             extra={"action": "child_hung", "child": child.label, "hung_kills": child.hung_kills})
+                child.killed = True
+                self._signal(child, signal.SIGKILL)
+
     def _report_settled(self) -> None:
-        if self._settled_reported or not all(c.settled for c in self.children):
+        if self._settled_reported or not all(c.first_attempt_done for c in self.children):
             return
         self._settled_reported = True
-        result = Settled(ready=[c.spec.label for c in self.children if c.ready],
-                         failed={c.spec.label: c.gave_up for c in self.children if c.gave_up})
-        if result.failed:
-            self.notifier.status("failed: " + "; ".join(f"{k}: {v}" for k, v in result.failed.items()))
-        self.notifier.ready()
-        if self.on_settled is not None:
-            self.on_settled(result)
+        assert self._serving is not None
+        failed = {c.label: c.first_error for c in self.children if c.first_error}
+        if failed:
+            self._serving.notifier.status("failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        self._serving.notifier.ready()
+        self._serving.ready([f"{label} {why}" for label, why in failed.items()])
+
+    def _stop(self, child: Child, then: ChildState | None) -> None:
+        """Send the child one SIGTERM (if it runs), with a deadline; `then` is what follows its exit."""
+        child.then = then
+        if child.pid is None:
+            child.state = ChildState.STOPPED if then is None else child.state
+            child.restart_at = None if then is None else child.restart_at
+            return
+        if child.state != ChildState.STOPPING:
+            child.state = ChildState.STOPPING
+            child.stop_deadline = time.monotonic() + conf.stop_timeout() + STOP_GRACE
+            self._signal(child, signal.SIGTERM)
+
+    def _kill_late(self, now: float) -> None:
+        for child in self.children:
+            if child.stop_deadline is not None and now >= child.stop_deadline and child.pid is not None:
+                logger.error("%s did not stop in time; killing it", child.label, extra={"action": "child_killed"})
+                child.killed, child.stop_deadline = True, None
+                self._signal(child, signal.SIGKILL)
+
+    def _signal(self, child: Child, signum: int) -> None:
+        if child.pid is not None:
+            # Our own unreaped child: its PID can't have been reused.
+            try:
+                os.kill(child.pid, signum)
+            except ProcessLookupError:
+                pass
 
     def _forward(self, signum: int) -> None:
         for child in self.children:
-            if child.pid is not None:
-                # Our own unreaped child: its PID can't have been reused.
-                try:
-                    os.kill(child.pid, signum)
-                except ProcessLookupError:
-                    pass
+            self._signal(child, signum)
 
-    def _stop_children(self) -> None:
-        """SIGTERM every child; past their stop deadline plus a grace, SIGKILL what is left."""
-        self._forward(signal.SIGTERM)
-        deadline = time.monotonic() + conf.stop_timeout() + STOP_GRACE
-        while any(c.pid is not None for c in self.children) and time.monotonic() < deadline:
-            select.select([self._rfd], [], [], 0.1)
-            _drain(self._rfd)
-            for child, status in self._reaped():
-                child.pid = None
-                logger.info("%s stopped (%s)", child.spec.label, _describe(status), extra={"action": "child_stopped"})
-        leftovers = [c for c in self.children if c.pid is not None]
-        for child in leftovers:
-            logger.error("%s did not stop in time; killing it", child.spec.label, extra={"action": "child_killed"})
-        self._forward(signal.SIGKILL)
-        for child in leftovers:
-            assert child.pid is not None
-            os.waitpid(child.pid, 0)
-            child.pid = None
-            stopping.remove_stale(_child_pid_path(child.spec))
-        for child in self.children:
-            if child.ready_fd is not None:
-                os.close(child.ready_fd)
-                child.ready_fd = None
+    # -- the control socket ----------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._control is not None
+        try:
+            conn, _ = self._control.accept()
+        except BlockingIOError:
+            return
+        conn.settimeout(1.0)  # the client sends its line right after connecting
+        try:
+            request = json.loads(conn.makefile("rb").readline() or b"{}")
+            verb, names = request.get("verb"), list(request.get("names") or [])
+        except (OSError, ValueError, AttributeError):
+            conn.close()
+            return
+        self._command(conn, verb, names)
+
+    def _command(self, conn: socket.socket, verb: str, names: list[str]) -> None:
+        now = time.monotonic()
+        if verb == "status":
+            self._send(conn, {"pid": self.pid, "children": [c.view(now) for c in self.children]})
+            conn.close()
+            return
+        if verb == "shutdown":
+            targets = list(self.children)
+        else:
+            by_label = {c.label: c for c in self.children}
+            unknown = [name for name in names if name not in by_label]
+            if verb not in supervision.VERBS or unknown:
+                self._send(conn, {"error": f"unknown verb {verb!r}" if unknown == [] else
+                                  f"not supervised here: {', '.join(unknown)}"})
+                conn.close()
+                return
+            targets = [by_label[name] for name in names]
+        waiter = Waiter(conn, {c.label for c in targets})
+        self._waiters.append(waiter)
+        logger.info("asked to %s %s", verb, ", ".join(c.label for c in targets) if verb != "shutdown" else "",
+                    extra={"action": f"control_{verb}"})
+        for child in targets:
+            if verb in ("stop", "shutdown"):
+                if child.pid is None:
+                    child.state, child.restart_at = ChildState.STOPPED, None
+                    self._answer(child, "not_running", None)
+                else:
+                    self._stop(child, then=None)
+            elif child.pid is None:  # start or restart of a child that doesn't run
+                child.failures = 0
+                self._spawn(child)
+            elif verb == "start":
+                self._answer(child, "already_running", child.pid)
+            else:
+                self._stop(child, then=ChildState.STARTING)
+        if verb == "shutdown":
+            assert self._serving is not None
+            self._serving.stop.set()
+
+    def _answer(self, child: Child, event: str, pid: int | None, detail: str = "") -> None:
+        """Record `event` for the waiters on `child`; answer and close each waiter that has all its outcomes."""
+        for waiter in list(self._waiters):
+            if child.label in waiter.pending:
+                waiter.pending.discard(child.label)
+                waiter.results[child.label] = {"event": event, "pid": pid, "detail": detail}
+                if not waiter.pending:
+                    self._send(waiter.conn, {"results": waiter.results})
+                    waiter.conn.close()
+                    self._waiters.remove(waiter)
+
+    def _send(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        try:
+            conn.sendall(supervision.encode(message))
+        except OSError:
+            pass  # the client gave up waiting: nothing to tell
+
+    def _close_control(self, serving: Serving) -> None:
+        for waiter in self._waiters:
+            waiter.conn.close()
+        self._waiters = []
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+            try:
+                os.unlink(serving.paths.socket)
+            except OSError:
+                pass
 
 
-def _child_pid_path(spec: ChildSpec) -> Path:
-    return RunPaths.for_daemon(spec.daemon_cls.name, spec.instance).pid
-
-
-def _describe(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
-
-
-def _drain(fd: int) -> None:
+def _bind_control(serving: Serving) -> socket.socket:
+    path = serving.paths.socket
     try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
+        os.unlink(path)  # a socket left by a supervisor that died
+    except FileNotFoundError:
         pass
+    except OSError as exc:
+        raise StartupError(f"cannot remove the old control socket {path}: {exc.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(str(path))
+        sock.listen(16)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot create control socket {path}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def set_title(title: str) -> None:
+    """What `ps` shows for this process."""
+    import setproctitle
+
+    setproctitle.setproctitle(title)
+
+
+def _describe(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        return f"killed by {signal.Signals(os.WTERMSIG(wait_status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(wait_status)}"
 
 
 def _preload() -> None:
@@ -407,7 +564,7 @@ def _preload() -> None:
     """
     from django.db.models.sql import compiler  # noqa: F401  (first imported by a child's first query)
 
-    from . import lifecycle, reporting, runner, wakeup, watch  # noqa: F401
+    from . import reporting, runner, wakeup, watch  # noqa: F401
 
     if getattr(settings, "SENTRY_DSN", ""):
         # Each child starts its own Sentry client (threads don't survive a fork), but the
@@ -431,7 +588,7 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the chi
         armed = False
     if os.getppid() != parent:
         # The supervisor died before the death signal was armed.
-        os._exit(1)
+        os._exit(Exit.ORPHANED)
     if armed:
         return
 
@@ -443,152 +600,19 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the chi
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _one_report(fd: int) -> Callable[[str], None]:
-    """A function that writes its first message into the readiness pipe `fd` and closes it; later calls do nothing."""
-    def send(text: str) -> None:
-        nonlocal fd
-        if fd >= 0:
-            os.write(fd, text.encode("utf-8", "replace"))
-            os.close(fd)
-            fd = -1
-
-    return send
+def pid_path() -> Path:
+    return supervision.paths().pid
 
 
-def _run_child(daemon_cls: type[Daemon], instance: int, ready_fd: int, *, log_to_file: bool) -> int:
-    """Run one daemon in this (forked) process exactly as `rundaemon NAME` would, and return its exit code.
-
-    Writes `READY <pid>` or `ERROR <reason>` into `ready_fd`. This is the one place the
-    supervisor calls into the process life cycle.
-    """
-    from .lifecycle import Lifecycle, StartupError
-
-    send = _one_report(ready_fd)
-    code = 1
-    try:
-        code = Lifecycle(daemon_cls, instance=instance, log_to_file=log_to_file,
-                         on_ready=lambda: send(f"READY {os.getpid()}\n")).run()
-    except StartupError as exc:
-        send(f"ERROR {exc}\n")
-    except BaseException as exc:
-        send(f"ERROR {type(exc).__name__}: {exc}\n")
-        code = 70
-    send(f"ERROR the daemon exited during startup with status {code}\n")
-    return code
+def log_path() -> Path:
+    return supervision.paths().log
 
 
-# -- entry points for the commands ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Started:
-    """What `start_detached` saw: the supervisor's PID and the children that failed to start."""
-
-    pid: int
-    failed: dict[str, str]
+def lifecycle(specs: list[ChildSpec], *, detach: bool) -> Lifecycle:
+    """The supervisor's life cycle: children log to their files when detached, to stderr in the foreground."""
+    return Lifecycle(Supervisor(specs, log_to_file=detach), paths=supervision.paths(), detach=detach)
 
 
 def run_foreground(specs: list[ChildSpec]) -> int:
     """Run the supervisor in this process, children logging to stderr: the mode for systemd (Type=notify)."""
-    own = PidFile(pid_path())
-    own.acquire()
-    try:
-        own.write()
-        logs.configure(NAME, None)
-        return Supervisor(specs, log_to_file=False, own_pidfile=own).run()
-    finally:
-        own.release()
-
-
-def start_detached(specs: list[ChildSpec]) -> Started:
-    """Daemonize the supervisor and return once every child is ready or given up on.
-
-    The supervisor's lock is taken here, before the fork, so "already running" is
-    reported by the command the operator ran. Raises `SupervisorError` when the supervisor
-    itself could not start.
-    """
-    own = PidFile(pid_path())
-    own.acquire()
-    connections.close_all()
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the supervisor, measured by process tests
-        os.close(read_fd)
-        os._exit(_detached_main(specs, own, write_fd))
-    os.close(write_fd)
-    own.forget()
-    with os.fdopen(read_fd, "rb") as pipe:
-        message = pipe.read().decode("utf-8", "replace")
-    os.waitpid(child, 0)
-    first, *rest = message.splitlines() or [""]
-    kind, _, detail = first.partition(" ")
-    if kind == "READY":
-        failed = dict(line.split(" ", 1) for line in rest if " " in line)
-        return Started(int(detail), failed)
-    if kind == "ERROR":
-        raise SupervisorError(detail.strip())
-    raise SupervisorError(f"the supervisor exited during startup; see {log_path()}")
-
-
-def _detached_main(specs: list[ChildSpec], own: PidFile, ready_fd: int) -> int:  # pragma: no cover
-    import daemon as python_daemon
-
-    send = _one_report(ready_fd)
-
-    def settled(result: Settled) -> None:
-        send(f"READY {os.getpid()}\n" + "".join(f"{label} {why}\n" for label, why in result.failed.items()))
-
-    assert own.fd is not None
-    code = 70
-    try:
-        python_daemon.DaemonContext(working_directory=str(conf.base_dir()), umask=0o027, detach_process=True,
-                                    files_preserve=[own.fd, ready_fd], signal_map={}, prevent_core=False).open()
-        own.write()
-        log_path().parent.mkdir(parents=True, exist_ok=True)
-        logs.configure(NAME, log_path())
-        code = Supervisor(specs, log_to_file=True, own_pidfile=own, on_settled=settled).run()
-    except BaseException as exc:
-        logger.critical("supervisor crashed: %s", exc, exc_info=exc, extra={"action": "crashed"})
-        send(f"ERROR {type(exc).__name__}: {exc}\n")
-    send(f"ERROR the supervisor exited during startup with status {code}; see {log_path()}\n")
-    own.release_quietly()
-    return code
-
-
-def supervise(names: list[str], *, every: bool, detach: bool, once: bool = False, instance: int = 0,
-              user: str | None = None, group: str | None = None) -> str:
-    """`rundaemon --all` and `rundaemon NAME1 NAME2 ...`: run the supervisor; return the line to print.
-
-    Every failure is a `CommandError` with one line: bad options, an unknown name, a
-    supervisor already running, or children that failed to start (the supervisor then
-    keeps running the others, and the error names the failed ones and why).
-    """
-    from django.core.management.base import CommandError
-
-    if every and names:
-        raise CommandError("give daemon names or --all, not both", returncode=2)
-    if not every and not names:
-        raise CommandError("name a daemon, several daemons, or use --all", returncode=2)
-    if once or instance or user or group:
-        raise CommandError("--once, --instance, --user and --group work with a single daemon only", returncode=2)
-    try:
-        specs = child_specs(names or None)
-    except registry.UnknownDaemon as exc:
-        raise CommandError(str(exc)) from None
-    if not specs:
-        raise CommandError("no daemons are registered")
-    try:
-        if not detach:
-            code = run_foreground(specs)
-            if code:
-                raise CommandError(f"{NAME} exited with status {code}; see its log", returncode=code)
-            return f"{NAME} stopped"
-        started = start_detached(specs)
-    except (PidFileError, SupervisorError) as exc:
-        raise CommandError(f"{NAME}: {exc}") from None
-    if started.failed:
-        failures = "; ".join(f"{label}: {why}" for label, why in started.failed.items())
-        raise CommandError(f"{NAME} (pid {started.pid}) runs the others, but {failures}")
-    return f"{NAME} started (pid {started.pid}) with {', '.join(s.label for s in specs)}; log: {log_path()}"
+    return lifecycle(specs, detach=False).run()

@@ -32,3 +32,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # One rate-limit window for a whole test run (the default is 60 s): a test's few requests must not
 # straddle two windows and find the count reset. The tests of the window itself set their own.
 SIGNUP_RATE_WINDOW = int(os.environ.get("SIGNUP_RATE_WINDOW", 10**9))
+
+# The supervisor's restart backoff, short for the tests that watch a child die and come back.
+for _name in ("DAEMONS_RESTART_BACKOFF", "DAEMONS_RESTART_BACKOFF_CAP"):
+    if _name in os.environ:
+        globals()[_name] = float(os.environ[_name])

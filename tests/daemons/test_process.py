@@ -1,6 +1,7 @@
 """Real-process tests of rundaemon, stopdaemon and daemonstatus."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemons import pidfile
+from daemons.exits import Exit
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.process
@@ -131,7 +133,7 @@ def test_once_runs_one_tick_and_exits_with_a_one_line_summary(project, tmp_path)
 
 def test_once_exits_non_zero_when_the_tick_raised(project) -> None:
     result = project.manage("rundaemon", "failing", "--once")
-    assert result.returncode == 1
+    assert result.returncode == Exit.TICK_FAILED
     assert result.stdout == ""
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("CommandError: failing: tick failed after ")
@@ -234,3 +236,70 @@ def test_an_idle_daemon_sleeps_until_something_is_due(project, tmp_path) -> None
     before = wakeups()
     time.sleep(2)  # the measurement window, not a synchronisation
     assert wakeups() - before < 5
+
+
+@pytest.fixture
+def mounted(tmp_path: Path):
+    """Mount a tiny tmpfs with the given options (as root only, where mount works); unmount it afterwards."""
+    mounts: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def fill(directory: Path) -> None:
+    """Use up every block of the filesystem holding `directory`."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("mode", [["--detach"], [], ["--once"], ["--all-supervised"]])
+def test_a_full_run_directory_is_one_line_and_leaves_no_pid_file(project, mounted, mode) -> None:
+    run_dir = mounted("run", "size=16k")
+    fill(run_dir)
+    args = ["counter", "idle", "--detach"] if mode == ["--all-supervised"] else ["counter", *mode]
+    result = project.manage("rundaemon", *args, env={"DAEMONS_RUN_DIR": str(run_dir)})
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(run_dir) in result.stderr and "No space left on device" in result.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["filler"]
+
+
+@pytest.mark.parametrize("which", ["DAEMONS_RUN_DIR", "DAEMONS_LOG_DIR"])
+def test_a_read_only_directory_is_one_line(project, mounted, which) -> None:
+    directory = mounted("ro", "ro,size=16k")
+    for args in (["counter", "--detach"], ["counter", "idle", "--detach"]):
+        result = project.manage("rundaemon", *args, env={which: str(directory)})
+        assert result.returncode == 1, result.stdout
+        # The system checks see it first (daemons.checks): named, no traceback.
+        assert "Traceback" not in result.stderr, result.stderr
+        assert str(directory) in result.stderr and "not writable" in result.stderr
+
+
+def test_no_socket_is_left_by_a_forced_stop(project, tmp_path) -> None:
+    marker = tmp_path / "marker"
+    pid = project.start("slow", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "60",
+                                     "DAEMONS_STOP_TIMEOUT": "30"})
+    socket_path = project.run_dir / "slow.sock"
+    assert socket_path.exists()
+    wait_for(lambda: marker.exists(), message="a tick in progress")
+    assert project.manage("stopdaemon", "slow", "--timeout", "0.5").returncode == 1
+    assert project.manage("stopdaemon", "slow", "--timeout", "5").returncode == 0  # the second SIGTERM: exit now
+    assert not alive(pid)
+    assert not socket_path.exists() and not project.pid_file("slow").exists()

@@ -7,10 +7,10 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from daemons import operations, reload
+from daemons import operations, registry, reload, supervision, supervisor
+from daemons.exits import Exit
 from daemons.lifecycle import Lifecycle, StartupError
 from daemons.privileges import Credentials, PrivilegeError
-from daemons.supervisor import supervise
 
 from ._base import DaemonCommand, registered_names
 
@@ -46,9 +46,8 @@ class Command(DaemonCommand):
                instance: int, user: str | None, group: str | None, **options) -> None:
         if supervised(names, all_daemons):
             if reload:
-                raise CommandError("--reload runs one daemon; give exactly one NAME", returncode=2)
-            self.stdout.write(supervise(names, every=all_daemons, detach=detach, once=once, instance=instance,
-                                        user=user, group=group))
+                raise CommandError("--reload runs one daemon; give exactly one NAME", returncode=Exit.USAGE)
+            self.supervise(names, every=all_daemons, detach=detach, single=bool(once or instance or user or group))
             return
         name = names[0]
         daemon_cls = self.daemon_class(name)
@@ -59,20 +58,23 @@ class Command(DaemonCommand):
                 label = operations.label(name, instance)
                 if started.already_running:
                     self.stdout.write(f"{label} already running (pid {started.pid})")
+                elif started.supervised:
+                    self.stdout.write(f"{label} started by the supervisor (pid {started.pid}); log: {started.log}")
                 else:
                     self.stdout.write(f"{label} started (pid {started.pid}); log: {started.log}")
                 return
-            lifecycle = Lifecycle(daemon_cls, instance=instance, once=once, credentials=credentials)
+            lifecycle = Lifecycle.for_daemon(daemon_cls, instance=instance, once=once, credentials=credentials)
             if reload:
                 code = self.run_reloading(lifecycle)
             else:
                 code = lifecycle.run()
         except (StartupError, PrivilegeError) as exc:
             raise self.fail(name, str(exc)) from None
-        if once and lifecycle.last_result_line:
+        result_line = getattr(lifecycle.service, "last_result_line", "")
+        if once and result_line:
             if code:
-                raise self.fail(name, lifecycle.last_result_line, returncode=code)
-            self.stdout.write(f"{name}: {lifecycle.last_result_line}")
+                raise self.fail(name, result_line, returncode=code)
+            self.stdout.write(f"{name}: {result_line}")
         if code:
             raise self.fail(name, f"exited with status {code}; see its log", returncode=code)
 
@@ -82,3 +84,38 @@ class Command(DaemonCommand):
         if reload.is_child():
             sys.exit(code)
         return code
+
+    def supervise(self, names: list[str], *, every: bool, detach: bool, single: bool) -> None:
+        """`rundaemon --all` and `rundaemon NAME1 NAME2 ...`: the daemons not running yet, under one supervisor."""
+        if every and names:
+            raise CommandError("give daemon names or --all, not both", returncode=Exit.USAGE)
+        if not every and not names:
+            raise CommandError("name a daemon, several daemons, or use --all", returncode=Exit.USAGE)
+        if single:
+            raise CommandError("--once, --instance, --user and --group work with a single daemon only",
+                               returncode=Exit.USAGE)
+        try:
+            specs = supervisor.child_specs(names or None)
+        except registry.UnknownDaemon as exc:
+            raise CommandError(str(exc)) from None
+        if not specs:
+            raise CommandError("no daemons are registered")
+        try:
+            done = operations.start_supervisor(specs, detach=detach)
+        except StartupError as exc:
+            raise self.fail(supervision.NAME, str(exc)) from None
+        for label, pid in done.left_alone.items():
+            self.stdout.write(f"{label} already running (pid {pid}); left alone")
+        if done.pid is None:
+            self.stdout.write("everything is already running")
+        elif done.already_running:
+            started = f"; started {', '.join(done.started)}" if done.started else ""
+            self.stdout.write(f"{supervision.NAME} already running (pid {done.pid}){started}")
+        elif detach:
+            self.stdout.write(f"{supervision.NAME} started (pid {done.pid}) with {', '.join(done.started) or 'none'}"
+                              f"; log: {done.log}")
+        else:
+            self.stdout.write(f"{supervision.NAME} stopped")
+        if done.failed:
+            failures = "; ".join(f"{label}: {why}" for label, why in done.failed.items())
+            raise CommandError(f"{supervision.NAME} (pid {done.pid}) runs the others, but {failures}")

@@ -40,11 +40,18 @@ class Command(DaemonCommand):
         reports = operations.stop_many(targets, timeout=self.timeout, kill=kill, on_done=self.done,
                                        on_wait=self.waiting)
         failed = [report for report in reports if report.outcome is None or report.outcome.state == "timeout"]
-        if failed:
-            raise CommandError("; ".join(self.failure(report) for report in failed))
+        killed = [label for report in reports for label in report.killed]
+        problems = [self.failure(report) for report in failed]
+        if killed:
+            problems.append(f"had to kill {', '.join(killed)}")
+        if problems:
+            raise CommandError("; ".join(problems))
 
     def done(self, report: StopReport) -> None:
         outcome, label = report.outcome, report.target.label
+        for child, event in report.children.items():
+            if event in ("stopped", "killed"):
+                self.stdout.write(f"{child} {event} (by the supervisor)")
         if outcome is None or outcome.state == "timeout":
             return  # said once, in the error at the end
         if outcome.state == "not_running":
