@@ -125,9 +125,11 @@ class Lifecycle:
             self.report = daemonize.start(self._live, keep=[self.pidfile.fd] if self.pidfile.fd else [],
                                           log_path=self.paths.log)
         except daemonize.DetachError as exc:
+            # Our descriptor shares the lock with the process that died: the file is still ours to remove,
+            # so a start that failed leaves nothing behind, even when the process was killed before a word.
+            self.pidfile.release_quietly()
             raise StartupError(str(exc)) from None
-        finally:
-            self.pidfile.forget()  # the detached process holds the lock now (or released it when it failed)
+        self.pidfile.forget()  # the detached process holds the lock now
         self.pid = self.report.pid
         return Exit.OK
 

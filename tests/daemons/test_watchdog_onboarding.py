@@ -27,7 +27,7 @@ def slow_smtp() -> Iterator[SmtpSink]:
     try:
         yield sink
     finally:
-        sink.stop()
+        sink.close()
 
 
 @pytest.fixture
