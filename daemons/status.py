@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from . import pidfile, registry
 from .control import is_paused
-from .heartbeat import heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
+from .heartbeat import db_now, heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
 from .jobs import JobStatus, ScheduledDaemon
 from .paths import RunPaths, instances
 
@@ -132,7 +132,7 @@ def read_status(name: str, instance: int = 0) -> DaemonStatus:
                 notes.append("PID file in another run directory")
             if status.state == "running" and beat.pid == status.pid:
                 status.started_at = beat.started_at
-                if heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
+                if heartbeat_overdue(name, db_now() - beat.last_heartbeat):
                     status.state = "hung"
         status.paused = is_paused(name, instance)
         if status.paused:
@@ -171,7 +171,7 @@ def cluster_statuses(names: list[str] | None = None, now: datetime | None = None
     """
     from .models import Heartbeat, Pause
 
-    now = now or timezone.now()
+    now = now or db_now()  # the heartbeats' clock, whatever this host's says
     paused = set(Pause.objects.values_list("name", "instance"))
     beats = Heartbeat.objects.order_by("host", "name", "instance")
     if names:
