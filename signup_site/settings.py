@@ -87,6 +87,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a loopback probe of /daemons/health/ or /daemons/metrics/ skips the Host and HTTPS rules.
+    "signup_site.middleware.loopback_probes",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "signup_site.middleware.charset_guard",
