@@ -33,7 +33,7 @@ class CustomerAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
     readonly_fields = ["created_at", "onboarded_at", "attempts", "last_error", "next_attempt_at", "failed_at",
-                       "claimed_by", "claim_expires_at"]
+                       "claimed_by", "claim_expires_at", "unknown_outcomes", "attention_at", "attention_reason"]
     actions = ["retry_onboarding"]
     list_per_page = 50
 
@@ -47,8 +47,10 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description="last error")
     def short_last_error(self, obj: Customer) -> str:
+        # Why it needs attention, when it does: that is what the operator must act on.
+        text = obj.attention_reason if obj.onboarding_state is OnboardingState.ATTENTION else obj.last_error
         # The admin escapes it; truncation keeps a long SMTP transcript from swamping the list.
-        return Truncator(obj.last_error).chars(120) if obj.last_error else "-"
+        return Truncator(text).chars(120) if text else "-"
 
     @admin.action(description="Retry onboarding")
     def retry_onboarding(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:

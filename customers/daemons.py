@@ -17,6 +17,16 @@ from . import onboarding, selectors
 from .digest import digest_send
 from .onboarding import Outcome
 
+# Outcomes that are failures to onboard this time: logged, reported, and the SMTP session not reused.
+FAILURES = (Outcome.RETRY, Outcome.FAILED, Outcome.UNKNOWN, Outcome.ATTENTION)
+# How each failure is logged: the structured action, and what happens next.
+FAILURE_ACTIONS = {
+    Outcome.RETRY: ("onboard_retry", "will retry"),
+    Outcome.FAILED: ("onboard_failed", "gave up"),
+    Outcome.UNKNOWN: ("onboard_unknown", "outcome unknown, will resend with the same Message-ID"),
+    Outcome.ATTENTION: ("onboard_attention", "outcome unknown too often, needs attention"),
+}
+
 
 class OnboardingFailure(Exception):
     """What Sentry gets for one customer's failure: its id and a redacted error, no address."""
@@ -67,7 +77,6 @@ class OnboardingDaemon(Daemon):
             return self.summary(counts, suffix="mail server unavailable, waiting to try again")
         owner = self.owner
         batch_size = settings.ONBOARDING_BATCH_SIZE
-        renew_every = onboarding.lease_duration().total_seconds() / 3
         claimed_any = False
         checked = False
         try:
@@ -86,17 +95,16 @@ class OnboardingDaemon(Daemon):
                     onboarding.mail_close(self.mail)
                 checked = True
                 mail = self.mail
-                renewed_at = time.monotonic()
+                # While a reply to the end of DATA is awaited, the claims stay ours and the tick alive.
+                keeper = onboarding.ClaimKeeper(owner, progress=lambda: self.progress(0))
                 for customer in batch:
                     if self.stop_requested():
                         break
-                    if time.monotonic() - renewed_at >= renew_every:
-                        onboarding.claims_renew(owner=owner)
-                        renewed_at = time.monotonic()
+                    keeper.renew_if_due()
                     self.in_flight = customer.pk
                     try:
                         result = onboarding.customer_onboard(customer=customer, owner=owner, mail=mail,
-                                                             breaker=self.breaker)
+                                                             breaker=self.breaker, keepalive=keeper.keepalive)
                     except onboarding.MailServerUnavailable as exc:
                         self.breaker.held.clear()  # given back below with every other claim
                         self.mail_close()
@@ -111,7 +119,7 @@ class OnboardingDaemon(Daemon):
                     self.settle(counts)
                     self.mail_available()  # it answered, and not by refusing everyone
                     counts[result.outcome] += 1
-                    if result.outcome in (Outcome.RETRY, Outcome.FAILED):
+                    if result.outcome in FAILURES:
                         self.record_failure(result)
                         # The SMTP session may be in any state; the next send opens a new one.
                         onboarding.mail_close(mail)
@@ -145,20 +153,23 @@ class OnboardingDaemon(Daemon):
     def summary(counts: dict[Outcome, int], suffix: str = "") -> TickResult:
         onboarded = counts[Outcome.ONBOARDED]
         failed = counts[Outcome.RETRY] + counts[Outcome.FAILED]
+        unknown = counts[Outcome.UNKNOWN] + counts[Outcome.ATTENTION]
         text = f"onboarded {onboarded} customer{'s' if onboarded != 1 else ''}"
         if failed:
             text += f", {failed} failed"
+        if unknown:
+            text += f", {unknown} unconfirmed"
         if suffix:
             text += f"; {suffix}"
-        return TickResult(processed=onboarded + failed, summary=text)
+        return TickResult(processed=onboarded + failed + unknown, summary=text)
 
     def record_failure(self, result: onboarding.OnboardResult) -> None:
         customer = result.customer
-        retry = result.outcome is Outcome.RETRY
+        action, next_step = FAILURE_ACTIONS[result.outcome]
         self.logger.warning(
             "onboarding customer %s failed (attempt %d), %s: %s",
-            customer.pk, customer.attempts, "will retry" if retry else "gave up", result.error,
-            extra={"action": "onboard_retry" if retry else "onboard_failed", "customer_id": customer.pk},
+            customer.pk, customer.attempts, next_step, result.error,
+            extra={"action": action, "customer_id": customer.pk},
         )
         # A fresh exception without the traceback: the original's frames hold the address.
         reporting.capture(OnboardingFailure(f"customer {customer.pk}: {result.error}"),

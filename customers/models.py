@@ -14,16 +14,21 @@ class OnboardingState(models.TextChoices):
     RETRYING = "retrying", "retrying"
     ONBOARDED = "onboarded", "onboarded"
     FAILED = "failed", "failed"
+    # Sent ONBOARDING_MAX_UNKNOWN_OUTCOMES times without ever hearing whether the server took it.
+    ATTENTION = "attention", "needs attention"
 
 
 # The one definition of each onboarding state, as field lookups. The queryset turns them
 # into filters and `Customer.onboarding_state` reads them against an instance, so the
 # admin, the dashboard, the daemon's status line and the model can never disagree.
 # Pending: still to be onboarded by the daemon, now or later (waiting or retrying).
-PENDING_LOOKUPS: dict[str, Any] = {"onboarded_at__isnull": True, "failed_at__isnull": True}
+PENDING_LOOKUPS: dict[str, Any] = {"onboarded_at__isnull": True, "failed_at__isnull": True,
+                                   "attention_at__isnull": True}
 STATE_LOOKUPS: dict[OnboardingState, dict[str, Any]] = {
     OnboardingState.ONBOARDED: {"onboarded_at__isnull": False},
     OnboardingState.FAILED: {"onboarded_at__isnull": True, "failed_at__isnull": False},
+    OnboardingState.ATTENTION: {"onboarded_at__isnull": True, "failed_at__isnull": True,
+                                "attention_at__isnull": False},
     OnboardingState.RETRYING: {**PENDING_LOOKUPS, "attempts__gt": 0},
     OnboardingState.WAITING: {**PENDING_LOOKUPS, "attempts": 0},
 }
@@ -68,6 +73,10 @@ class CustomerQuerySet(models.QuerySet):
     def onboarded(self) -> CustomerQuerySet:
         return self.in_state(OnboardingState.ONBOARDED)
 
+    def needing_attention(self) -> CustomerQuerySet:
+        """Not sent again: too many sends whose outcome is unknown (see `Customer.attention_reason`)."""
+        return self.in_state(OnboardingState.ATTENTION)
+
     def pending(self) -> CustomerQuerySet:
         """Waiting or retrying: the daemon still has work to do for them, now or later."""
         return self.filter(**PENDING_LOOKUPS)
@@ -97,6 +106,12 @@ class Customer(models.Model):
     failed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=200, blank=True, default="")
     claim_expires_at = models.DateTimeField(null=True, blank=True)
+    # Sends whose end of DATA went out but whose reply never came (each also counts in `attempts`).
+    # Defaults in the database too, so rows inserted by plain SQL (bulk loads, tests) need not name them.
+    unknown_outcomes = models.PositiveIntegerField(default=0, db_default=0)
+    # Set, with the reason, when the daemon stops sending until a person looks.
+    attention_at = models.DateTimeField(null=True, blank=True)
+    attention_reason = models.TextField(blank=True, default="", db_default="")
 
     objects = CustomerQuerySet.as_manager()
 

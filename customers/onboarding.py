@@ -7,21 +7,25 @@ import os
 import random
 import re
 import secrets
+import selectors
 import smtplib
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends import smtp
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 from django.template.loader import render_to_string
@@ -30,6 +34,9 @@ from django.utils import timezone
 from daemons import conf, heartbeat, reporting, wakeup
 
 from .models import Customer, Onboarding, OnboardingState
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 # The onboarding daemon's registered name: signups and retries wake it by this name.
 DAEMON_NAME = "onboarding"
@@ -181,6 +188,31 @@ def claims_renew(*, owner: Owner) -> int:
         ).update(claim_expires_at=lease_end())
 
 
+class ClaimKeeper:
+    """Keeps `owner`'s claims theirs through a long batch, or a long wait for a mail server's reply.
+
+    `renew_if_due` renews them once a third of the lease has passed since the claim or
+    the last renewal. `keepalive` is what a send calls while it waits: it renews when due
+    (a database error is left to the lease: a claim that lapses is only lost, never
+    recorded twice) and reports `progress`, so the daemon is not taken for hung.
+    """
+
+    def __init__(self, owner: Owner, progress: Callable[[], object] = lambda: None) -> None:
+        self.owner = owner
+        self.progress = progress
+        self.renewed_at = time.monotonic()  # a fresh claim carries a fresh lease
+
+    def renew_if_due(self) -> None:
+        if time.monotonic() - self.renewed_at >= lease_duration().total_seconds() / 3:
+            claims_renew(owner=self.owner)
+            self.renewed_at = time.monotonic()
+
+    def keepalive(self) -> None:
+        with suppress(DatabaseError):
+            self.renew_if_due()
+        self.progress()
+
+
 def claims_release(*, owner: Owner) -> int:
     """Give back every unfinished claim of `owner`, so others can take them at once."""
     with transaction.atomic():
@@ -222,9 +254,82 @@ def welcome_email(customer: Customer) -> EmailMultiAlternatives:
     return message
 
 
+class FinalReplySMTP(smtplib.SMTP):
+    """An SMTP session that knows when a message's end of DATA went out, and waits long for the reply to it.
+
+    From the moment the final "." is sent (`dot_sent`), the server may have the message:
+    a failure then is an unknown outcome, not a failure to send. The reply to it is
+    awaited for ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS (RFC 5321 section 4.5.3.2.6
+    advises 10 minutes, as content filters may take minutes), while `keepalive` is
+    called about once a second to keep the claim and the heartbeat fresh. Every other
+    read keeps the connection's short timeout.
+    """
+
+    dot_sent = False
+    awaiting_final_reply = False
+    reply_deadline: float | None = None  # time.monotonic() past which the final reply is given up on
+    keepalive: Callable[[], object] | None = None
+
+    def sendmail(self, *args, **kwargs):
+        self.dot_sent = self.awaiting_final_reply = False
+        self.reply_deadline = None
+        return super().sendmail(*args, **kwargs)
+
+    def send(self, s: Buffer | str) -> None:
+        super().send(s)
+        # Only a message body ends so: smtplib sends it, dot-terminated, in one call.
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.dot_sent = self.awaiting_final_reply = True
+            self.reply_deadline = time.monotonic() + settings.ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.awaiting_final_reply:
+            self.awaiting_final_reply = False
+            self.final_reply_wait()
+        return super().getreply()
+
+    def final_reply_wait(self) -> None:
+        """Wait until the reply to the end of DATA begins to arrive; past the reply deadline, close and raise."""
+        sock, deadline = self.sock, self.reply_deadline
+        if sock is None or deadline is None:
+            return
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.close()
+                    raise smtplib.SMTPServerDisconnected(
+                        f"no reply to the end of DATA within {settings.ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS:g} s")
+                if selector.select(min(remaining, 1.0)):
+                    return
+                if self.keepalive is not None:
+                    self.keepalive()
+
+
+class FinalReplySMTP_SSL(FinalReplySMTP, smtplib.SMTP_SSL):
+    """`FinalReplySMTP` over implicit TLS."""
+
+
+class SmtpBackend(smtp.EmailBackend):
+    """Django's SMTP backend with `FinalReplySMTP` sessions."""
+
+    @property
+    def connection_class(self) -> type[smtplib.SMTP]:
+        return FinalReplySMTP_SSL if self.use_ssl else FinalReplySMTP
+
+
+DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+
 def mail_connection() -> BaseEmailBackend:
-    """A connection to the mail server, not yet open, whose every read waits at most ONBOARDING_SMTP_TIMEOUT_SECONDS."""
-    return get_connection(timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
+    """A connection to the mail server, not yet open, whose every read waits at most ONBOARDING_SMTP_TIMEOUT_SECONDS.
+
+    Django's SMTP backend is replaced by `SmtpBackend`, which tells an unanswered end of
+    DATA apart and waits for its reply as long as RFC 5321 advises.
+    """
+    backend = f"{__name__}.SmtpBackend" if settings.EMAIL_BACKEND == DJANGO_SMTP_BACKEND else None
+    return get_connection(backend, timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
 
 
 def mail_alive(mail: BaseEmailBackend) -> bool:
@@ -261,8 +366,10 @@ class SendWatch:
     than that, so a backlog of quick sends costs it about one wake-up per deadline
     period. Past the deadline it shuts the connection's socket down (again every 50 ms,
     as the socket may appear only after a connect in progress) until the send is
-    disarmed. After SEND_WATCH_IDLE_SECONDS with nothing armed it ends; `arm` then
-    returns False and the caller starts another.
+    disarmed. Once a `FinalReplySMTP` session sent the end of DATA, the deadline is its
+    reply deadline (plus a little, so the session's own clearer error comes first).
+    After SEND_WATCH_IDLE_SECONDS with nothing armed it ends; `arm` then returns False
+    and the caller starts another.
     """
 
     def __init__(self) -> None:
@@ -301,8 +408,8 @@ class SendWatch:
                         self.ended = True
                         return
                     self.wakes_at = busy_at + SEND_WATCH_IDLE_SECONDS
-                elif now < self.until:
-                    busy_at, self.wakes_at = now, self.until
+                elif now < (until := max(self.until, self.reply_deadline())):
+                    busy_at, self.wakes_at = now, until
                 else:
                     busy_at, self.expired, self.wakes_at = now, True, now + 0.05
                     sock = getattr(getattr(self.mail, "connection", None), "sock", None)
@@ -310,6 +417,12 @@ class SendWatch:
                         with suppress(OSError):
                             sock.shutdown(socket.SHUT_RDWR)
                 self.cond.wait(self.wakes_at - now)
+
+
+    def reply_deadline(self) -> float:
+        """When the armed send's session gives up on the reply to the end of DATA, or 0 before that."""
+        deadline = getattr(getattr(self.mail, "connection", None), "reply_deadline", None)
+        return 0.0 if deadline is None else deadline + 2.0
 
 
 # A sending thread's SendWatch ends after this many seconds without a send.
@@ -326,7 +439,12 @@ def send_watch_arm(mail: BaseEmailBackend, deadline: float) -> SendWatch:
     return watch
 
 
-def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadline: float | None = None) -> None:
+class SendOutcomeUnknown(Exception):
+    """The message's end of DATA went out but no reply came: the server may or may not have it."""
+
+
+def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadline: float | None = None,
+                 keepalive: Callable[[], object] | None = None) -> None:
     """Send `message` through `mail` (opened here if needed), all of it within `deadline` seconds.
 
     The per-read timeout alone lets a server that answers slowly, or trickles a reply,
@@ -335,18 +453,33 @@ def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadli
     socket down, which ends any read at once; the connection is then closed and
     `SendDeadlineExceeded` raised. Sending is so bounded, which is what lets a lease of
     three deadlines outlast any send between two renewals.
+
+    The one exception is the reply to the end of DATA (see `FinalReplySMTP`): it is
+    awaited for ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS, with `keepalive` called about
+    once a second meanwhile to renew the claim. Any failure once the end of DATA went out
+    (no reply in time, a reset, a hang-up) raises `SendOutcomeUnknown`.
     """
     deadline = settings.ONBOARDING_SEND_DEADLINE_SECONDS if deadline is None else deadline
     watch = send_watch_arm(mail, deadline)
+    session = None
     try:
         mail.open()
+        session = getattr(mail, "connection", None)
+        if isinstance(session, FinalReplySMTP):
+            session.keepalive = keepalive
         message.connection = mail
         message.send(fail_silently=False)
     except Exception as exc:
-        if watch.disarm():
+        expired = watch.disarm()
+        if isinstance(session, FinalReplySMTP) and session.dot_sent:
+            raise SendOutcomeUnknown(f"the mail server took the message but never confirmed it: "
+                                     f"{error_describe(exc)}") from exc
+        if expired:
             raise SendDeadlineExceeded(f"sending one message took longer than {deadline:g} s") from exc
         raise
     finally:
+        if isinstance(session, FinalReplySMTP):
+            session.keepalive = None
         if watch.disarm():
             with suppress(Exception):
                 mail.close()
@@ -362,6 +495,8 @@ class Outcome(enum.Enum):
     RETRY = "retry"
     FAILED = "failed"
     HELD = "held"  # refused, but held back by the Breaker until it is clear whom to blame
+    UNKNOWN = "unknown"  # sent, but never confirmed: an attempt, resent later with the same Message-ID
+    ATTENTION = "attention"  # never confirmed once too often: not sent again until a person looks
 
 
 @dataclass(frozen=True)
@@ -373,7 +508,7 @@ class OnboardResult:
 
 def customer_onboard(
     *, customer: Customer, owner: Owner, mail: BaseEmailBackend | None = None, now: datetime | None = None,
-    breaker: Breaker | None = None,
+    breaker: Breaker | None = None, keepalive: Callable[[], object] | None = None,
 ) -> OnboardResult:
     """Send the welcome email, then record the onboarding, exactly once.
 
@@ -387,14 +522,25 @@ def customer_onboard(
     template) is recorded by `customer_onboarding_failed`. A failure of the mail server
     itself raises `MailServerUnavailable` and records nothing against the customer.
     With a `breaker`, a permanent refusal goes to it first: it may hold the refusal back
-    (`Outcome.HELD`, nothing recorded) or decide that the server refuses everyone
     (`MailServerUnavailable`). Database errors propagate.
+
+    A send whose end of DATA went out but was never answered (`SendOutcomeUnknown`) has
+    an unknown outcome: it counts as an attempt and is retried later, with the same
+    Message-ID, until ONBOARDING_MAX_UNKNOWN_OUTCOMES of them mark the customer as
+    needing attention (`Outcome.UNKNOWN`, then `Outcome.ATTENTION`). `keepalive` is
+    called while the reply is awaited (see `message_send`).
     """
     own_mail = mail is None
     try:
         if mail is None:
             mail = mail_connection()
-        message_send(welcome_email(customer), mail)
+        message_send(welcome_email(customer), mail, keepalive=keepalive)
+    except SendOutcomeUnknown as exc:
+        row = customer_onboarding_failed(customer=customer, owner=owner, error=exc, now=now or timezone.now(),
+                                         outcome_unknown=True)
+        if row is None:
+            return OnboardResult(Outcome.NOT_OURS, customer, error_describe(exc))
+        return OnboardResult(Outcome.ATTENTION if row.attention_at else Outcome.UNKNOWN, row, error_describe(exc))
     except Exception as exc:
         if is_mail_outage(exc):
             raise MailServerUnavailable(error_describe(exc)) from exc
@@ -587,12 +733,16 @@ def retry_delay(
 
 
 def customer_onboarding_failed(
-    *, customer: Customer, owner: Owner, error: BaseException, now: datetime
+    *, customer: Customer, owner: Owner, error: BaseException, now: datetime, outcome_unknown: bool = False
 ) -> Customer | None:
-    """Record a failed attempt: count it, schedule a retry, or mark the customer failed.
+    """Record a failed attempt: count it, schedule a retry, or mark the customer failed or needing attention.
 
     A permanent SMTP rejection (5xx) fails the customer at once; otherwise the customer
     fails after ONBOARDING_MAX_ATTEMPTS attempts, and before that waits `retry_delay`.
+    An attempt whose outcome is unknown (`outcome_unknown`: the server may have the
+    message) can't fail the customer: after ONBOARDING_MAX_UNKNOWN_OUTCOMES of them, or
+    on the last attempt, the customer is marked as needing attention with the reason,
+    and is not sent again until someone retries it.
     The claim is given back either way. Returns the updated customer, or None, recording
     nothing, when `owner` no longer holds the claim or its lease ended.
     """
@@ -605,13 +755,22 @@ def customer_onboarding_failed(
         row.last_error = error_describe(error)
         row.claimed_by = ""
         row.claim_expires_at = None
-        if is_permanent(error) or row.attempts >= settings.ONBOARDING_MAX_ATTEMPTS:
+        row.unknown_outcomes += outcome_unknown
+        out_of_attempts = row.attempts >= settings.ONBOARDING_MAX_ATTEMPTS
+        if outcome_unknown and (out_of_attempts or row.unknown_outcomes >= settings.ONBOARDING_MAX_UNKNOWN_OUTCOMES):
+            row.attention_at = now
+            row.attention_reason = (
+                f"{row.unknown_outcomes} send(s) with an unknown outcome (the message went out, no reply came), "
+                f"so it is not sent again: it may have been delivered; check the mail server's log for its "
+                f"Message-ID {welcome_message_id(row)} before retrying. Last: {row.last_error}")[:2000]
+            row.next_attempt_at = None
+        elif not outcome_unknown and (is_permanent(error) or out_of_attempts):
             row.failed_at = now
             row.next_attempt_at = None
         else:
             row.next_attempt_at = now + retry_delay(row.attempts)
         row.save(update_fields=["attempts", "last_error", "claimed_by", "claim_expires_at", "failed_at",
-                                "next_attempt_at"])
+                                "next_attempt_at", "unknown_outcomes", "attention_at", "attention_reason"])
     return row
 
 
@@ -634,21 +793,23 @@ BEING_ONBOARDED = "being onboarded right now"
 
 @transaction.atomic
 def customers_retry_onboarding(*, ids: Iterable[int]) -> RetryReport:
-    """Put the failed customers among `ids` back in the queue with a fresh attempt count.
+    """Put the failed customers, and those needing attention, among `ids` back in the queue with fresh counts.
 
-    Only failed customers are touched, and never one a daemon holds a live claim on: the
+    Only those are touched, and never one a daemon holds a live claim on: the
     UPDATE itself carries both conditions, so a customer claimed in the meantime is left
     alone and can't be emailed twice. The others are counted by reason. The onboarding
     daemon is woken once the transaction commits.
     """
     chosen = Customer.objects.filter(pk__in=list(ids))
-    retryable = chosen.failed().filter(Q(claimed_by="") | Q(claim_expires_at__lt=Now()))
+    stopped = chosen.failed() | chosen.needing_attention()
+    retryable = stopped.filter(Q(claimed_by="") | Q(claim_expires_at__lt=Now()))
     if connection.features.has_select_for_update:
         retryable = retryable.select_for_update()
     retry_ids = list(retryable.values_list("pk", flat=True))
     skipped = Counter(_retry_skip_reason(customer) for customer in chosen.exclude(pk__in=retry_ids))
     requeued = retryable.filter(pk__in=retry_ids).update(
-        failed_at=None, attempts=0, next_attempt_at=None, claimed_by="", claim_expires_at=None
+        failed_at=None, attempts=0, next_attempt_at=None, claimed_by="", claim_expires_at=None,
+        unknown_outcomes=0, attention_at=None, attention_reason=""
     )
     if requeued < len(retry_ids):  # claimed between the read and the UPDATE
         skipped[BEING_ONBOARDED] += len(retry_ids) - requeued

@@ -1,4 +1,7 @@
-"""Reads for the operator's dashboard: activity per hour and the daemons' heartbeats."""
+"""Reads for the operator's dashboard: activity per hour and the onboarding backlog.
+
+The daemons' own rows are read by `daemons.health.cluster_health`, in the database's time.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count
 from django.db.models.functions import TruncHour
-
-from daemons.heartbeat import instance_state
-from daemons.models import Heartbeat
 
 from .models import Customer, OnboardingState
 
@@ -61,49 +61,3 @@ def onboarding_backlog() -> Backlog:
     counts = Customer.objects.onboarding_counts()
     return Backlog(waiting=counts[OnboardingState.WAITING], retrying=counts[OnboardingState.RETRYING],
                    failed=counts[OnboardingState.FAILED])
-
-
-@dataclass(frozen=True)
-class DaemonHealth:
-    name: str
-    instance: int
-    host: str
-    pid: int
-    state: str  # "running", "dead" or "stopped"
-    last_heartbeat: datetime
-    heartbeat_age: timedelta
-    last_outcome: str
-    processed: int
-    errors: int
-    last_error: str
-    status_text: str
-
-
-def daemons_health(*, now: datetime) -> list[DaemonHealth]:
-    """One row per daemon instance and host that ever wrote a heartbeat, by name.
-
-    The state follows the cluster's one rule, `daemons.heartbeat.instance_state`: stopped,
-    dead (no heartbeat for three heartbeat periods), or running.
-    """
-    rows = []
-    for beat in Heartbeat.objects.order_by("name", "instance", "host"):
-        age = now - beat.last_heartbeat
-        state = instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat,
-                               now=now)
-        rows.append(
-            DaemonHealth(
-                name=beat.name,
-                instance=beat.instance,
-                host=beat.host,
-                pid=beat.pid,
-                state=state,
-                last_heartbeat=beat.last_heartbeat,
-                heartbeat_age=age,
-                last_outcome=beat.last_outcome,
-                processed=beat.processed,
-                errors=beat.errors,
-                last_error=beat.last_error,
-                status_text=beat.status_text,
-            )
-        )
-    return rows

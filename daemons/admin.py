@@ -8,10 +8,10 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
-from django.utils import timezone
 
 from . import views
 from .health import DEAD, RUNNING, STOPPED, heartbeat_state
+from .heartbeat import db_now
 from .models import Dashboard, Heartbeat, JobRun
 
 
@@ -40,7 +40,7 @@ class StateFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> QuerySet[Heartbeat]:
         if self.value() is None:
             return queryset
-        now = timezone.now()
+        now = db_now()
         # One row per instance and host: few enough to apply the overdue rule in Python.
         return queryset.filter(pk__in=[beat.pk for beat in queryset if heartbeat_state(beat, now) == self.value()])
 
@@ -56,7 +56,7 @@ class HeartbeatAdmin(ReadOnlyAdmin):
 
     @admin.display(description="state")
     def state(self, beat: Heartbeat) -> str:
-        return heartbeat_state(beat, timezone.now())
+        return heartbeat_state(beat, db_now())
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         # Rows go only through the prune action, which spares running daemons; no delete page.
@@ -74,7 +74,7 @@ class HeartbeatAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Prune rows of stopped or dead instances", permissions=["delete"])
     def prune_dead(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> None:
-        now = timezone.now()
+        now = db_now()
         beats = list(queryset)
         dead = [beat.pk for beat in beats if heartbeat_state(beat, now) != RUNNING]
         Heartbeat.objects.filter(pk__in=dead).delete()

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError
 
 from . import conf, registry
-from .heartbeat import DEAD, RUNNING, STOPPED, instance_state
+from .heartbeat import DEAD, RUNNING, STOPPED, db_now, instance_state
 from .models import Heartbeat, Pause
 from .status import instances, read_status
 
@@ -22,7 +22,8 @@ VERDICT_ORDER = ("hung", DEAD, "restarting", RUNNING, PAUSED, "stale", STOPPED)
 
 
 def heartbeat_state(beat: Heartbeat, now: datetime) -> str:
-    """"running", "stopped" or "dead", by the cluster's one rule (`daemons.heartbeat.instance_state`)."""
+    """"running", "stopped" or "dead" at `now`, the database's time (`daemons.heartbeat.db_now`), by the
+    cluster's one rule (`daemons.heartbeat.instance_state`)."""
     return instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat, now=now)
 
 
@@ -47,7 +48,10 @@ class InstanceHealth:
 
 
 def cluster_health(*, now: datetime) -> list[InstanceHealth]:
-    """One row per daemon instance and host that ever wrote a heartbeat, by name. Two queries."""
+    """One row per daemon instance and host that ever wrote a heartbeat, by name, at `now` (a `db_now()`).
+
+    Two queries.
+    """
     paused = set(Pause.objects.values_list("name", "instance"))
     return [
         InstanceHealth(
@@ -69,7 +73,7 @@ def expected_daemons() -> list[str]:
     return [expected] if isinstance(expected, str) else list(expected)
 
 
-def daemon_states(*, now: datetime) -> dict[str, str]:
+def daemon_states(*, now: datetime | None = None) -> dict[str, str]:
     """Each expected daemon's state across the cluster.
 
     This host's instances are read with `daemons.status.read_status` (PID lock, then
@@ -77,11 +81,14 @@ def daemon_states(*, now: datetime) -> dict[str, str]:
     instance runs and none is hung or dead; "paused" when an operator paused
     every running instance; otherwise the worst state found ("hung", "dead",
     "stale", "stopped"). A name that no app registers is "unknown". If the database is
-    unreachable, only this host's PID files count.
+    unreachable, only this host's PID files count. Other hosts' rows are judged at `now`,
+    by default the database's time (`daemons.heartbeat.db_now`), never by this host's clock.
     """
     host = socket.gethostname()
     try:
-        remote = list(Heartbeat.objects.exclude(host=host))
+        now = now or db_now()
+        remote = [(beat.name, beat.instance, heartbeat_state(beat, now))
+                  for beat in Heartbeat.objects.exclude(host=host)]
         paused = set(Pause.objects.values_list("name", "instance"))
     except DatabaseError:
         remote, paused = [], set()
@@ -92,7 +99,7 @@ def daemon_states(*, now: datetime) -> dict[str, str]:
         except registry.UnknownDaemon:
             states[name] = UNKNOWN
             continue
-        found += [(beat.instance, heartbeat_state(beat, now)) for beat in remote if beat.name == name]
+        found += [(instance, state) for beat_name, instance, state in remote if beat_name == name]
         seen = {PAUSED if state == RUNNING and (name, i) in paused else state for i, state in found}
         states[name] = next((state for state in VERDICT_ORDER if state in seen), UNKNOWN)
     return states

@@ -1,4 +1,11 @@
-"""Heartbeat policy in one place: how often a daemon writes its row, what it writes, when it is overdue or dead."""
+"""Heartbeat policy in one place: how often a daemon writes its row, what it writes, when it is overdue or dead.
+
+Every time in a heartbeat row that another process judges (`last_heartbeat`, `stopped_at`)
+is the database's, written as `Now()` in the UPDATE, and every judgement compares it with
+the database's time too (`Now()` in SQL, or `db_now()` read once per decision). So a host
+whose clock runs ahead or behind, or jumps, can't make a live instance look dead, nor a
+dead one alive: the hosts' own clocks are never compared with each other.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError
-from django.db.models import Q, QuerySet
-from django.utils import timezone
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
+from django.db.models.functions import Now
+from django.db.models.sql import Query
 
 from . import registry
 
@@ -27,6 +35,30 @@ RUNNING, STOPPED, DEAD = "running", "stopped", "dead"
 PRUNE_AFTER = timedelta(days=1)
 # ...each of which looks at most this often (seconds), so pruning costs one DELETE an hour.
 PRUNE_EVERY = 3600.0
+
+
+def db_now(using: str = DEFAULT_DB_ALIAS) -> datetime:
+    """The database's current time, aware: the one clock every host's liveness decisions use.
+
+    One query (`SELECT` of Django's `Now()`: PostgreSQL's statement time, SQLite's time
+    with milliseconds). Read it once per decision and compare heartbeat rows with it,
+    never with this host's clock. Raises DatabaseError.
+    """
+    connection = connections[using]
+    query = Query(None)
+    expression = Now().resolve_expression(query)
+    sql, params = query.get_compiler(using).compile(expression)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", list(params))  # a list, so the backend's placeholder escaping applies
+        value = cursor.fetchone()[0]
+    for converter in connection.ops.get_db_converters(expression):
+        value = converter(value, expression, connection)
+    return value
+
+
+def db_ago(age: timedelta) -> ExpressionWrapper:
+    """The database's time `age` ago, as an SQL expression (see `db_now`)."""
+    return ExpressionWrapper(Now() - age, output_field=DateTimeField())
 
 
 def heartbeat_period(interval: float) -> float:
@@ -57,6 +89,8 @@ def overdue_after(name: str) -> timedelta:
 def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: datetime, now: datetime) -> str:
     """The state of a daemon instance anywhere in the cluster, from its heartbeat row: the one rule.
 
+    `now` is the database's time (`db_now()`), as `last_heartbeat` is.
+
     - "stopped": it said so on its way out (a clean stop).
     - "dead": no heartbeat for longer than `overdue_after(name)` (three heartbeat periods,
       3 to 90 s) and no clean stop: it crashed, hangs, or its host died or is cut off from
@@ -72,20 +106,25 @@ def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: da
 
 
 def gone(name: str, now: datetime | None = None) -> QuerySet:
-    """Heartbeat rows of daemon `name`'s instances that hold nothing any more: stopped or dead at `now`."""
+    """Heartbeat rows of daemon `name`'s instances that hold nothing any more: stopped or dead.
+
+    Dead by the database's clock, in the query itself; `now` (a database time) is for tests.
+    """
     from .models import Heartbeat
 
-    now = now or timezone.now()
-    return Heartbeat.objects.filter(name=name).filter(
-        Q(stopped_at__isnull=False) | Q(last_heartbeat__lt=now - overdue_after(name))
-    )
+    cutoff = db_ago(overdue_after(name)) if now is None else now - overdue_after(name)
+    return Heartbeat.objects.filter(name=name).filter(Q(stopped_at__isnull=False) | Q(last_heartbeat__lt=cutoff))
 
 
 def prune(now: datetime | None = None) -> int:
-    """Delete the rows of instances stopped or dead for over PRUNE_AFTER; return how many. Raises DatabaseError."""
+    """Delete the rows of instances stopped or dead for over PRUNE_AFTER (by the database's clock); return how many.
+
+    Raises DatabaseError.
+    """
     from .models import Heartbeat
 
-    deleted, _ = Heartbeat.objects.filter(last_heartbeat__lt=(now or timezone.now()) - PRUNE_AFTER).delete()
+    cutoff = db_ago(PRUNE_AFTER) if now is None else now - PRUNE_AFTER
+    deleted, _ = Heartbeat.objects.filter(last_heartbeat__lt=cutoff).delete()
     return deleted
 
 
@@ -128,10 +167,10 @@ def key(name: str, instance: int) -> dict[str, Any]:
 
 def write(name: str, instance: int, *, counters: Counters, started_at: datetime, status_text: str,
           stopped: bool = False) -> None:
-    """Write this process's heartbeat row with `counters`; raises DatabaseError."""
+    """Write this process's heartbeat row with `counters`, stamped with the database's time; raises DatabaseError."""
     from .models import Heartbeat
 
-    now = timezone.now()
+    now = Now()
     Heartbeat.objects.update_or_create(
         **key(name, instance),
         defaults={
@@ -157,7 +196,7 @@ def write_busy(name: str, instance: int, *, processed: int) -> None:
     from .models import Heartbeat
 
     Heartbeat.objects.filter(**key(name, instance)).update(
-        last_heartbeat=timezone.now(), last_outcome="busy", processed=processed
+        last_heartbeat=Now(), last_outcome="busy", processed=processed
     )
 
 
@@ -172,7 +211,7 @@ def live_duplicate(name: str, instance: int) -> int | None:
     from .status import proc_started_at
 
     beat = Heartbeat.objects.filter(**key(name, instance), stopped_at__isnull=True).first()
-    if beat is None or beat.pid == os.getpid() or heartbeat_overdue(name, timezone.now() - beat.last_heartbeat):
+    if beat is None or beat.pid == os.getpid() or heartbeat_overdue(name, db_now() - beat.last_heartbeat):
         return None
     started = proc_started_at(beat.pid)
     if started is None or started > beat.started_at + timedelta(seconds=2) or _is_zombie(beat.pid):

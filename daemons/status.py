@@ -13,7 +13,7 @@ from django.utils import timezone
 from . import pidfile, registry, supervision
 from .control import is_paused
 from .exits import Status
-from .heartbeat import heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
+from .heartbeat import db_now, heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
 from .jobs import JobStatus, ScheduledDaemon
 from .paths import RunPaths, instances
 
@@ -111,14 +111,14 @@ def proc_started_at(pid: int) -> datetime | None:
 
 def beat_hung(beat: Heartbeat, pid: int | None) -> bool:
     """The hung rule: the heartbeat row is `pid`'s, and overdue (see `heartbeat.heartbeat_overdue`)."""
-    return beat.pid == pid and heartbeat_overdue(beat.name, timezone.now() - beat.last_heartbeat)
+    return beat.pid == pid and heartbeat_overdue(beat.name, db_now() - beat.last_heartbeat)
 
 
 def hung_reason(last_heartbeat: datetime | None) -> str:
     """Why a daemon that holds its lock is hung, in words (its heartbeat's age)."""
     if last_heartbeat is None:
         return "it never wrote a heartbeat"
-    return f"no heartbeat for {format_duration((timezone.now() - last_heartbeat).total_seconds())}"
+    return f"no heartbeat for {format_duration((db_now() - last_heartbeat).total_seconds())}"
 
 
 def heartbeat_hung(name: str, instance: int, pid: int) -> str:
@@ -221,7 +221,7 @@ def cluster_statuses(names: list[str] | None = None, now: datetime | None = None
     """
     from .models import Heartbeat, Pause
 
-    now = now or timezone.now()
+    now = now or db_now()  # the heartbeats' clock, whatever this host's says
     paused = set(Pause.objects.values_list("name", "instance"))
     beats = Heartbeat.objects.order_by("host", "name", "instance")
     if names:

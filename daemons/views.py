@@ -15,7 +15,6 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -23,6 +22,7 @@ from . import conf, control, history, registry
 from . import metrics as metrics_module
 from .chart import Chart, Series, bar_chart
 from .health import all_healthy, cluster_health, daemon_states, expected_daemons
+from .heartbeat import db_now
 from .jobs import ScheduledDaemon
 from .models import Heartbeat, JobRun
 
@@ -39,7 +39,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
     """Each expected daemon's state, and only that: 200 when all run (or are paused), else 503."""
-    states = daemon_states(now=timezone.now())
+    states = daemon_states()
     ok = all_healthy(states)
     return JsonResponse({"status": "ok" if ok else "failing", "daemons": states}, status=200 if ok else 503)
 
@@ -82,7 +82,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if denied is not None:
         return denied
     try:
-        body = metrics_module.exposition(timezone.now())
+        body = metrics_module.exposition(db_now())
     except DatabaseError:
         # The scrape fails visibly (Prometheus records `up` 0) without a traceback page.
         return HttpResponse("database unavailable\n", status=503, content_type="text/plain")
@@ -158,7 +158,7 @@ def last_errors(limit: int = 10) -> list[ErrorRow]:
 
 def dashboard(request: HttpRequest, site: AdminSite, *, can_control: bool) -> HttpResponse:
     """The staff dashboard (served by daemons.admin under the admin's URLs and login)."""
-    now = timezone.now()
+    now = db_now()  # heartbeats are in the database's time; so is every age on the page
     rows = cluster_health(now=now)
     reported = {row.name for row in rows}
     context = {

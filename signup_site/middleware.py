@@ -1,11 +1,16 @@
-"""Refuse requests whose declared charset Django can't decode, before anything parses them."""
+"""The site's own middleware: refuse undecodable charsets; let loopback probes reach health and metrics."""
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import logging
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.request import split_domain_port
+from django.urls import Resolver404, resolve
+
+from daemons.views import from_loopback
 
 logger = logging.getLogger("signup_site.requests")
 
@@ -33,3 +38,55 @@ def charset_guard(get_response: Callable[[HttpRequest], HttpResponse]) -> Callab
         return get_response(request)
 
     return middleware
+
+
+# The monitoring endpoints a loopback probe may reach by a loopback Host over plain HTTP.
+PROBE_URL_NAMES = frozenset({"daemons:health", "daemons:metrics"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a Host header naming this machine by a loopback literal: 127.0.0.1, [::1] or localhost (any port)."""
+    domain, _port = split_domain_port(host)
+    if domain == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(domain.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_probes(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """Serve `curl http://127.0.0.1:PORT/daemons/health/` (and metrics) under production settings.
+
+    Production settings refuse such a probe: its Host is not in ALLOWED_HOSTS (400) and it
+    is plain HTTP (301 to https). Both rules protect public clients, and a probe from this
+    machine is none: so a request to a probe endpoint is answered by its view directly,
+    skipping the middleware after this one, only when all of these hold:
+
+    - REMOTE_ADDR is a loopback address (the client is on this machine);
+    - no forwarding header is present (X-Forwarded-For/-Proto/-Host, Forwarded, X-Real-IP):
+      a reverse proxy on this machine also connects from loopback, but it adds them, so a
+      public client relayed by it is never taken for a probe;
+    - the Host header is a loopback literal, which no public client's request carries
+      through a proxy that sets Host to the site's name.
+    Everything else (every public request, and any proxied one) goes through the normal
+    chain, with ALLOWED_HOSTS and the HTTPS redirect unchanged. Goes first in MIDDLEWARE.
+    """
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        # from_loopback: a loopback REMOTE_ADDR and none of the headers a proxy adds to say whom it relays.
+        if (
+            is_loopback_host(request.META.get("HTTP_HOST", ""))
+            and "HTTP_X_FORWARDED_PROTO" not in request.META
+            and from_loopback(request)
+        ):
+            try:
+                match = resolve(request.path_info)
+            except Resolver404:
+                match = None
+            if match is not None and match.view_name in PROBE_URL_NAMES:
+                return match.func(request, *match.args, **match.kwargs)
+        return get_response(request)
+
+    return middleware
+

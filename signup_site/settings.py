@@ -93,6 +93,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a loopback probe of /daemons/health/ or /daemons/metrics/ skips the Host and HTTPS rules.
+    "signup_site.middleware.loopback_probes",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "signup_site.middleware.charset_guard",
@@ -240,10 +242,16 @@ ONBOARDING_LEASE_SECONDS = env.float("ONBOARDING_LEASE_SECONDS", default=60.0)
 # Retries wait base * 2^(attempt-1) seconds, capped, with jitter.
 ONBOARDING_RETRY_BASE_SECONDS = env.float("ONBOARDING_RETRY_BASE_SECONDS", default=30.0)
 ONBOARDING_RETRY_MAX_SECONDS = env.float("ONBOARDING_RETRY_MAX_SECONDS", default=3600.0)
-# One email may take at most the send deadline in all (the lease must be three of them:
-# customers.checks), and each SMTP read at most the timeout.
+# One email may take at most the send deadline in all, up to the end of DATA (the lease must be
+# three of them: customers.checks), and each SMTP read at most the timeout.
 ONBOARDING_SEND_DEADLINE_SECONDS = env.float("ONBOARDING_SEND_DEADLINE_SECONDS", default=ONBOARDING_LEASE_SECONDS / 3)
 ONBOARDING_SMTP_TIMEOUT_SECONDS = env.float("ONBOARDING_SMTP_TIMEOUT_SECONDS", default=ONBOARDING_LEASE_SECONDS / 12)
+# The reply to the end of DATA is awaited this long, the claim renewed meanwhile: RFC 5321
+# section 4.5.3.2.6 advises 10 minutes. Without a reply the outcome is unknown (the server
+# may have the message): an attempt, resent with the same Message-ID, at most
+# ONBOARDING_MAX_UNKNOWN_OUTCOMES times before the customer needs attention.
+ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS = env.float("ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS", default=600.0)
+ONBOARDING_MAX_UNKNOWN_OUTCOMES = env.int("ONBOARDING_MAX_UNKNOWN_OUTCOMES", default=3)
 
 # The daily digest (customers/digest.py): addresses to send it to; empty means active staff users.
 DIGEST_RECIPIENTS = env.list("DIGEST_RECIPIENTS", default=[])

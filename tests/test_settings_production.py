@@ -332,3 +332,35 @@ def test_every_path_in_deploy_agrees() -> None:
     for path in sorted(DEPLOY.iterdir()):
         for found in ABSOLUTE_PATH.findall(path.read_text()):
             assert any(Path(found) == root or root in Path(found).parents for root in roots), f"{path.name}: {found}"
+
+
+@pytest.mark.process
+def test_loopback_probes_reach_health_and_metrics_under_the_shipped_env_and_public_rules_stay(
+        tmp_path: Path, transactional_db) -> None:
+    from django.conf import settings
+
+    # deploy/production.env as shipped: ALLOWED_HOSTS=signup.example.com, HTTPS redirect on.
+    env = production_env(tmp_path, DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
+                         CACHE_URL="locmemcache://", DAEMONS_RUN_DIR=str(tmp_path / "run"),
+                         DAEMONS_LOG_DIR=str(tmp_path / "log"), STATIC_ROOT=str(tmp_path / "static"))
+    assert env["ALLOWED_HOSTS"] == "signup.example.com" and env["SECURE_SSL_REDIRECT"] == "true"
+    with gunicorn(env, tmp_path / "gunicorn.log", workers=1, threads=2) as server:
+        # What `curl http://127.0.0.1:PORT/daemons/health/` sends: a loopback Host, plain HTTP, no proxy headers.
+        health = server.request("GET", "/daemons/health/", keep_cookies=False)
+        assert health.status in (200, 503) and "daemons" in health.text, (health.status, health.text[:300])
+        for host in (f"localhost:{server.port}", f"[::1]:{server.port}"):
+            metrics = server.request("GET", "/daemons/metrics/", headers={"Host": host}, keep_cookies=False)
+            assert metrics.status == 200 and metrics.headers["content-type"].startswith("text/plain"), host
+
+        # Public clients: exactly as before.
+        public = server.request("GET", "/daemons/health/", headers={"Host": "signup.example.com"}, keep_cookies=False)
+        assert public.status == 301 and public.headers["location"] == "https://signup.example.com/daemons/health/"
+        for headers in ({"Host": "evil.example"},  # not an allowed host
+                        # Relayed by a proxy on this host: a client, not a probe, whatever its Host.
+                        {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-Proto": "https"},
+                        {"Forwarded": "for=203.0.113.9"}, {"X-Real-IP": "203.0.113.9"}):
+            refused = server.request("GET", "/daemons/health/", headers=headers, keep_cookies=False)
+            assert refused.status == 400, headers
+        # Only the probe endpoints: the site itself still wants its own Host.
+        assert server.request("GET", "/", keep_cookies=False).status == 400
+        assert server.request("GET", "/admin/", keep_cookies=False).status == 400

@@ -52,7 +52,9 @@ class SinkHandler:
     """
 
     delay: float = 0.0
+    mail_delay: float = 0.0  # before each MAIL FROM reply
     rcpt_delay: float = 0.0  # before each RCPT reply
+    reset_after_data: bool = False  # record the message, then drop the connection instead of replying
     reject_all: str = ""  # the reply to every RCPT, if set (a relay that refuses everyone)
     reject: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
@@ -72,6 +74,13 @@ class SinkHandler:
     def release_held(self) -> None:
         self.holding.clear()
         self.release.set()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # aiosmtpd calls it by this name
+        if self.mail_delay:
+            await asyncio.sleep(self.mail_delay)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # aiosmtpd calls it by this name
         if self.rcpt_delay:
@@ -94,6 +103,9 @@ class SinkHandler:
                 Received(tuple(a.lower() for a in envelope.rcpt_tos), message["Message-ID"] or "", time.monotonic(),
                          raw)
             )
+        if self.reset_after_data:
+            server.transport.abort()  # a reset after the final dot: the client never hears
+            return "250 never heard"
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.holding.is_set() and not self.held.is_set():

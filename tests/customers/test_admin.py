@@ -32,6 +32,10 @@ def customers() -> dict[str, Customer]:
         "onboarded": Customer.objects.create(name="Otto Onboarded", email="otto@example.com", onboarded_at=now),
         "failed": Customer.objects.create(name="Fay Failed", email="fay@example.com", attempts=5, failed_at=now,
                                           last_error="SMTPRecipientsRefused: 550 no such user"),
+        "attention": Customer.objects.create(name="Una Unconfirmed", email="una@example.com", attempts=3,
+                                             unknown_outcomes=3, attention_at=now,
+                                             last_error="SendOutcomeUnknown: timed out",
+                                             attention_reason="3 send(s) with an unknown outcome"),
     }
     # One old signup, for the date filter.
     Customer.objects.filter(pk=made["onboarded"].pk).update(created_at=now - timedelta(days=40))
@@ -46,10 +50,12 @@ def test_changelist_shows_every_column(admin_client: Client, customers) -> None:
     html = admin_client.get(CHANGELIST).content.decode()
     for header in ["Name", "Email", "Signed up", "Onboarding", "Attempts", "Last error"]:
         assert f">{header}<" in html, header
-    assert names_listed(html) == {"Wendy Waiting", "Rita Retrying", "Otto Onboarded", "Fay Failed"}
-    for state in ["waiting", "retrying", "onboarded", "failed"]:
+    assert names_listed(html) == {"Wendy Waiting", "Rita Retrying", "Otto Onboarded", "Fay Failed", "Una Unconfirmed"}
+    for state in ["waiting", "retrying", "onboarded", "failed", "needs attention"]:
         assert f'<td class="field-onboarding_state">{state}</td>' in html
     assert "SMTPRecipientsRefused: 550 no such user" in html
+    # A customer needing attention shows why, not only its last error.
+    assert "3 send(s) with an unknown outcome" in html
     assert '<td class="field-attempts">5</td>' in html
     assert 'href="/admin/dashboard/"' in html
 
@@ -65,7 +71,7 @@ def test_date_filter_and_search(admin_client: Client, customers) -> None:
     page = admin_client.get(CHANGELIST).content.decode()
     link = html.unescape(matched(r'<a href="(\?created_at__gte=[^"]+)">Past 7 days</a>', page, group=1))
     recent = admin_client.get(CHANGELIST + link).content.decode()
-    assert "Otto Onboarded" not in names_listed(recent) and len(names_listed(recent)) == 3
+    assert "Otto Onboarded" not in names_listed(recent) and len(names_listed(recent)) == 4
     assert names_listed(admin_client.get(CHANGELIST, {"q": "rita"}).content.decode()) == {"Rita Retrying"}
     assert names_listed(admin_client.get(CHANGELIST, {"q": "fay@example"}).content.decode()) == {"Fay Failed"}
 
@@ -86,12 +92,16 @@ def test_retry_onboarding_requeues_only_failed_customers_and_says_why_others_wer
                                       claim_expires_at=timezone.now() + timedelta(minutes=1))
     before = {c.pk: (c.attempts, c.claimed_by, c.failed_at) for c in Customer.objects.all()}
     page = retry(admin_client, *customers.values(), claimed)
-    assert ("1 customer(s) re-queued for onboarding. 4 skipped: 1 already onboarded, "
+    assert ("2 customer(s) re-queued for onboarding. 4 skipped: 1 already onboarded, "
             "1 being onboarded right now, 2 still in the queue, not failed.") in page
     failed = Customer.objects.get(pk=customers["failed"].pk)
     assert failed.onboarding_state == OnboardingState.WAITING
     assert (failed.failed_at, failed.attempts, failed.claimed_by) == (None, 0, "")
-    for customer in Customer.objects.exclude(pk=failed.pk):
+    # One needing attention too, once the operator has looked: with fresh counts.
+    attention = Customer.objects.get(pk=customers["attention"].pk)
+    assert attention.onboarding_state == OnboardingState.WAITING
+    assert (attention.attention_at, attention.attention_reason, attention.unknown_outcomes) == (None, "", 0)
+    for customer in Customer.objects.exclude(pk__in=[failed.pk, attention.pk]):
         assert (customer.attempts, customer.claimed_by, customer.failed_at) == before[customer.pk], customer
 
 

@@ -19,6 +19,7 @@ def seed(fixed_now) -> dict[str, Customer]:
         "retrying_due": {"attempts": 1, "next_attempt_at": fixed_now - timedelta(seconds=1)},
         "retrying_later": {"attempts": 2, "next_attempt_at": fixed_now + timedelta(minutes=5)},
         "failed": {"attempts": 1, "failed_at": fixed_now},
+        "attention": {"attempts": 3, "unknown_outcomes": 3, "attention_at": fixed_now, "attention_reason": "why"},
         "onboarded": {"attempts": 1, "onboarded_at": fixed_now},
         # Onboarded after an earlier failure was retried from the admin: onboarded wins.
         "onboarded_after_failure": {"onboarded_at": fixed_now, "failed_at": fixed_now},
@@ -42,7 +43,7 @@ def test_counts_due_and_pending(fixed_now) -> None:
     customers = seed(fixed_now)
     assert Customer.objects.onboarding_counts() == {
         OnboardingState.ONBOARDED: 2, OnboardingState.FAILED: 1, OnboardingState.RETRYING: 2,
-        OnboardingState.WAITING: 1,
+        OnboardingState.WAITING: 1, OnboardingState.ATTENTION: 1,
     }
     due = set(Customer.objects.due(fixed_now).values_list("name", flat=True))
     assert due == {"waiting", "retrying_due"}
@@ -54,6 +55,8 @@ def test_counts_due_and_pending(fixed_now) -> None:
 def test_the_status_line_and_the_dashboard_count_the_same_states(fixed_now) -> None:
     seed(fixed_now)
     # Retrying customers are not counted as waiting anywhere.
-    assert OnboardingDaemon().status() == "1 waiting, 2 retrying, 1 failed"
+    attention = Customer.objects.get(name="attention").pk
+    assert OnboardingDaemon().status() == (f"1 waiting, 2 retrying, 1 failed, "
+                                           f"1 needs attention (customer {attention}: why)")
     backlog = onboarding_backlog()
     assert (backlog.waiting, backlog.retrying, backlog.failed) == (1, 2, 1)

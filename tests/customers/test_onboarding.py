@@ -363,11 +363,11 @@ def test_a_stop_mid_batch_gives_the_rest_back_at_once(db, fixed_now, monkeypatch
 
 
 def test_one_send_has_a_total_deadline_not_only_a_read_timeout(db, fixed_now, settings, smtp_settings) -> None:
-    # Every reply comes within the 1.2 s read timeout, but RCPT and DATA together take 2 s.
+    # Every reply comes within the 1.2 s read timeout, but MAIL and RCPT together take 2 s.
     settings.ONBOARDING_SMTP_TIMEOUT_SECONDS = 1.2
     settings.ONBOARDING_SEND_DEADLINE_SECONDS = 1.5
+    smtp_settings.handler.mail_delay = 1.0
     smtp_settings.handler.rcpt_delay = 1.0
-    smtp_settings.handler.delay = 1.0
     make_customers(1, fixed_now)
     [customer] = onboarding.customers_claim(owner=A, now=fixed_now, limit=1)
     began = time.monotonic()

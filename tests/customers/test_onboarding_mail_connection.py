@@ -116,7 +116,7 @@ def test_one_deadline_thread_serves_every_send_and_still_ends_a_slow_one(
     watch.disarm()
     assert not watch.ended
     # The same watch, reused, still ends a send whose replies each come within the read timeout.
-    counting_sink.handler.rcpt_delay = counting_sink.handler.delay = 1.0
+    counting_sink.handler.mail_delay = counting_sink.handler.rcpt_delay = 1.0
     began = time.monotonic()
     with pytest.raises(onboarding.SendDeadlineExceeded):
         onboarding.message_send(onboarding.welcome_email(Customer.objects.get(email="d0@example.com")), mail,
