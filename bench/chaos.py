@@ -81,7 +81,9 @@ def check(url: str, sink_copies: dict[str, list[str]], refused: set[str]) -> dic
     customers = Customer.objects.count()
     states = {str(state): count for state, count in Customer.objects.onboarding_counts().items()}
     pending = Customer.objects.pending().count()
-    unexplained = Customer.objects.failed().filter(last_error="").count()
+    # Not onboarded and no longer pending (failed, or set aside for a person): each must say why.
+    settled = Customer.objects.filter(onboarded_at__isnull=True).exclude(pk__in=Customer.objects.pending().values("pk"))
+    unexplained = settled.filter(last_error="").count()
     rows = Onboarding.objects.count()
     distinct = Onboarding.objects.values("customer_id").distinct().count()
     recorded = dict(Onboarding.objects.values_list("customer__email", "message_id"))
@@ -93,15 +95,14 @@ def check(url: str, sink_copies: dict[str, list[str]], refused: set[str]) -> dic
     wrong_id = sorted(email for email, message_id in recorded.items()
                       if email.lower() in copies and message_id.strip() not in copies[email.lower()])
     onboarded_refused = sorted(email for email in recorded if email.lower() in refused)
-    reasons = Counter(error.split(":")[0][:80] for error in Customer.objects.failed().values_list("last_error",
-                                                                                                  flat=True))
+    reasons = Counter(error.split(":")[0][:80] for error in settled.values_list("last_error", flat=True))
     return {
         "customers": customers,
         "failure_reasons": dict(reasons.most_common(10)),
         "states": states,
         "lost": pending + unexplained,
         "pending": pending,
-        "failed_without_reason": unexplained,
+        "settled_without_reason": unexplained,
         "duplicate_rows": rows - distinct,
         "onboarded_without_row": Customer.objects.onboarded().filter(onboarding__isnull=True).count(),
         "emails": sum(len(ids) for ids in copies.values()),
