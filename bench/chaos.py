@@ -27,7 +27,10 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.chaos_faults import Fault
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
@@ -74,8 +77,13 @@ def product_env(database_url: str, sink_url: str, static_root: Path) -> dict[str
     return env
 
 
-def check(url: str, sink_copies: dict[str, list[str]], refused: set[str]) -> dict[str, Any]:
-    """The onboarding promise, read from the database and the mail server's store."""
+def check(sink_copies: dict[str, list[tuple[str, float]]], refused: set[str], faults: list[Fault],
+          began: float) -> dict[str, Any]:
+    """The onboarding promise, read from the database and the mail server's store.
+
+    Each duplicate is put down to the last fault that began before its first copy was stored: a
+    guess to start a diagnosis from, not a proof.
+    """
     from customers.models import Customer, Onboarding
 
     customers = Customer.objects.count()
@@ -88,7 +96,19 @@ def check(url: str, sink_copies: dict[str, list[str]], refused: set[str]) -> dic
     distinct = Onboarding.objects.values("customer_id").distinct().count()
     recorded = dict(Onboarding.objects.values_list("customer__email", "message_id"))
     emails = {email.lower() for email in Customer.objects.values_list("email", flat=True)}
-    copies = {address: ids for address, ids in sink_copies.items() if address in emails}
+    stored = {address: found for address, found in sink_copies.items() if address in emails}
+    copies = {address: [message_id for message_id, _at in found] for address, found in stored.items()}
+    blamed: Counter[str] = Counter()
+    examples: list[dict[str, Any]] = []
+    for address, found in stored.items():
+        if len(found) > 1:
+            times = sorted(round(at - began, 1) for _id, at in found)
+            before = [fault for fault in faults if fault.at <= times[0]]
+            blamed[before[-1].kind.value if before else "none"] += len(found) - 1
+            if len(examples) < 20:
+                examples.append({"to": address, "copies_at": times,
+                                 "last_fault": f"{before[-1].at} s {before[-1].kind} {before[-1].target}"
+                                 if before else ""})
     duplicates = sum(len(ids) - 1 for ids in copies.values())
     distinct_ids = sorted(address for address, ids in copies.items() if len(set(ids)) > 1)
     unmailed = sorted(email for email in recorded if email.lower() not in copies)
@@ -109,6 +129,8 @@ def check(url: str, sink_copies: dict[str, list[str]], refused: set[str]) -> dic
         "duplicate_emails": duplicates,
         "duplicate_recipients": sum(1 for ids in copies.values() if len(ids) > 1),
         "duplicate_emails_distinct_ids": len(distinct_ids),
+        "duplicates_after": dict(blamed.most_common()),
+        "duplicate_examples": examples,
         "distinct_id_examples": distinct_ids[:10],
         "onboarded_unmailed": len(unmailed),
         "unmailed_examples": unmailed[:10],
@@ -161,6 +183,7 @@ def summary(report: dict[str, Any]) -> str:
         f"lost: {report['lost']}   duplicate rows: {report['duplicate_rows']}   "
         f"duplicate emails: {report['duplicate_emails']} to {report['duplicate_recipients']} recipients "
         f"(budget {report['duplicate_budget']})   with distinct Message-IDs: {report['duplicate_emails_distinct_ids']}",
+        f"duplicates by the fault before them: {report['duplicates_after'] or 'none'}",
         f"drained in {report['drain_seconds']:g} s; stopdaemon --all: "
         + "; ".join(f"{host} exit {code}" for host, code in report["stopdaemon"].items()),
         f"processes that died unasked: {report['unexpected_exits'] or 'none'}",
@@ -338,7 +361,7 @@ def _run(stack: ExitStack, rng: random.Random, seconds: float, seed: int, out: P
         "faults": injector.counts(),
         "fault_list": [{"at": f.at, "kind": f.kind.value, "target": f.target} for f in injector.faults],
         "signups": {**vars(signups.stats), "statuses": {str(k): v for k, v in signups.stats.statuses.items()}},
-        **check(cluster.url, sink.copies(), injector.refused),
+        **check(sink.copies(), injector.refused, injector.faults, injector.began),
         "duplicate_budget": injector.duplicate_budget(),
         "refused_addresses": len(injector.refused),
         "drained": drained,

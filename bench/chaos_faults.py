@@ -179,7 +179,7 @@ class Injector:
                 return None
             return Fault(kind, at, f"{host.name}/{name} (pid {pid})", 1 if name == "onboarding" else 0)
         if kind is FaultKind.SIGSTOP:
-            processes = self._onboarding_processes()
+            processes = [(label, pid) for label, pid in self._onboarding_processes() if not self.busy(f"stop:{pid}")]
             if not processes:
                 return None
             label, pid = rng.choice(processes)

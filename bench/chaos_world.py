@@ -195,12 +195,12 @@ class Sink:
         if not self.up:
             self.start()
 
-    def copies(self) -> dict[str, list[str]]:
-        """Recipient -> the Message-ID of each copy the server stored."""
-        found: dict[str, list[str]] = {}
+    def copies(self) -> dict[str, list[tuple[str, float]]]:
+        """Recipient -> the Message-ID of each copy the server stored, and when (time.monotonic())."""
+        found: dict[str, list[tuple[str, float]]] = {}
         for message in self.server.received():
             for address in message.to:
-                found.setdefault(address, []).append(message.message_id.strip())
+                found.setdefault(address, []).append((message.message_id.strip(), message.at))
         return found
 
 
