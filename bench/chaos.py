@@ -104,9 +104,10 @@ def check(sink_copies: dict[str, list[tuple[str, float]]], refused: set[str], fa
         if len(found) > 1:
             times = sorted(round(at - began, 1) for _id, at in found)
             before = [fault for fault in faults if fault.at <= times[0]]
-            blamed[before[-1].kind.value if before else "none"] += len(found) - 1
-            if len(examples) < 20:
-                examples.append({"to": address, "copies_at": times,
+            kind = before[-1].kind.value if before else "none"
+            blamed[kind] += len(found) - 1
+            if sum(1 for example in examples if example["kind"] == kind) < 5:  # a few after each kind of fault
+                examples.append({"to": address, "copies_at": times, "kind": kind,
                                  "last_fault": f"{before[-1].at} s {before[-1].kind} {before[-1].target}"
                                  if before else ""})
     duplicates = sum(len(ids) - 1 for ids in copies.values())
