@@ -8,7 +8,7 @@ PORT ?= 8000
 # two cores. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-matrix test-adopter install install-dev bench bench-quick clean
+.PHONY: run test test-matrix test-adopter install install-dev bench bench-quick chaos clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,13 @@ bench: $(VENV)/.installed-bench
 
 bench-quick: $(VENV)/.installed-bench
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
+
+# A chaos run (bench/chaos.py, docs/reliability.md): daemons on two hosts, signups through gunicorn, a fault
+# every few seconds for CHAOS_MINUTES, then the onboarding promise checked; report in var/chaos/.
+# CHAOS_SEED repeats a run's faults: make chaos CHAOS_MINUTES=60 CHAOS_SEED=123456
+CHAOS_MINUTES ?= 10
+chaos: install-dev
+	CHAOS_SEED=$(CHAOS_SEED) $(PY) -m bench.chaos --minutes $(CHAOS_MINUTES)
 
 clean:
 	rm -rf $(VENV) var
