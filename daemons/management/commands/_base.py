@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, SystemCheckError
 
 import daemons
 from daemons import checks, logs, registry
@@ -108,6 +108,17 @@ class DaemonCommand(DaemonCommandMixin, BaseCommand):
     def needs_linux(self, options: dict[str, Any]) -> bool:
         """Whether this run of the command, with these options, needs the Linux facilities."""
         return self.requires_linux
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """Django's system checks; the kit's own errors (a run or log directory that can't be written, a bad
+        setting) come out as one line, as every other error of these commands does."""
+        try:
+            super().check(*args, **kwargs)
+        except SystemCheckError:
+            ours = [problem for problem in checks.check_daemon_settings() if problem.is_serious()]
+            if not ours:
+                raise
+            raise CommandError("; ".join(f"{problem.msg} ({problem.id})" for problem in ours)) from None
 
     def execute(self, *args: Any, **options: Any) -> Any:
         if self.needs_linux(options) and (missing := checks.linux_facilities_missing()):
