@@ -100,6 +100,10 @@ class OnboardingDaemon(Daemon):
                 for customer in batch:
                     if self.stop_requested():
                         break
+                    if not keeper.holds(customer):
+                        self.logger.warning("customer %s was taken over while this process was stalled; "
+                                            "not sending", customer.pk, extra={"action": "claim_lost"})
+                        continue
                     keeper.renew_if_due()
                     self.in_flight = customer.pk
                     try:

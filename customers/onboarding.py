@@ -26,7 +26,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends import smtp
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, connection, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -97,6 +97,14 @@ class Owner:
     def __str__(self) -> str:
         return f"{self.prefix}{self.host}/{self.instance}/{self.token}"
 
+    @property
+    def pid(self) -> int:
+        return int(self.token.partition("-")[0])
+
+    def touch_heartbeat(self) -> None:
+        """Stamp the heartbeat row of the process this owner is (see `heartbeat.touch`)."""
+        heartbeat.touch(DAEMON_NAME, self.instance, host=self.host, pid=self.pid)
+
     @classmethod
     def current(cls, instance: int = 0, run_dir: Path | None = None) -> Owner:
         """The owner for this process, running onboarding instance `instance`."""
@@ -159,20 +167,43 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     if not due.exists():
         return []
     free = Q(claimed_by="") | Q(claim_expires_at__lt=Now()) | Q(claimed_by__startswith=owner.prefix)
-    gone = held_by_gone_processes()
-    claimable = due.filter(free | gone if gone is not None else free)
+
+    def claimable() -> QuerySet[Customer]:
+        gone = held_by_gone_processes()
+        return due.filter(free | gone if gone is not None else free)
+
     # Customers due but all held by live others: find that out without locking anything either.
-    if not claimable.exists():
+    if not claimable().exists():
         return []
     with transaction.atomic():
-        candidates = claimable.order_by("created_at", "id")
+        # A process back from a stop (SIGSTOP, a stalled VM) may find its heartbeat stale: claims it takes
+        # in this transaction must not look like a gone process's to the others once they are committed.
+        owner.touch_heartbeat()
+        candidates = claimable().order_by("created_at", "id")
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         ids = list(candidates.values_list("id", flat=True)[:limit])
         if not ids:
             return []
-        claimable.filter(id__in=ids).update(claimed_by=str(owner), claim_expires_at=lease_end())
+        # The holders' heartbeats again, read after the rows are locked: a holder that came back and
+        # confirmed its claims (`claims_confirm`) before our lock keeps them.
+        claimable().filter(id__in=ids).update(claimed_by=str(owner), claim_expires_at=lease_end())
         return list(Customer.objects.filter(id__in=ids, claimed_by=str(owner)).order_by("created_at", "id"))
+
+
+def claims_confirm(*, owner: Owner) -> set[int]:
+    """The ids of the unfinished customers `owner` still holds, their leases renewed and our heartbeat stamped.
+
+    For a process that may have been stopped long enough to be taken for gone: whatever another process
+    took meanwhile is not in the answer, and what is in it can't be taken until our heartbeat is overdue
+    again. The rows are locked while we look, so a claimer that locked them first wins them outright.
+    """
+    with transaction.atomic():
+        owner.touch_heartbeat()
+        held = Customer.objects.filter(claimed_by=str(owner), onboarded_at__isnull=True)
+        ids = set(held.select_for_update().values_list("id", flat=True))
+        Customer.objects.filter(id__in=ids).update(claim_expires_at=lease_end())
+        return ids
 
 
 def claims_renew(*, owner: Owner) -> int:
@@ -197,15 +228,32 @@ class ClaimKeeper:
     recorded twice) and reports `progress`, so the daemon is not taken for hung.
     """
 
-    def __init__(self, owner: Owner, progress: Callable[[], object] = lambda: None) -> None:
+    def __init__(self, owner: Owner, progress: Callable[[], object] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.owner = owner
         self.progress = progress
-        self.renewed_at = time.monotonic()  # a fresh claim carries a fresh lease
+        self.clock = clock
+        self.renewed_at = clock()  # a fresh claim carries a fresh lease
+        self.confirmed_at = self.renewed_at  # and the claim stamped our heartbeat
+        # Well inside the age at which the others take us for gone (`heartbeat.gone`).
+        self.confirm_after = heartbeat.overdue_after(DAEMON_NAME).total_seconds() / 3
+        self.held: set[int] | None = None  # what the last `claims_confirm` found ours; None: all we claimed
+
+    def holds(self, customer: Customer) -> bool:
+        """Whether `customer` is still ours to send to, asked of the database only after a pause.
+
+        A gap of a third of the overdue age since the last look (the process was stopped, or starved) may have
+        made us look gone to the others, who then took our claims: `claims_confirm` says which are left.
+        """
+        if self.clock() - self.confirmed_at >= self.confirm_after:
+            self.held = claims_confirm(owner=self.owner)
+            self.confirmed_at = self.renewed_at = self.clock()
+        return self.held is None or customer.pk in self.held
 
     def renew_if_due(self) -> None:
-        if time.monotonic() - self.renewed_at >= lease_duration().total_seconds() / 3:
+        if self.clock() - self.renewed_at >= lease_duration().total_seconds() / 3:
             claims_renew(owner=self.owner)
-            self.renewed_at = time.monotonic()
+            self.renewed_at = self.clock()
 
     def keepalive(self) -> None:
         with suppress(DatabaseError):
