@@ -173,13 +173,14 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
         return due.filter(free | gone if gone is not None else free)
 
     # Customers due but all held by live others: find that out without locking anything either.
-    if not claimable().exists():
+    seen = claimable()
+    if not seen.exists():
         return []
     with transaction.atomic():
         # A process back from a stop (SIGSTOP, a stalled VM) may find its heartbeat stale: claims it takes
         # in this transaction must not look like a gone process's to the others once they are committed.
         owner.touch_heartbeat()
-        candidates = claimable().order_by("created_at", "id")
+        candidates = seen.order_by("created_at", "id")
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         ids = list(candidates.values_list("id", flat=True)[:limit])

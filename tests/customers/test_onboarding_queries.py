@@ -35,6 +35,7 @@ def test_a_busy_tick_costs_two_statements_per_customer(db, fixed_now, settings) 
     per_customer = [q for q in run if q.startswith(('UPDATE "customers_customer" SET "onboarded_at"',
                                                     'INSERT INTO "customers_onboarding"'))]
     assert len(per_customer) == 2 * 25
-    # Per batch (3): is anyone due, the heartbeats, is anyone claimable, the candidates, the claim,
-    # the claimed rows with their lease. Then: nobody due (1) and the release of what is left (1).
-    assert len(run) - len(per_customer) == 3 * 6 + 2
+    # Per batch (3): is anyone due, the heartbeats, is anyone claimable, our own heartbeat stamped, the
+    # candidates, the heartbeats again (once the rows are locked), the claim, the claimed rows with their
+    # lease. Then: nobody due (1) and the release of what is left (1).
+    assert len(run) - len(per_customer) == 3 * 8 + 2
