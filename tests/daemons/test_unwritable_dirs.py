@@ -35,9 +35,12 @@ def dirs(nobody_python: UserPython) -> Iterator[tuple[Path, Path]]:
         shutil.rmtree(top, ignore_errors=True)
 
 
-def rundaemon_as_nobody(nobody_python: UserPython, tmp_path: Path, *args: str,
+def rundaemon_as_nobody(nobody_python: UserPython, tmp_path: Path, own: Path, *args: str,
                         **dirs: Path) -> subprocess.CompletedProcess[str]:
-    env = {**process_env(tmp_path), **nobody_python.env, **{k: str(v) for k, v in dirs.items()}}
+    """`rundaemon ARGS` as nobody, with the directories `dirs`; `own` is a directory nobody may write."""
+    # The test settings make the test database's directory: one nobody may write, wherever the checkout is.
+    env = {**process_env(tmp_path), **nobody_python.env, "TEST_SQLITE_PATH": str(own / "db" / "test.sqlite3"),
+           **{k: str(v) for k, v in dirs.items()}}
     return subprocess.run([*nobody_python.switch, str(nobody_python.python), "-s", "-c", MANAGE, "rundaemon", *args],
                           cwd=nobody_python.cwd, env=env, capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL, preexec_fn=default_signals)
@@ -47,7 +50,7 @@ def rundaemon_as_nobody(nobody_python: UserPython, tmp_path: Path, *args: str,
 def test_a_log_directory_the_user_may_not_write_is_one_line_and_no_pid_file(
         nobody_python: UserPython, dirs: tuple[Path, Path], tmp_path: Path, args: tuple[str, ...]) -> None:
     roots, own = dirs
-    result = rundaemon_as_nobody(nobody_python, tmp_path, *args, DAEMONS_RUN_DIR=own / "run",
+    result = rundaemon_as_nobody(nobody_python, tmp_path, own, *args, DAEMONS_RUN_DIR=own / "run",
                                  DAEMONS_LOG_DIR=roots / "log")
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr == (f"CommandError: DAEMONS_LOG_DIR (from the environment): {roots} is not writable by "
@@ -59,7 +62,7 @@ def test_a_log_directory_the_user_may_not_write_is_one_line_and_no_pid_file(
 def test_a_run_directory_the_user_may_not_write_is_one_line_and_no_pid_file(
         nobody_python: UserPython, dirs: tuple[Path, Path], tmp_path: Path, args: tuple[str, ...]) -> None:
     roots, own = dirs
-    result = rundaemon_as_nobody(nobody_python, tmp_path, *args, DAEMONS_RUN_DIR=roots / "run",
+    result = rundaemon_as_nobody(nobody_python, tmp_path, own, *args, DAEMONS_RUN_DIR=roots / "run",
                                  DAEMONS_LOG_DIR=own / "log")
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.startswith("CommandError: DAEMONS_RUN_DIR (from the environment): "), result.stderr
