@@ -123,6 +123,10 @@ def check(sink_copies: dict[str, list[tuple[str, float]]], refused: set[str], fa
         "states": states,
         "lost": pending + unexplained,
         "pending": pending,
+        "pending_examples": [
+            {key: str(value) for key, value in row.items()}
+            for row in Customer.objects.pending().values(
+                "pk", "email", "created_at", "claimed_by", "claim_expires_at", "attempts", "next_attempt_at")[:5]],
         "settled_without_reason": unexplained,
         "duplicate_rows": rows - distinct,
         "onboarded_without_row": Customer.objects.onboarded().filter(onboarding__isnull=True).count(),

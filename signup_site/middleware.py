@@ -1,4 +1,5 @@
-"""The site's own middleware: refuse undecodable charsets; let loopback probes reach health and metrics."""
+"""The site's own middleware: refuse undecodable charsets; let loopback probes reach health and metrics; a
+database outage is a 503 to retry, not a server error."""
 from __future__ import annotations
 
 import codecs
@@ -6,6 +7,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.request import split_domain_port
 from django.urls import Resolver404, resolve
@@ -90,3 +92,35 @@ def loopback_probes(get_response: Callable[[HttpRequest], HttpResponse]) -> Call
 
     return middleware
 
+
+
+# Seconds a client is asked to wait when the database is away (a restart takes a few).
+OUTAGE_RETRY_AFTER = 5
+
+
+class DatabaseOutage:
+    """Answer 503 with Retry-After, not a 500, when a view finds the database unreachable.
+
+    A restart or failover of the database is not a fault of the page or of the visitor: the
+    request may simply be sent again, and a signup that was never committed is not lost but
+    not yet made. Other errors still reach Django's handler. Goes last in MIDDLEWARE, so it
+    is the first to see a view's exception.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        logger.error("database unavailable: %s", str(exception).strip().splitlines()[0] if str(exception) else
+                     type(exception).__name__, extra={"action": "database_unavailable"})
+        response = HttpResponse(
+            "<!doctype html><title>Back in a moment</title><h1>Back in a moment</h1>"
+            f"<p>We could not save or show this just now. Please try again in {OUTAGE_RETRY_AFTER} seconds.</p>",
+            status=503)
+        response["Retry-After"] = str(OUTAGE_RETRY_AFTER)
+        return response

@@ -104,6 +104,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: the first to see a view's exception, so a database outage is a 503 to retry.
+    "signup_site.middleware.DatabaseOutage",
 ]
 
 ROOT_URLCONF = "signup_site.urls"
