@@ -26,7 +26,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends import smtp
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, connection, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, QuerySet
 from django.db.models.functions import Now
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -625,7 +625,11 @@ class Breaker:
 
     A customer given back this way is a suspect: refused again once the server has
     accepted another message since, the refusal is its own and fails it at once. So a
-    few bad addresses that sort next to each other can't stall the queue for ever.
+    few bad addresses that sort next to each other can't stall the queue for ever. Each
+    trip also counts as an unknown outcome for the customers it gives back: the last few
+    of a queue, refused with nobody else to prove the server, are marked as needing
+    attention after ONBOARDING_MAX_UNKNOWN_OUTCOMES trips instead of being held for ever.
+    A policy reply blames the server alone, and counts nothing.
     """
 
     def __init__(self, owner: Owner, threshold: int | None = None) -> None:
@@ -651,17 +655,26 @@ class Breaker:
         policy = is_policy_refusal(exc)
         if policy or len({held.pk for held, _ in self.held}) >= self.threshold:
             self.trip(now, reason="a policy refusal (5.7.x)" if policy else
-                      f"{len(self.held)} different recipients refused in a row")
+                      f"{len(self.held)} different recipients refused in a row", server_to_blame=policy)
         return True
 
-    def trip(self, now: datetime, *, reason: str) -> None:
+    def trip(self, now: datetime, *, reason: str, server_to_blame: bool = False) -> None:
         ids = [customer.pk for customer, _ in self.held]
         last_error = error_describe(self.held[-1][1])
         self.held.clear()
         with transaction.atomic():
-            Customer.objects.filter(pk__in=ids, claimed_by=str(self.owner), onboarded_at__isnull=True).update(
-                claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1)
-            )
+            held = Customer.objects.filter(pk__in=ids, claimed_by=str(self.owner), onboarded_at__isnull=True)
+            # Unless a policy reply put the blame on the server, whose refusal it was is unknown: counted as an
+            # unknown outcome, so customers refused trip after trip with nobody else to prove the server (the
+            # last few of a queue, say) are not held for ever.
+            held.update(claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1),
+                        unknown_outcomes=F("unknown_outcomes") + (0 if server_to_blame else 1))
+            Customer.objects.filter(pk__in=ids, unknown_outcomes__gte=settings.ONBOARDING_MAX_UNKNOWN_OUTCOMES,
+                                    claimed_by="", onboarded_at__isnull=True, attention_at__isnull=True).update(
+                attention_at=now, next_attempt_at=None, attention_reason=(
+                    "refused every time it was tried, by a mail server that accepted nobody else meanwhile (the "
+                    f"address may be bad, or the server may refuse everyone); check, then retry. Last: {last_error}"
+                )[:2000])
         self.suspects.update(ids)
         self.proven = False
         raise MailServerUnavailable(f"the mail server refuses everyone: {reason}; last reply: {last_error}")

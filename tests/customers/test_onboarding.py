@@ -441,3 +441,24 @@ def test_bad_addresses_next_to_each_other_cannot_stall_the_queue(db, fixed_now, 
 ])
 def test_is_policy_refusal(error, policy) -> None:
     assert onboarding.is_policy_refusal(error) is policy
+
+
+def test_bad_addresses_with_nobody_else_to_send_to_are_set_aside_not_held_for_ever(db, fixed_now, settings,
+                                                                                     smtp_settings) -> None:
+    settings.ONBOARDING_MAX_UNKNOWN_OUTCOMES = 3
+    make_customers(3, fixed_now - timedelta(hours=1))
+    for i in range(3):
+        smtp_settings.handler.reject[f"c{i}@example.com"] = ("550 5.1.1 no such user", None)
+    daemon = ready_daemon()
+    later = timezone.now()
+    for trip in range(3):  # no other customer ever proves the server works
+        later += timedelta(hours=1)
+        daemon.mail_retry_at = 0  # the backoff is over
+        assert "mail server unavailable" in daemon.tick(later).summary, trip
+    assert not Customer.objects.pending().exists()
+    assert not Customer.objects.failed().exists() and not Customer.objects.exclude(attempts=0).exists()
+    reasons = set(Customer.objects.filter(attention_at__isnull=False).values_list("attention_reason", flat=True))
+    assert len(reasons) == 1 and Customer.objects.filter(attention_at__isnull=False).count() == 3
+    assert next(iter(reasons)).startswith("refused every time it was tried") and "5.1.1" in next(iter(reasons))
+    daemon.mail_retry_at = 0
+    assert daemon.tick(later + timedelta(hours=1)).idle  # set aside: not tried again until someone retries them
