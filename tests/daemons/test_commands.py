@@ -184,7 +184,9 @@ def test_stop_all_stops_every_instance_of_every_daemon_and_says_which(project) -
 
 def test_stop_shows_progress_while_it_waits(project, tmp_path) -> None:
     marker = tmp_path / "marker"
-    pid = project.start("slow", env={"TESTAPP_TICK_SECONDS": "3", "TESTAPP_TICKS_FILE": str(marker)})
+    # A tick long enough that the stop still waits for it once `stopdaemon` is up on a loaded machine,
+    # and short enough to end well inside the stop's 20 s.
+    pid = project.start("slow", env={"TESTAPP_TICK_SECONDS": "10", "TESTAPP_TICKS_FILE": str(marker)})
     wait_for(lambda: marker.exists() and marker.read_text() == "in tick\n", 30, "the slow tick to begin")
     result = project.manage("stopdaemon", "slow", "--timeout", "20")
     assert result.returncode == 0, result.stderr
