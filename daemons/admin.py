@@ -10,7 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
 from . import views
-from .health import DEAD, RUNNING, STOPPED, heartbeat_state
+from .exits import State
+from .health import heartbeat_state
 from .heartbeat import db_now
 from .models import Dashboard, Heartbeat, JobRun
 
@@ -35,7 +36,7 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(state, state) for state in (RUNNING, DEAD, STOPPED)]
+        return [(state, state) for state in (State.RUNNING, State.DEAD, State.STOPPED)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> QuerySet[Heartbeat]:
         if self.value() is None:
@@ -76,7 +77,7 @@ class HeartbeatAdmin(ReadOnlyAdmin):
     def prune_dead(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> None:
         now = db_now()
         beats = list(queryset)
-        dead = [beat.pk for beat in beats if heartbeat_state(beat, now) != RUNNING]
+        dead = [beat.pk for beat in beats if heartbeat_state(beat, now) != State.RUNNING]
         Heartbeat.objects.filter(pk__in=dead).delete()
         kept = len(beats) - len(dead)
         self.message_user(request, f"Pruned {len(dead)} dead row(s); kept {kept} running.", messages.SUCCESS)

@@ -113,7 +113,7 @@ def supervisor_deployment(*, project_dir: Path | None = None, python: Path | Non
     from . import supervisor
 
     project_dir = Path(project_dir or settings.BASE_DIR).resolve()
-    stop_seconds = math.ceil(conf.stop_timeout() + supervisor.STOP_GRACE) + 2
+    stop_seconds = math.ceil(conf.stop_wait()) + 2
     return dataclasses.replace(
         _deployment(supervisor.NAME, supervisor.log_path(), supervisor.pid_path(), project_dir=project_dir,
                     python=python, user=user, group=group, env_file=env_file,

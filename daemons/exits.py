@@ -1,7 +1,29 @@
-"""Every exit code the framework's processes use, named, each with one meaning."""
+"""Every state, tick outcome and exit code the framework reports, named once, each with one meaning."""
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
+
+
+class State(StrEnum):
+    """A daemon instance's state, as `daemonstatus`, the dashboard and the health endpoint name it."""
+
+    RUNNING = "running"
+    HUNG = "hung"  # it holds its lock but its heartbeat is overdue
+    STALE = "stale"  # dead, but its PID file is left
+    STOPPED = "stopped"
+    DEAD = "dead"  # the cluster view's: no heartbeat for three heartbeat periods and no clean stop
+    RESTARTING = "restarting"  # a supervisor starts it again after its backoff
+    PAUSED = "paused"  # the health verdict for a daemon an operator paused: running, doing no work
+    UNKNOWN = "unknown"  # the health verdict for a name that no app registers
+
+
+class Outcome(StrEnum):
+    """How a daemon's last tick (or a job's last run) ended, as its heartbeat row keeps it."""
+
+    OK = "ok"
+    IDLE = "idle"  # the tick found no work
+    ERROR = "error"
+    BUSY = "busy"  # a tick is still running and reports progress
 
 
 class Exit(IntEnum):
@@ -29,3 +51,9 @@ class Status(IntEnum):
     STALE = 1  # dead, but its PID file is left
     STOPPED = 3  # not running
     HUNG = 4  # LSB's "status unknown": it holds its lock but writes no heartbeat
+
+
+# Every state with its exit code, from best to worst (see `daemons.status.worst_exit_code`).
+# "dead", the cluster view's, is LSB's "dead" like a stale PID file.
+STATE_EXIT_CODES = {State.RUNNING: Status.RUNNING, State.STOPPED: Status.STOPPED, State.RESTARTING: Status.STOPPED,
+                    State.STALE: Status.STALE, State.DEAD: Status.STALE, State.HUNG: Status.HUNG}

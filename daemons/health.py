@@ -8,20 +8,18 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError
 
 from . import conf, registry
-from .heartbeat import DEAD, RUNNING, STOPPED, db_now, instance_state
+from .exits import State
+from .heartbeat import db_now, instance_state
 from .models import Heartbeat, Pause
 from .status import instances, read_status
 
-PAUSED = "paused"
-UNKNOWN = "unknown"
-
 # States of a daemon that the health endpoint accepts; anything else answers 503.
-HEALTHY = frozenset({RUNNING, PAUSED})
+HEALTHY = frozenset({State.RUNNING, State.PAUSED})
 # When a daemon's instances disagree, the verdict is the first of these found among them.
-VERDICT_ORDER = ("hung", DEAD, "restarting", RUNNING, PAUSED, "stale", STOPPED)
+VERDICT_ORDER = (State.HUNG, State.DEAD, State.RESTARTING, State.RUNNING, State.PAUSED, State.STALE, State.STOPPED)
 
 
-def heartbeat_state(beat: Heartbeat, now: datetime) -> str:
+def heartbeat_state(beat: Heartbeat, now: datetime) -> State:
     """"running", "stopped" or "dead" at `now`, the database's time (`daemons.heartbeat.db_now`), by the
     cluster's one rule (`daemons.heartbeat.instance_state`)."""
     return instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat, now=now)
@@ -35,7 +33,7 @@ class InstanceHealth:
     instance: int
     host: str
     pid: int
-    state: str  # "running", "dead" or "stopped"
+    state: State  # running, dead or stopped
     paused: bool
     last_heartbeat: datetime
     heartbeat_age: timedelta
@@ -73,7 +71,7 @@ def expected_daemons() -> list[str]:
     return [expected] if isinstance(expected, str) else list(expected)
 
 
-def daemon_states(*, now: datetime | None = None) -> dict[str, str]:
+def daemon_states(*, now: datetime | None = None) -> dict[str, State]:
     """Each expected daemon's state across the cluster.
 
     This host's instances are read with `daemons.status.read_status` (PID lock, then
@@ -92,18 +90,18 @@ def daemon_states(*, now: datetime | None = None) -> dict[str, str]:
         paused = set(Pause.objects.values_list("name", "instance"))
     except DatabaseError:
         remote, paused = [], set()
-    states: dict[str, str] = {}
+    states: dict[str, State] = {}
     for name in expected_daemons():
         try:
             found = [(i, read_status(name, i).state) for i in instances(name)]
         except registry.UnknownDaemon:
-            states[name] = UNKNOWN
+            states[name] = State.UNKNOWN
             continue
         found += [(instance, state) for beat_name, instance, state in remote if beat_name == name]
-        seen = {PAUSED if state == RUNNING and (name, i) in paused else state for i, state in found}
-        states[name] = next((state for state in VERDICT_ORDER if state in seen), UNKNOWN)
+        seen = {State.PAUSED if state == State.RUNNING and (name, i) in paused else state for i, state in found}
+        states[name] = next((state for state in VERDICT_ORDER if state in seen), State.UNKNOWN)
     return states
 
 
-def all_healthy(states: dict[str, str]) -> bool:
+def all_healthy(states: dict[str, State]) -> bool:
     return all(state in HEALTHY for state in states.values())

@@ -21,7 +21,8 @@ from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 
-from . import registry
+from . import procfs, registry
+from .exits import Outcome, State
 
 logger = logging.getLogger("daemons.heartbeat")
 
@@ -29,12 +30,11 @@ logger = logging.getLogger("daemons.heartbeat")
 HEARTBEAT_MAX_AGE = 30.0
 # A running daemon whose heartbeat is older than this many heartbeat periods is hung (or dead).
 HUNG_AFTER_PERIODS = 3
-# The states of an instance in the cluster view, from its heartbeat row alone (see `instance_state`).
-RUNNING, STOPPED, DEAD = "running", "stopped", "dead"
 # Rows of instances stopped or dead for longer than this are deleted, by the daemons themselves...
 PRUNE_AFTER = timedelta(days=1)
-# ...each of which looks at most this often (seconds), so pruning costs one DELETE an hour.
-PRUNE_EVERY = 3600.0
+# ...each of which looks at most this often, so pruning costs one DELETE an hour. The tick history
+# (`daemons.history`) prunes its rows on the same cadence.
+PRUNE_EVERY = timedelta(hours=1)
 
 
 def db_now(using: str = DEFAULT_DB_ALIAS) -> datetime:
@@ -86,7 +86,7 @@ def overdue_after(name: str) -> timedelta:
     return timedelta(seconds=HUNG_AFTER_PERIODS * heartbeat_period(interval))
 
 
-def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: datetime, now: datetime) -> str:
+def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: datetime, now: datetime) -> State:
     """The state of a daemon instance anywhere in the cluster, from its heartbeat row: the one rule.
 
     `now` is the database's time (`db_now()`), as `last_heartbeat` is.
@@ -101,8 +101,8 @@ def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: da
     that still holds its lock is "hung", one that left its PID file is "stale").
     """
     if stopped_at is not None:
-        return STOPPED
-    return DEAD if heartbeat_overdue(name, now - last_heartbeat) else RUNNING
+        return State.STOPPED
+    return State.DEAD if heartbeat_overdue(name, now - last_heartbeat) else State.RUNNING
 
 
 def gone(name: str, now: datetime | None = None) -> QuerySet:
@@ -134,7 +134,7 @@ _last_prune: float | None = None
 def prune_if_due(clock=time.monotonic) -> None:
     """Prune at most once per PRUNE_EVERY in this process (a daemon calls it with its heartbeats); never raises."""
     global _last_prune
-    if _last_prune is not None and clock() - _last_prune < PRUNE_EVERY:
+    if _last_prune is not None and clock() - _last_prune < PRUNE_EVERY.total_seconds():
         return
     _last_prune = clock()
     try:
@@ -155,7 +155,7 @@ class Counters:
     processed: int = 0
     errors: int = 0
     last_tick_at: datetime | None = None
-    last_outcome: str = ""
+    last_outcome: Outcome | str = ""  # "" before the first tick
     last_duration_ms: int | None = None
     last_error: str = ""
 
@@ -196,7 +196,7 @@ def write_busy(name: str, instance: int, *, processed: int) -> None:
     from .models import Heartbeat
 
     Heartbeat.objects.filter(**key(name, instance)).update(
-        last_heartbeat=Now(), last_outcome="busy", processed=processed
+        last_heartbeat=Now(), last_outcome=Outcome.BUSY, processed=processed
     )
 
 
@@ -220,20 +220,11 @@ def live_duplicate(name: str, instance: int) -> int | None:
     dead, a zombie, or a newer process that reused the number (it started after the row).
     """
     from .models import Heartbeat
-    from .status import proc_started_at
 
     beat = Heartbeat.objects.filter(**key(name, instance), stopped_at__isnull=True).first()
     if beat is None or beat.pid == os.getpid() or heartbeat_overdue(name, db_now() - beat.last_heartbeat):
         return None
-    started = proc_started_at(beat.pid)
-    if started is None or started > beat.started_at + timedelta(seconds=2) or _is_zombie(beat.pid):
+    started = procfs.started_at(beat.pid)
+    if started is None or started > beat.started_at + timedelta(seconds=2) or procfs.is_zombie(beat.pid):
         return None
     return beat.pid
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True

@@ -13,6 +13,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, OuterRef, Subquery, Sum
 from django.db.models.functions import TruncHour
 
+from .heartbeat import PRUNE_EVERY
 from .models import Heartbeat, TickMinute
 
 logger = logging.getLogger("daemons.history")
@@ -21,7 +22,6 @@ logger = logging.getLogger("daemons.history")
 RETENTION = timedelta(hours=25)
 # A recorder writes at most about this often, however short its daemon's interval.
 WRITE_EVERY = timedelta(minutes=1)
-PRUNE_EVERY = timedelta(hours=1)
 
 
 def minute_floor(moment: datetime) -> datetime:

@@ -16,6 +16,7 @@ from django.utils import timezone
 from . import reporting, schedule
 from .base import Control, Daemon, TickResult
 from .control import claim_run_requests
+from .exits import Outcome
 from .schedule import Schedule
 
 JobMethod = Callable[[Any, datetime], "int | TickResult | None"]
@@ -201,10 +202,7 @@ class ScheduledDaemon(Daemon):
         return processed
 
     def _jittered(self, state: JobState) -> datetime:
-        sched = state.schedule
-        if isinstance(sched, schedule.Every) and sched.jitter:
-            return state.slot + timedelta(seconds=self.rng.uniform(0, sched.jitter.total_seconds()))
-        return state.slot
+        return schedule.jittered(state.schedule, state.slot, self.rng)
 
     # --- persistence --------------------------------------------------------------------
 
@@ -259,7 +257,7 @@ class ScheduledDaemon(Daemon):
             "scheduled_for": slot,
             "attempt": attempt,
             "last_finished_at": finished,
-            "last_outcome": "error" if error is not None else "ok",
+            "last_outcome": Outcome.ERROR if error is not None else Outcome.OK,
             "last_duration_ms": duration_ms,
             "next_run_at": state.due,
             "runs": state.runs,
@@ -315,7 +313,7 @@ class ScheduledDaemon(Daemon):
             text = f"{job_status.name}: {job_status.runs} runs, {job_status.errors} errors"
             if job_status.last_run_at:
                 text += f", last {_short(job_status.last_run_at)}"
-                if job_status.last_outcome == "error":
+                if job_status.last_outcome == Outcome.ERROR:
                     text += " failed"
             if job_status.next_run_at:
                 text += f", {'retry' if job_status.retrying else 'next'} {_short(job_status.next_run_at)}"
@@ -334,7 +332,7 @@ class JobStatus:
     last_run_at: datetime | None = None
     scheduled_for: datetime | None = None  # the scheduled time the last run was for
     attempt: int = 0  # the last run's try for that time
-    last_outcome: str = ""  # "ok" or "error"
+    last_outcome: Outcome | str = ""  # "" before the first run
     last_duration_ms: int | None = None
     last_error: str = ""
     next_run_at: datetime | None = None
@@ -343,7 +341,7 @@ class JobStatus:
 
 def _recorded_retry(spec: JobSpec, row: Any, now: datetime) -> datetime | None:
     """When the retry of a failed run that `row` records is due at `now`, or None if none is pending."""
-    if row is None or row.last_outcome != "error":
+    if row is None or row.last_outcome != Outcome.ERROR:
         return None
     return schedule.pending_retry(spec.grid(), row.scheduled_for, row.next_run_at, now)
 

@@ -44,7 +44,7 @@ from django.db import DatabaseError, connection, connections
 
 from . import checks, conf, daemonize, heartbeat, listen, logs, reporting, signals, wakeup
 from .base import Control, Daemon, TickResult
-from .exits import Exit
+from .exits import Exit, Outcome
 from .notify import Notifier
 from .paths import RunPaths
 from .pidfile import PidFile, PidFileError
@@ -358,7 +358,7 @@ class DaemonService:
     def _once_outcome(self, runner: Runner, result: TickResult | None) -> int:
         """The exit code of `--once` (Exit.TICK_FAILED if the tick raised), and its one line in `last_result_line`."""
         counters = runner.counters
-        if counters.last_outcome == "error":
+        if counters.last_outcome == Outcome.ERROR:
             error = counters.last_error.splitlines()[-1] if counters.last_error else "unknown error"
             self.last_result_line = f"tick failed after {counters.last_duration_ms} ms: {error}"
             return Exit.TICK_FAILED

@@ -1,6 +1,7 @@
 """Wake-ups across hosts on PostgreSQL: LISTEN on a dedicated connection whose socket the daemon's wait selects on."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,21 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, 
               "tcp_user_timeout": 20000}
 # Keys of Django's connection parameters that psycopg.connect() does not take for a bare connection.
 _DJANGO_ONLY = ("cursor_factory", "context", "pool", "server_side_binding", "isolation_level", "assume_role")
+# PostgreSQL truncates identifiers, channel names included, to 63 bytes.
+MAX_CHANNEL = 63
+
+
+def channel(name: str) -> str:
+    """The LISTEN/NOTIFY channel of daemon `name`: `daemons_<name>`, shortened with a hash past 63 bytes.
+
+    Used as a value by NOTIFY (`pg_notify`) and as a quoted identifier by LISTEN, so any
+    daemon name, whatever its characters or case, gets a channel of its own.
+    """
+    full = f"daemons_{name}"
+    if len(full.encode()) <= MAX_CHANNEL:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{full.encode()[:MAX_CHANNEL - 17].decode(errors='ignore')}_{digest}"
 
 
 def enabled(alias: str = "default") -> bool:
@@ -39,7 +55,7 @@ def connection_params(alias: str = "default") -> dict[str, Any]:
 
 
 class Listener:
-    """LISTENs on a daemon's channel (see `wakeup.channel`) on its own psycopg connection, never Django's.
+    """LISTENs on a daemon's channel (see `channel`) on its own psycopg connection, never Django's.
 
     - `fileno()` is the connection's socket while connected, else None: the daemon's
       wait selects on it together with its stop signal and its interval.
@@ -139,8 +155,6 @@ def for_daemon(name: str, alias: str = "default") -> Listener | None:
 
     A first connection that fails still returns the Listener: it retries with backoff.
     """
-    from .wakeup import channel
-
     if not enabled(alias):
         return None
     # Named, so pg_stat_activity tells the listening connections from the working ones.

@@ -15,7 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import history
-from .health import RUNNING, heartbeat_state
+from .exits import State
+from .health import heartbeat_state
 from .models import Heartbeat, Pause
 
 LABELS = ("daemon", "daemon_instance", "host")
@@ -44,7 +45,7 @@ class HeartbeatCollector(Collector):
         paused_keys = set(Pause.objects.values_list("name", "instance"))
         for beat in Heartbeat.objects.order_by("name", "instance", "host"):
             labels = [beat.name, str(beat.instance), beat.host]
-            up.add_metric(labels, 1.0 if heartbeat_state(beat, self.now) == RUNNING else 0.0)
+            up.add_metric(labels, 1.0 if heartbeat_state(beat, self.now) == State.RUNNING else 0.0)
             paused.add_metric(labels, 1.0 if (beat.name, beat.instance) in paused_keys else 0.0)
             ticks.add_metric(labels, tick_counts.get((beat.name, beat.instance, beat.host), 0))
             processed.add_metric(labels, beat.processed)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from . import conf, pidfile, registry, stopping, supervision
 from .base import Daemon
+from .conf import stop_wait
+from .exits import State
 from .lifecycle import Lifecycle, StartupError
 from .paths import RunPaths, instances, stem
 from .privileges import Credentials
@@ -23,10 +25,6 @@ from .supervision import SupervisionError
 
 if TYPE_CHECKING:
     from .supervisor import ChildSpec
-
-# A stopping daemon gives up on its work at DAEMONS_STOP_TIMEOUT; this is how much longer
-# we give it to release its PID file before we call the stop late.
-STOP_GRACE = 2.0
 
 # `signaldaemon` actions: the signal each one sends; None is a datagram on the wake-up socket.
 ACTIONS: dict[str, signal.Signals | None] = {
@@ -38,11 +36,6 @@ ACTIONS: dict[str, signal.Signals | None] = {
 
 class ControlError(Exception):
     """The verb could not be carried out; the message is one line for the operator."""
-
-
-def stop_wait() -> float:
-    """Seconds a stop waits for the daemon by default: its own stop deadline plus `STOP_GRACE`."""
-    return conf.stop_timeout() + STOP_GRACE
 
 
 def label(name: str, instance: int) -> str:
@@ -109,10 +102,10 @@ def _ask_one(verb: str, child: str, timeout: float | None = None) -> int:
 def _running(name: str, instance: int) -> int | None:
     """The PID of the healthy daemon running `name`/`instance` here; StartupError if it is hung."""
     status = read_status(name, instance)
-    if status.state == "hung":
+    if status.state == State.HUNG:
         raise StartupError(f"already running (pid {status.pid}) but hung: {hung_reason(status.last_heartbeat)}; "
                            f"restart it with `restartdaemon {name} --kill`")
-    if status.state == "running" and status.pid:
+    if status.state == State.RUNNING and status.pid:
         return status.pid
     return None
 
@@ -247,7 +240,7 @@ def stop_one(target: StopTarget, *, timeout: float, kill: bool) -> StopReport:
     pid = pidfile.read_holder(target.pid_file)
     try:
         # The supervisor gives each child its stop deadline, then kills it: wait that long, and a little more.
-        answer = supervision.ask(verb, names, timeout=max(timeout, stop_wait()) + STOP_GRACE)
+        answer = supervision.ask(verb, names, timeout=max(timeout, stop_wait()) + conf.STOP_GRACE)
     except SupervisionError:
         # No control socket answers: a signal stops the supervisor all the same.
         return StopReport(target, stopping.stop(target.pid_file, timeout=timeout, kill=kill))

@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .exits import State
+from .procfs import boot_time, started_since_boot
+
 PID_FILE_MODE = 0o644
 
 
@@ -252,20 +255,6 @@ def is_locked(path: Path) -> bool:
 _START_SLACK_SECONDS = 0.05
 
 
-def started_since_boot(pid: int) -> float | None:
-    """Seconds from boot to the start of process `pid` (/proc/PID/stat, readable by all); None if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def boot_time() -> float:
-    """The wall-clock time of boot, to the precision of the clocks (not /proc/stat's whole second)."""
-    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
 def _has_open(pid: int, info: os.stat_result) -> bool | None:
     """True if `pid` has the file open, False if not (or dead), None if we may not look."""
     try:
@@ -331,7 +320,7 @@ def read_holder(path: Path, wait: float = 2.0) -> int | None:
 class PidState:
     """What the PID file says: running (with the holder's pid), stale, or absent."""
 
-    state: str  # "running" | "stale" | "stopped"
+    state: State  # running | stale | stopped
     pid: int | None
 
 
@@ -341,8 +330,8 @@ def inspect(path: Path) -> PidState:
     "running" whenever the file is locked, even if the holder can't be named (pid None).
     """
     if is_locked(path):
-        return PidState("running", read_holder(path))
+        return PidState(State.RUNNING, read_holder(path))
     pid = read_pid(path)
     if pid is not None:
-        return PidState("stale", pid)
-    return PidState("stopped", None)
+        return PidState(State.STALE, pid)
+    return PidState(State.STOPPED, None)

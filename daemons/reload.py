@@ -17,10 +17,12 @@ from types import FrameType
 
 from django.utils import autoreload
 
+from .exits import Exit
+
 logger = logging.getLogger("daemons.reload")
 
 # The exit status that asks the watching parent for a new child (Django's convention).
-EXIT_RELOAD = 3
+EXIT_RELOAD = Exit.RELOAD
 
 
 def run_with_reloader(run: Callable[[], int]) -> int:

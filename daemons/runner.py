@@ -16,6 +16,7 @@ from . import heartbeat, history, reporting
 from .backoff import backoff
 from .base import Daemon, StopEvent, TickResult
 from .control import is_paused
+from .exits import Outcome
 from .heartbeat import Counters, heartbeat_period
 from .notify import Notifier
 
@@ -157,7 +158,7 @@ class Runner:
         except Exception as exc:
             self.tick_started = None
             self.counters.errors += 1
-            self.counters.last_outcome = "error"
+            self.counters.last_outcome = Outcome.ERROR
             self.counters.last_error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
             duration_ms = int((self.clock() - began) * 1000)
             self.on_error(exc, duration_ms)
@@ -188,7 +189,7 @@ class Runner:
             self.outage = None
         self.repeated = None
         self.counters.processed += result.processed
-        self.counters.last_outcome = "idle" if result.idle else "ok"
+        self.counters.last_outcome = Outcome.IDLE if result.idle else Outcome.OK
         if result.idle:
             self.logger.debug("idle tick in %d ms", duration_ms, extra={"action": "tick_idle"})
         else:

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from .backoff import backoff
+
 # A failed run is retried after its retry delay, doubled on each further failure up to this.
 RETRY_MAX_DELAY = timedelta(minutes=15)
 
@@ -117,8 +119,7 @@ def cron(expression: str, tz: str = "UTC") -> Cron:
     return Cron(expression.strip(), tz)
 
 
-def next_run(schedule: Schedule, last_run: datetime | None, now: datetime, *,
-             rng: random.Random | None = None) -> datetime:
+def next_run(schedule: Schedule, last_run: datetime | None, now: datetime) -> datetime:
     """When a job is next due, strictly after `now` unless it never ran.
 
     `last_run` is when the previous run was due (None: never). A time that passed while
@@ -126,7 +127,7 @@ def next_run(schedule: Schedule, last_run: datetime | None, now: datetime, *,
     than run late: a job never runs twice back to back to catch up, and never overlaps
     itself. An interval job that never ran is due at once; a cron job that never ran
     waits for its next time. Interval runs keep to the grid `last_run + k * period`, so
-    jitter and slow runs don't make the schedule drift.
+    jitter (`jittered`, applied to the time this returns) and slow runs don't make the schedule drift.
     """
     if isinstance(schedule, Cron):
         return schedule.after(now if last_run is None else max(last_run, now))
@@ -136,8 +137,13 @@ def next_run(schedule: Schedule, last_run: datetime | None, now: datetime, *,
     slot = last_run + period
     if slot <= now:
         slot += period * ((now - slot) // period + 1)
-    if schedule.jitter:
-        slot += timedelta(seconds=(rng or random).uniform(0, schedule.jitter.total_seconds()))
+    return slot
+
+
+def jittered(schedule: Schedule, slot: datetime, rng: random.Random) -> datetime:
+    """When the run scheduled for `slot` starts: delayed by a random amount up to an interval schedule's jitter."""
+    if isinstance(schedule, Every) and schedule.jitter:
+        return slot + timedelta(seconds=rng.uniform(0, schedule.jitter.total_seconds()))
     return slot
 
 
@@ -173,8 +179,7 @@ class StartupDecision:
         return "catch_up" if self.catch_up else "skip"
 
 
-def startup(schedule: Schedule, last_run: datetime | None, now: datetime, *, catch_up: bool,
-            rng: random.Random | None = None) -> StartupDecision:
+def startup(schedule: Schedule, last_run: datetime | None, now: datetime, *, catch_up: bool) -> StartupDecision:
     """Decide a job's first due time when its daemon starts at `now`.
 
     A time missed while the daemon was down is run once, at once, when the job asks for
@@ -184,7 +189,7 @@ def startup(schedule: Schedule, last_run: datetime | None, now: datetime, *, cat
     missed = missed_run(schedule, last_run, now)
     if missed is not None and catch_up:
         return StartupDecision(due=now, missed=missed, catch_up=True)
-    return StartupDecision(due=next_run(schedule, last_run, now, rng=rng), missed=missed, catch_up=False)
+    return StartupDecision(due=next_run(schedule, last_run, now), missed=missed, catch_up=False)
 
 
 def following(schedule: Schedule, slot: datetime) -> datetime:
@@ -201,8 +206,8 @@ def retry_at(failed_at: datetime, attempt: int, delay: timedelta, upcoming: date
     4 x `delay` ...) up to RETRY_MAX_DELAY. None when the job's `upcoming` scheduled time
     comes first: that run takes over, so a job never runs twice back to back.
     """
-    wait = min(delay * 2 ** min(max(attempt, 1) - 1, 32), RETRY_MAX_DELAY)
-    moment = failed_at + wait
+    wait = backoff(attempt, base=delay.total_seconds(), cap=RETRY_MAX_DELAY.total_seconds())
+    moment = failed_at + timedelta(seconds=wait)
     return moment if moment < upcoming else None
 
 

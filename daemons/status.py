@@ -3,34 +3,24 @@ from __future__ import annotations
 
 import socket
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 from django.utils import timezone
 
-from . import pidfile, registry, supervision
+from . import pidfile, procfs, registry, supervision
 from .control import is_paused
-from .exits import Status
+from .exits import STATE_EXIT_CODES, Outcome, State, Status
 from .heartbeat import db_now, heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
 from .jobs import JobStatus, ScheduledDaemon
-from .paths import RunPaths, instances
+from .paths import RunPaths, instances, stem
 
 if TYPE_CHECKING:
     from .models import Heartbeat
 
-# LSB exit codes for a status action.
-EXIT_RUNNING = Status.RUNNING
-EXIT_STALE = Status.STALE
-EXIT_STOPPED = Status.STOPPED
-EXIT_UNKNOWN = Status.HUNG
-
-# Every state with its exit code, from best to worst (see `worst_exit_code`). "dead" is the cluster view's
-# (see `heartbeat.instance_state`): LSB's "dead", like a stale PID file. "restarting": a supervisor restarts it.
-EXIT_CODES = {"running": EXIT_RUNNING, "stopped": EXIT_STOPPED, "restarting": EXIT_STOPPED, "stale": EXIT_STALE,
-              "dead": EXIT_STALE, "hung": EXIT_UNKNOWN}
-STATE_ORDER = list(EXIT_CODES)
+# Every state, from best to worst (see `worst_exit_code`).
+STATE_ORDER = list(STATE_EXIT_CODES)
 
 
 @dataclass
@@ -40,7 +30,7 @@ class DaemonStatus:
     name: str
     instance: int
     host: str
-    state: str  # running | hung | stopped | stale; in the cluster view running | stopped | dead
+    state: State  # running | hung | stopped | stale | restarting; in the cluster view running | stopped | dead
     pid: int | None = None
     interval: float | None = None  # seconds between ticks
     started_at: datetime | None = None
@@ -49,7 +39,7 @@ class DaemonStatus:
     rss_kib: int | None = None
     last_heartbeat: datetime | None = None
     last_tick_at: datetime | None = None
-    last_outcome: str = ""  # "ok", "idle", "error", or "busy" during a long tick
+    last_outcome: Outcome | str = ""  # "" before the first tick
     last_duration_ms: int | None = None
     processed: int = 0
     errors: int = 0
@@ -64,13 +54,13 @@ class DaemonStatus:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.state]
+        return STATE_EXIT_CODES[self.state]
 
     def last_tick_label(self, now: datetime) -> str:
         """How long ago the last tick was; "starting" during a running daemon's first interval, else "never"."""
         if self.last_tick_at is not None:
             return f"{format_duration((now - self.last_tick_at).total_seconds())} ago"
-        if self.state == "running" and self.started_at is not None and self.interval is not None:
+        if self.state == State.RUNNING and self.started_at is not None and self.interval is not None:
             if (now - self.started_at).total_seconds() <= max(self.interval, heartbeat_period(self.interval)):
                 return "starting"
         return "never"
@@ -88,25 +78,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(item) for item in value]
     return value
-
-
-def proc_rss_kib(pid: int) -> int | None:
-    """Resident memory of `pid` in KiB, from /proc; None if unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def proc_started_at(pid: int) -> datetime | None:
-    """When `pid` started, from /proc; None if it is gone."""
-    since_boot = pidfile.started_since_boot(pid)
-    if since_boot is None:
-        return None
-    return datetime.fromtimestamp(pidfile.boot_time() + since_boot, tz=UTC)
 
 
 def beat_hung(beat: Heartbeat, pid: int | None) -> bool:
@@ -157,14 +128,14 @@ def read_status(name: str, instance: int = 0,
             for field in ("last_heartbeat", "last_tick_at", "last_outcome", "last_duration_ms", "processed",
                           "errors", "last_error", "stopped_at"):
                 setattr(status, field, getattr(beat, field))
-            twin = live_duplicate(name, instance) if status.state == "stopped" else None
+            twin = live_duplicate(name, instance) if status.state == State.STOPPED else None
             if twin is not None:
-                status.state, status.pid = "running", twin
+                status.state, status.pid = State.RUNNING, twin
                 notes.append("PID file in another run directory")
-            if status.state == "running" and beat.pid == status.pid:
+            if status.state == State.RUNNING and beat.pid == status.pid:
                 status.started_at = beat.started_at
                 if beat_hung(beat, status.pid):
-                    status.state = "hung"
+                    status.state = State.HUNG
         status.paused = is_paused(name, instance)
         if status.paused:
             notes.append("paused")
@@ -175,9 +146,9 @@ def read_status(name: str, instance: int = 0,
             status.jobs = daemon.job_statuses()
     except DatabaseError as exc:
         notes.append(f"database error: {exc}")
-    if status.state in ("running", "hung") and status.pid:
-        status.rss_kib = proc_rss_kib(status.pid)
-        status.started_at = proc_started_at(status.pid) or status.started_at
+    if status.state in (State.RUNNING, State.HUNG) and status.pid:
+        status.rss_kib = procfs.rss_kib(status.pid)
+        status.started_at = procfs.started_at(status.pid) or status.started_at
         if status.started_at:
             status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
     notes[:0] = _supervision_notes(status, supervision.children() if children is None else children)
@@ -191,10 +162,10 @@ def _supervision_notes(status: DaemonStatus, children: dict[tuple[str, int], sup
     if child is None:
         return []
     status.supervised, status.restart_reason = child.state.value, child.reason
-    if status.state not in ("stopped", "stale"):
+    if status.state not in (State.STOPPED, State.STALE):
         return []
     if child.state in (supervision.ChildState.RESTARTING, supervision.ChildState.STARTING):
-        status.state, status.next_try_seconds = "restarting", child.next_try
+        status.state, status.next_try_seconds = State.RESTARTING, child.next_try
         when = f"next try in {format_duration(child.next_try)}" if child.next_try else "starting"
         return [f"restarting ({when}) after: {child.reason}" if child.reason else f"restarting ({when})"]
     if child.state == supervision.ChildState.STOPPED:
@@ -239,9 +210,9 @@ def cluster_statuses(names: list[str] | None = None, now: datetime | None = None
             started_at=beat.started_at, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat,
             last_tick_at=beat.last_tick_at, last_outcome=beat.last_outcome, last_duration_ms=beat.last_duration_ms,
             processed=beat.processed, errors=beat.errors, last_error=beat.last_error, status_text=beat.status_text,
-            paused=state == "running" and (beat.name, beat.instance) in paused,
+            paused=state == State.RUNNING and (beat.name, beat.instance) in paused,
         )
-        if state == "running":
+        if state == State.RUNNING:
             row.uptime_seconds = (now - beat.started_at).total_seconds()
         row.info = "; ".join(note for note in ("paused" if row.paused else "", beat.status_text) if note)
         rows.append(row)
@@ -253,7 +224,7 @@ def cluster_table(rows: list[DaemonStatus], now: datetime) -> str:
     lines = [f"{'HOST':<20} {'NAME':<16} {'STATE':<8} {'PID':>7} {'HEARTBEAT':>10} {'UPTIME':>8} "
              f"{'DONE':>7} {'ERRORS':>6}  INFO"]
     for row in rows:
-        label = row.name if not row.instance else f"{row.name}.{row.instance}"
+        label = stem(row.name, row.instance)
         age = f"{format_duration((now - row.last_heartbeat).total_seconds())} ago" if row.last_heartbeat else "-"
         line = (f"{row.host[:20]:<20} {label:<16} {row.state:<8} {row.pid or '-':>7} {age:>10} "
                 f"{format_duration(row.uptime_seconds):>8} {row.processed:>7} {row.errors:>6}  {row.info}")
@@ -268,7 +239,7 @@ def worst_exit_code(rows: list[DaemonStatus]) -> int:
     without cleaning up), stopped (3), running (0). No rows: 0.
     """
     if not rows:
-        return EXIT_RUNNING
+        return Status.RUNNING
     return max(rows, key=lambda row: STATE_ORDER.index(row.state)).exit_code
 
 

@@ -9,16 +9,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.core.management.base import CommandError
-
 from . import pidfile
 
 
-class StopError(CommandError):
-    """The daemon runs but can't be signalled by us; the message is one line for the operator.
-
-    A `CommandError`, so a management command that lets it through exits 1 with that line.
-    """
+class StopError(Exception):
+    """The daemon runs but can't be signalled by us; the message is one line for the operator."""
 
 
 @dataclass(frozen=True)

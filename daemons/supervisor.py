@@ -40,8 +40,6 @@ from .supervision import ChildState
 logger = logging.getLogger("daemons.supervisor")
 
 NAME = supervision.NAME
-# Past the children's own stop deadline, the supervisor waits this much longer before SIGKILL.
-STOP_GRACE = 2.0
 # A child that ran this long before dying starts its backoff afresh.
 BACKOFF_RESET_AFTER = 60.0
 # How often the children's heartbeats are read to find a hung one.
@@ -128,7 +126,7 @@ class Supervisor:
     - a child that exits 0 on its own was stopped by an operator: not restarted until asked;
     - SIGHUP and SIGUSR1 are passed on, and the debug level is given to children started later;
     - a stop (SIGTERM, SIGINT, `shutdown`) sends each child one SIGTERM, waits for their own
-      stop deadline plus `STOP_GRACE`, then SIGKILLs what is left.
+      stop deadline plus `conf.STOP_GRACE`, then SIGKILLs what is left.
     The supervisor is ready once every child became ready or failed its first start; the
     notes it reports then name the failed ones.
     """
@@ -416,7 +414,7 @@ class Supervisor:
             return
         if child.state != ChildState.STOPPING:
             child.state = ChildState.STOPPING
-            child.stop_deadline = time.monotonic() + conf.stop_timeout() + STOP_GRACE
+            child.stop_deadline = time.monotonic() + conf.stop_wait()
             self._signal(child, signal.SIGTERM)
 
     def _kill_late(self, now: float) -> None:

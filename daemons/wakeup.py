@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import socket
@@ -12,27 +11,13 @@ from pathlib import Path
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 
 from . import listen
+from .listen import channel
 from .paths import socket_paths
 
 logger = logging.getLogger("daemons.wakeup")
 
 # sun_path holds 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
-# PostgreSQL truncates identifiers, channel names included, to 63 bytes.
-MAX_CHANNEL = 63
-
-
-def channel(name: str) -> str:
-    """The LISTEN/NOTIFY channel of daemon `name`: `daemons_<name>`, shortened with a hash past 63 bytes.
-
-    Used as a value by NOTIFY (`pg_notify`) and as a quoted identifier by LISTEN, so any
-    daemon name, whatever its characters or case, gets a channel of its own.
-    """
-    full = f"daemons_{name}"
-    if len(full.encode()) <= MAX_CHANNEL:
-        return full
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return f"{full.encode()[:MAX_CHANNEL - 17].decode(errors='ignore')}_{digest}"
 
 
 def wake(name: str, run_dir: Path | None = None, *, using: str | None = None) -> int:

@@ -250,7 +250,7 @@ def test_logrotate_with_the_generated_stanza_loses_no_line(project) -> None:
 
 
 def test_all_gives_the_supervisors_unit_which_systemd_accepts(tmp_path) -> None:
-    from daemons import conf, supervisor
+    from daemons import conf
 
     text = daemonconfig("--all", "--systemd", "--project-dir", str(BASE_DIR), "--python", sys.executable,
                         "--user", ME, "--group", MY_GROUP)
@@ -260,7 +260,7 @@ def test_all_gives_the_supervisors_unit_which_systemd_accepts(tmp_path) -> None:
     assert service["ExecStart"] == f"{sys.executable} {BASE_DIR}/manage.py rundaemon --all"
     assert service["Type"] == "notify" and service["NotifyAccess"] == "main" and service["KillMode"] == "mixed"
     # systemd must not kill the children while the supervisor still waits for their stop deadline.
-    assert int(service["TimeoutStopSec"]) > conf.stop_timeout() + supervisor.STOP_GRACE
+    assert int(service["TimeoutStopSec"]) > conf.stop_wait()
     name = f"{BASE_DIR.name}-daemons"
     assert f"systemctl enable --now {name}\n" in text
     analyze = systemd_analyze()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemons import pidfile
+from daemons.exits import State
 from daemons.pidfile import AlreadyRunning, PidFile, PidFileError
 
 
@@ -16,7 +17,7 @@ def test_writes_pid_alone_on_first_line_and_removes_on_release(tmp_path: Path) -
     with PidFile(path):
         assert path.read_text() == f"{os.getpid()}\n"
         assert oct(path.stat().st_mode & 0o777) == oct(0o644)
-        assert pidfile.inspect(path) == pidfile.PidState("running", os.getpid())
+        assert pidfile.inspect(path) == pidfile.PidState(State.RUNNING, os.getpid())
     assert not path.exists()
     assert pidfile.inspect(path).state == "stopped"
 

@@ -15,6 +15,7 @@ from typing import IO
 import pytest
 
 from daemons import pidfile
+from daemons.exits import State
 from daemons.pidfile import PidFile
 from tests.conftest import BASE_DIR, default_signals, wait_for
 from tests.other_user import UserPython, reachable_temp_dir
@@ -190,7 +191,7 @@ def test_looking_takes_no_lock(tmp_path, monkeypatch) -> None:
 
         monkeypatch.setattr("fcntl.flock", no_locks)
         monkeypatch.setattr("fcntl.lockf", no_locks)
-        assert pidfile.inspect(path) == pidfile.PidState("running", os.getpid())
+        assert pidfile.inspect(path) == pidfile.PidState(State.RUNNING, os.getpid())
         assert pidfile.is_locked(path)
     assert not pidfile.is_locked(path)
 

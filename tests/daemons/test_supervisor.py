@@ -14,6 +14,7 @@ import pytest
 from django.test import Client, override_settings
 
 from daemons import pidfile, registry, supervisor
+from daemons.exits import State
 from tests.conftest import Project, wait_for
 
 pytestmark = pytest.mark.process
@@ -182,7 +183,7 @@ def test_orphans_stop_and_a_killed_supervisor_leaves_an_ordinary_stale_pid_file(
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=30, message="the orphans to stop")
     assert not (supervised.project.pid_file("counter")).exists()
     own = supervised.project.run_dir / f"{supervisor.NAME}.pid"
-    assert pidfile.inspect(own) == pidfile.PidState("stale", parent)
+    assert pidfile.inspect(own) == pidfile.PidState(State.STALE, parent)
 
     stop = supervised.project.manage("stopdaemon", "--all")
     assert stop.returncode == 0 and f"stale PID file names pid {parent}; not signalled" in stop.stdout

@@ -7,15 +7,16 @@ from datetime import datetime
 from django.core.management.color import Style
 
 from daemons import operations
+from daemons.exits import State
 from daemons.status import DaemonStatus, format_duration
 
 INFO_WIDTH = 160
-STATE_LABELS = {"stale": "stale PID file"}
+STATE_LABELS = {State.STALE: "stale PID file"}
 
 
-def state_style(style: Style, state: str) -> Callable[[str], str]:
+def state_style(style: Style, state: State) -> Callable[[str], str]:
     """The colour of a state: green running, red hung, yellow stale PID file, plain red stopped."""
-    return {"running": style.SUCCESS, "hung": style.ERROR, "stale": style.WARNING}.get(state, style.NOTICE)
+    return {State.RUNNING: style.SUCCESS, State.HUNG: style.ERROR, State.STALE: style.WARNING}.get(state, style.NOTICE)
 
 
 def one_line(text: str, width: int = INFO_WIDTH) -> str:

@@ -10,6 +10,7 @@ from daemons.exits import Exit
 from daemons.lifecycle import StartupError
 from daemons.operations import ControlError
 from daemons.privileges import Credentials, PrivilegeError
+from daemons.stopping import StopError
 
 from ._base import DaemonCommand
 
@@ -45,7 +46,7 @@ class Command(DaemonCommand):
         try:
             done = operations.restart(daemon_cls, instance=instance, timeout=timeout, kill=kill,
                                       credentials=Credentials.resolve(user, group))
-        except (ControlError, StartupError, PrivilegeError) as exc:
+        except (ControlError, StartupError, PrivilegeError, StopError) as exc:
             raise self.fail(label, str(exc)) from None
         if done.old_pid is None:
             self.stdout.write(f"{label} was not running; started (pid {done.new_pid}); log: {done.log}")
@@ -57,7 +58,7 @@ class Command(DaemonCommand):
     def restart_supervisor(self, timeout: float | None, kill: bool) -> None:
         try:
             stopped, started = operations.restart_supervisor(timeout=timeout, kill=kill)
-        except (ControlError, StartupError) as exc:
+        except (ControlError, StartupError, StopError) as exc:
             raise self.fail(supervision.NAME, str(exc)) from None
         old = stopped.outcome.pid if stopped.outcome is not None else None
         self.stdout.write(f"{supervision.NAME} restarted: pid {old} stopped, pid {started.pid} started with "

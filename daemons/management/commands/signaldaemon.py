@@ -5,6 +5,7 @@ import argparse
 
 from daemons import operations
 from daemons.operations import ControlError
+from daemons.stopping import StopError
 
 from ._base import DaemonCommand
 
@@ -30,7 +31,7 @@ class Command(DaemonCommand):
         label = operations.label(name, instance)
         try:
             pid = operations.signal_daemon(name, instance, action)
-        except ControlError as exc:
+        except (ControlError, StopError) as exc:
             raise self.fail(label, str(exc)) from None
         if pid is None:
             raise self.fail(label, f"not running; nothing to {action}", returncode=3)
