@@ -9,11 +9,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
-from . import views
-from .exits import State
-from .health import heartbeat_state
-from .heartbeat import db_now
-from .models import Dashboard, Heartbeat, JobRun
+from daemons.cluster.heartbeat import db_now
+from daemons.console.health import heartbeat_state
+from daemons.console.web import views
+from daemons.models import Dashboard, Heartbeat, JobRun
+from daemons.process.exits import State
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -30,7 +30,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class StateFilter(admin.SimpleListFilter):
-    """Running, dead or stopped, by the rule in daemons.health.heartbeat_state."""
+    """Running, dead or stopped, by the rule in daemons.console.health.heartbeat_state."""
 
     title = "state"
     parameter_name = "state"

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from customers import onboarding
 from customers.models import Customer
-from daemons import heartbeat
+from daemons.cluster import heartbeat
+from daemons.console.status import cluster_statuses
 from daemons.models import Heartbeat, Pause
-from daemons.status import cluster_statuses
 from tests.conftest import wait_for
 from tests.customers import conftest as customers_conftest
 from tests.customers.conftest import onboarding_env

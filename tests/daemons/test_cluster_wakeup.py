@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons import wakeup
+from daemons.cluster import wakeup
 from tests.conftest import BASE_DIR, process_env, wait_for
 from tests.customers import conftest as customers_conftest
 from tests.customers.conftest import onboarding_env
@@ -135,8 +135,8 @@ def test_channel_names_are_one_identifier_each_within_postgresqls_limit() -> Non
 
 def test_every_notification_in_a_burst_makes_one_wake_up(pg_database) -> None:
     """Many NOTIFYs before the daemon looks: one wait returns woken once, so one claim pass follows."""
-    from daemons.listen import Listener
-    from daemons.signals import SignalStop
+    from daemons.cluster.listen import Listener
+    from daemons.process.signals import SignalStop
 
     listener = Listener(wakeup.channel("burst"), {"conninfo": pg_database})
     assert listener.connect()
@@ -157,7 +157,7 @@ def test_every_notification_in_a_burst_makes_one_wake_up(pg_database) -> None:
 def test_a_listener_whose_backend_dies_backs_off_then_listens_again(pg_database) -> None:
     import select
 
-    from daemons.listen import Listener
+    from daemons.cluster.listen import Listener
     from tests.conftest import FakeClock
 
     clock = FakeClock()

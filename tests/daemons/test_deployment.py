@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
-from daemons import pidfile
+from daemons.process import pidfile
 from tests.conftest import wait_for
 from tests.prerequisites import missing
 
@@ -105,8 +105,8 @@ def test_the_files_name_the_interpreter_that_ran_daemonconfig(kind, tmp_path) ->
 
 @pytest.mark.parametrize("every", [False, True])
 def test_the_units_pid_file_is_the_one_the_daemon_writes_in_the_runtime_directory(every, monkeypatch) -> None:
-    from daemons import supervisor
-    from daemons.paths import RunPaths
+    from daemons.process import supervisor
+    from daemons.process.paths import RunPaths
 
     args = ["--all"] if every else ["counter"]
     unit = SystemdUnit(strict=False, interpolation=None)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemons.schedule import (
+from daemons.scheduling.schedule import (
     Cron,
     Every,
     cron,
@@ -173,7 +173,7 @@ def test_schedules_describe_themselves() -> None:
 
 
 def test_retry_delays_double_up_to_the_cap_and_never_reach_the_next_scheduled_time() -> None:
-    from daemons.schedule import RETRY_MAX_DELAY, retry_at
+    from daemons.scheduling.schedule import RETRY_MAX_DELAY, retry_at
 
     tomorrow = T0 + timedelta(days=1)
     retries = [retry_at(T0, attempt, timedelta(seconds=10), tomorrow) for attempt in range(1, 10)]
@@ -188,7 +188,7 @@ def test_retry_delays_double_up_to_the_cap_and_never_reach_the_next_scheduled_ti
 
 
 def test_a_recorded_retry_is_kept_until_the_next_scheduled_time() -> None:
-    from daemons.schedule import pending_retry
+    from daemons.scheduling.schedule import pending_retry
 
     daily = cron("0 8 * * *", "UTC")
     failed = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

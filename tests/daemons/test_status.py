@@ -8,9 +8,9 @@ from datetime import UTC
 
 import pytest
 
-from daemons.exits import State
+from daemons.console.status import DaemonStatus, worst_exit_code
 from daemons.models import Heartbeat
-from daemons.status import DaemonStatus, worst_exit_code
+from daemons.process.exits import State
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.process
@@ -106,8 +106,8 @@ def test_a_running_daemon_is_starting_during_its_first_interval_not_never() -> N
 def test_json_gives_each_scheduled_jobs_last_run_and_next_run_as_data(settings) -> None:
     from datetime import datetime
 
+    from daemons.console.status import read_status
     from daemons.models import JobRun
-    from daemons.status import read_status
 
     settings.TIME_ZONE = "UTC"
     eight = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

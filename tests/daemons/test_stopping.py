@@ -14,9 +14,9 @@ from typing import IO
 
 import pytest
 
-from daemons import pidfile
-from daemons.exits import State
-from daemons.pidfile import PidFile
+from daemons.process import pidfile
+from daemons.process.exits import State
+from daemons.process.pidfile import PidFile
 from tests.conftest import BASE_DIR, default_signals, wait_for
 from tests.other_user import UserPython, reachable_temp_dir
 
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.process
 ASK = """
 import json, os, sys
 from pathlib import Path
-from daemons import pidfile, stopping
+from daemons.process import pidfile
+from daemons.console import stopping
 path = Path(sys.argv[1])
 state = pidfile.inspect(path)
 result = {"state": state.state, "pid": state.pid, "fd_readable": os.access(f"/proc/{state.pid}/fd", os.R_OK)}
@@ -44,7 +45,7 @@ print(json.dumps(result))
 HOLD = """
 import os, pwd, signal, sys, time
 from pathlib import Path
-from daemons.pidfile import PidFile
+from daemons.process.pidfile import PidFile
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 lock = PidFile(Path(sys.argv[1]))
 lock.acquire()

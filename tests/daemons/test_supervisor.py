@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 
-from daemons import pidfile, registry, supervisor
-from daemons.exits import State
+from daemons import registry
+from daemons.process import pidfile, supervisor
+from daemons.process.exits import State
 from tests.conftest import Project, wait_for
 
 pytestmark = pytest.mark.process
@@ -307,7 +308,7 @@ def test_a_hung_child_is_killed_and_restarted(supervised: Supervised) -> None:
 
 
 def supervision_children(supervised: Supervised) -> dict[str, dict]:
-    out = supervised.project.manage("shell", "-c", "import json; from daemons import supervision; "
+    out = supervised.project.manage("shell", "-c", "import json; from daemons.process import supervision; "
                                     "print(json.dumps(supervision.ask('status')))")
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,9 +6,10 @@ from datetime import datetime
 
 from django.core.management.color import Style
 
-from daemons import operations
-from daemons.exits import State
-from daemons.status import DaemonStatus, format_duration
+from daemons.console import operations
+from daemons.console.status import DaemonStatus
+from daemons.process.exits import State
+from daemons.scheduling.schedule import format_duration
 
 INFO_WIDTH = 160
 STATE_LABELS = {State.STALE: "stale PID file"}

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from daemons import deployment
+from daemons.console import deployment
 
 from ._base import DaemonCommand, usage_error
 

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from daemons.status import DaemonStatus, cluster_statuses, cluster_table, read_statuses, worst_exit_code
+from daemons.console.status import DaemonStatus, cluster_statuses, cluster_table, read_statuses, worst_exit_code
 
 from . import _table
 from ._base import DaemonCommand, seconds_type

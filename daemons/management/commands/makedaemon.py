@@ -1,4 +1,4 @@
-"""`manage.py makedaemon NAME [--app APP] [--every 30s | --cron EXPR]`: a thin shell over `daemons.generator`."""
+"""`manage.py makedaemon NAME [--app APP] [--every 30s | --cron EXPR]`: a thin shell over `console.generator`."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from daemons import generator, schedule
+from daemons.console import generator
+from daemons.scheduling import schedule
 
 from ._base import DaemonCommand
 

@@ -5,12 +5,13 @@ import argparse
 
 from django.core.management.base import CommandError
 
-from daemons import operations, supervision
-from daemons.exits import Exit
-from daemons.lifecycle import StartupError
-from daemons.operations import ControlError
-from daemons.privileges import Credentials, PrivilegeError
-from daemons.stopping import StopError
+from daemons.console import operations
+from daemons.console.operations import ControlError
+from daemons.console.stopping import StopError
+from daemons.process import supervision
+from daemons.process.exits import Exit
+from daemons.process.lifecycle import StartupError
+from daemons.process.privileges import Credentials, PrivilegeError
 
 from ._base import DaemonCommand
 

@@ -1,4 +1,4 @@
-"""`manage.py rundaemon NAME [--detach | --once | --reload]`: a thin shell over `daemons.lifecycle`."""
+"""`manage.py rundaemon NAME [--detach | --once | --reload]`: a thin shell over `daemons.process.lifecycle`."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +7,12 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from daemons import operations, registry, reload, supervision, supervisor
-from daemons.exits import Exit
-from daemons.lifecycle import Lifecycle, StartupError
-from daemons.privileges import Credentials, PrivilegeError
+from daemons import registry
+from daemons.console import operations
+from daemons.process import reload, supervision, supervisor
+from daemons.process.exits import Exit
+from daemons.process.lifecycle import Lifecycle, StartupError
+from daemons.process.privileges import Credentials, PrivilegeError
 
 from ._base import DaemonCommand, registered_names
 
@@ -79,7 +81,7 @@ class Command(DaemonCommand):
             raise self.fail(name, f"exited with status {code}; see its log", returncode=code)
 
     def run_reloading(self, lifecycle: Lifecycle) -> int:
-        """Run under `daemons.reload`; the child ends here with its own status (3 asks for a new one)."""
+        """Run under `daemons.process.reload`; the child ends here with its own status (3 asks for a new one)."""
         code = reload.run_with_reloader(lifecycle.run)
         if reload.is_child():
             sys.exit(code)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from daemons import operations
-from daemons.operations import ControlError
-from daemons.stopping import StopError
+from daemons.console import operations
+from daemons.console.operations import ControlError
+from daemons.console.stopping import StopError
 
 from ._base import DaemonCommand
 

@@ -5,8 +5,9 @@ import argparse
 
 from django.core.management.base import CommandError
 
-from daemons import operations, pidfile
-from daemons.operations import StopReport, StopTarget
+from daemons.console import operations
+from daemons.console.operations import StopReport, StopTarget
+from daemons.process import pidfile
 
 from ._base import DaemonCommand
 

@@ -17,7 +17,7 @@ from types import FrameType
 
 from django.utils import autoreload
 
-from .exits import Exit
+from daemons.process.exits import Exit
 
 logger = logging.getLogger("daemons.reload")
 

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exits import State
-from .procfs import boot_time, started_since_boot
+from daemons.process.exits import State
+from daemons.process.procfs import boot_time, started_since_boot
 
 PID_FILE_MODE = 0o644
 
@@ -335,3 +335,19 @@ def inspect(path: Path) -> PidState:
     if pid is not None:
         return PidState(State.STALE, pid)
     return PidState(State.STOPPED, None)
+
+
+def remove_stale(path: Path) -> None:
+    """Remove the PID file and wake-up socket a killed daemon left, taking the lock first so no new owner loses them."""
+    stale = PidFile(path)
+    try:
+        stale.acquire()
+    except PidFileError:
+        return
+    try:
+        socket_path = path.with_suffix(".sock")
+        if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            os.unlink(socket_path)
+    except OSError:
+        pass
+    stale.release()

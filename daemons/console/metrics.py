@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import history
-from .exits import State
-from .health import heartbeat_state
-from .models import Heartbeat, Pause
+from daemons.cluster import history
+from daemons.console.health import heartbeat_state
+from daemons.models import Heartbeat, Pause
+from daemons.process.exits import State
 
 LABELS = ("daemon", "daemon_instance", "host")
 

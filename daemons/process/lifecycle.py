@@ -5,7 +5,7 @@ the kinds of process:
 
 - `DaemonService` (below) serves one daemon: its wake-up socket, privileges, database
   check, setup, then the tick loop until a stop, then teardown.
-- `daemons.supervisor.Supervisor` serves the supervisor: it forks the daemons, restarts
+- `daemons.process.supervisor.Supervisor` serves the supervisor: it forks the daemons, restarts
   them, replaces hung ones and passes signals on. Each of its children runs this same
   life cycle, without the detach.
 
@@ -16,11 +16,11 @@ The entry points:
 
 - The PID lock is taken first, in the calling process: "already running" is the error of
   the command the operator ran, and nobody can start a twin while this one detaches.
-- `detach=True` forks a python-daemon (`daemons.daemonize`) that keeps the lock, and
+- `detach=True` forks a python-daemon (`daemons.process.daemonize`) that keeps the lock, and
   returns `Exit.OK` in the caller once the process reported ready (its PID is then in
   `lifecycle.pid`, what it said in `lifecycle.report`); a failed start raises `StartupError`.
 - Otherwise the process runs in *this* process until it stops, and `run()` returns its
-  exit code (`daemons.exits.Exit`). A supervisor's forked child calls it this way and
+  exit code (`daemons.process.exits.Exit`). A supervisor's forked child calls it this way and
   passes the `readiness` pipe its supervisor reads.
 - "ready" is reported once the process holds its lock, logs, and (a daemon) reached the
   database and set up, right before the first tick: to systemd (READY=1), to the
@@ -42,16 +42,18 @@ from typing import Protocol
 
 from django.db import DatabaseError, connection, connections
 
-from . import checks, conf, daemonize, heartbeat, listen, logs, reporting, signals, wakeup
-from .base import Control, Daemon, TickResult
-from .exits import Exit, Outcome
-from .notify import Notifier
-from .paths import RunPaths
-from .pidfile import PidFile, PidFileError
-from .privileges import Credentials, PrivilegeError
-from .readiness import Readiness, Report
-from .runner import Runner
-from .watch import Watch
+from daemons import checks, conf
+from daemons.cluster import heartbeat, listen, wakeup
+from daemons.daemon import Control, Daemon, TickResult
+from daemons.process import daemonize, logs, reporting, signals
+from daemons.process.exits import Exit, Outcome
+from daemons.process.notify import Notifier
+from daemons.process.paths import RunPaths
+from daemons.process.pidfile import PidFile, PidFileError
+from daemons.process.privileges import Credentials, PrivilegeError
+from daemons.process.readiness import Readiness, Report
+from daemons.process.runner import Runner
+from daemons.process.watch import Watch
 
 
 class StartupError(Exception):

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 from django.db import DatabaseError
 
-from . import conf, registry
-from .exits import State
-from .heartbeat import db_now, instance_state
-from .models import Heartbeat, Pause
-from .status import instances, read_status
+from daemons import conf, registry
+from daemons.cluster.heartbeat import db_now, instance_state
+from daemons.console.status import instances, read_status
+from daemons.models import Heartbeat, Pause
+from daemons.process.exits import State
 
 # States of a daemon that the health endpoint accepts; anything else answers 503.
 HEALTHY = frozenset({State.RUNNING, State.PAUSED})
@@ -20,8 +20,8 @@ VERDICT_ORDER = (State.HUNG, State.DEAD, State.RESTARTING, State.RUNNING, State.
 
 
 def heartbeat_state(beat: Heartbeat, now: datetime) -> State:
-    """"running", "stopped" or "dead" at `now`, the database's time (`daemons.heartbeat.db_now`), by the
-    cluster's one rule (`daemons.heartbeat.instance_state`)."""
+    """"running", "stopped" or "dead" at `now`, the database's time (`daemons.cluster.heartbeat.db_now`), by the
+    cluster's one rule (`daemons.cluster.heartbeat.instance_state`)."""
     return instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat, now=now)
 
 
@@ -74,13 +74,13 @@ def expected_daemons() -> list[str]:
 def daemon_states(*, now: datetime | None = None) -> dict[str, State]:
     """Each expected daemon's state across the cluster.
 
-    This host's instances are read with `daemons.status.read_status` (PID lock, then
+    This host's instances are read with `daemons.console.status.read_status` (PID lock, then
     heartbeat); other hosts' from their heartbeat rows. A daemon is "running" when some
     instance runs and none is hung or dead; "paused" when an operator paused
     every running instance; otherwise the worst state found ("hung", "dead",
     "stale", "stopped"). A name that no app registers is "unknown". If the database is
     unreachable, only this host's PID files count. Other hosts' rows are judged at `now`,
-    by default the database's time (`daemons.heartbeat.db_now`), never by this host's clock.
+    by default the database's time (`daemons.cluster.heartbeat.db_now`), never by this host's clock.
     """
     host = socket.gethostname()
     try:

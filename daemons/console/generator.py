@@ -11,9 +11,10 @@ from string import Template
 
 from django.apps import AppConfig, apps
 
-from . import registry, schedule
+from daemons import registry
+from daemons.scheduling import schedule
 
-TEMPLATES = Path(__file__).resolve().parent / "templates" / "daemons" / "makedaemon"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "daemons" / "makedaemon"
 DEFAULT_EVERY = timedelta(seconds=5)
 
 _HEADER = '''"""The daemons of the {app} app: each is run with `manage.py rundaemon NAME`."""

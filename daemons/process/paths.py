@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import conf
+from daemons import conf
 
 
 def stem(name: str, instance: int = 0) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import os
 import pwd
 import signal
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import pidfile
+from daemons.process import pidfile
 
 
 class StopError(Exception):
@@ -91,24 +90,8 @@ def stop(path: Path, *, timeout: float = 10.0, kill: bool = False) -> StopOutcom
         return StopOutcome("timeout", pid)
     _signal_holder(path, signal.SIGKILL)
     if wait_unlocked(path, 5.0):
-        remove_stale(path)
+        pidfile.remove_stale(path)
     return StopOutcome("killed", pid)
-
-
-def remove_stale(path: Path) -> None:
-    """Remove the PID file and wake-up socket a killed daemon left, taking the lock first so no new owner loses them."""
-    stale = pidfile.PidFile(path)
-    try:
-        stale.acquire()
-    except pidfile.PidFileError:
-        return
-    try:
-        socket_path = path.with_suffix(".sock")
-        if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
-            os.unlink(socket_path)
-    except OSError:
-        pass
-    stale.release()
 
 
 def send_signal(path: Path, signum: int) -> int | None:

@@ -22,8 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from . import pidfile
-from .paths import RunPaths
+from daemons.process import pidfile
+from daemons.process.paths import RunPaths
 
 NAME = "supervisor"
 VERBS = ("status", "stop", "start", "restart", "shutdown")

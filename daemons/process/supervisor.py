@@ -1,12 +1,12 @@
 """`rundaemon --all`: the supervisor's policy: spawn every daemon, restart it, replace it when hung, fan out signals.
 
-The supervisor is a process like any daemon: `daemons.lifecycle.Lifecycle` takes its lock,
+The supervisor is a process like any daemon: `daemons.process.lifecycle.Lifecycle` takes its lock,
 detaches it, installs its signals, opens its log, reports it ready and releases its files;
 `Supervisor.serve` is the only part of its own. Each child is the same daemon that
 `rundaemon NAME` runs, forked after Django is loaded once: it takes its own PID file lock,
 writes its own log and heartbeat and handles its own signals, so `daemonstatus`,
 `stopdaemon NAME` and the health endpoint see no difference. The operator's verbs reach
-the supervisor through its control socket (`daemons.supervision`).
+the supervisor through its control socket (`daemons.process.supervision`).
 """
 from __future__ import annotations
 
@@ -27,15 +27,17 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from . import conf, registry, status, stopping, supervision
-from .backoff import backoff
-from .base import Daemon
-from .exits import Exit
-from .lifecycle import Lifecycle, Serving, StartupError
-from .paths import RunPaths, stem
-from .readiness import Reader, Readiness
-from .runner import OUTAGE_BACKOFF_CAP
-from .supervision import ChildState
+from daemons import conf, registry
+from daemons.cluster import heartbeat
+from daemons.daemon import Daemon
+from daemons.process import pidfile, supervision
+from daemons.process.backoff import backoff
+from daemons.process.exits import Exit
+from daemons.process.lifecycle import Lifecycle, Serving, StartupError
+from daemons.process.paths import RunPaths, stem
+from daemons.process.readiness import Reader, Readiness
+from daemons.process.runner import OUTAGE_BACKOFF_CAP
+from daemons.process.supervision import ChildState
 
 logger = logging.getLogger("daemons.supervisor")
 
@@ -329,7 +331,7 @@ class Supervisor:
         old_pid, child.pid, child.stop_deadline = child.pid, None, None
         now = time.monotonic()
         if child.killed:
-            stopping.remove_stale(RunPaths.for_daemon(child.spec.daemon_cls.name, child.spec.instance).pid)
+            pidfile.remove_stale(RunPaths.for_daemon(child.spec.daemon_cls.name, child.spec.instance).pid)
         if child.state == ChildState.STOPPING or self._stopping:
             event = "killed" if child.killed else "stopped"
             logger.info("%s stopped (%s)", child.label, how, extra={"action": "child_stopped"})
@@ -380,7 +382,7 @@ class Supervisor:
             if child.state != ChildState.RUNNING or child.pid is None:
                 continue
             try:
-                hung = status.heartbeat_hung(child.spec.daemon_cls.name, child.spec.instance, child.pid)
+                hung = heartbeat.heartbeat_hung(child.spec.daemon_cls.name, child.spec.instance, child.pid)
             except DatabaseError:
                 self._db_failed_at = now
                 return
@@ -562,7 +564,8 @@ def _preload() -> None:
     """
     from django.db.models.sql import compiler  # noqa: F401  (first imported by a child's first query)
 
-    from . import reporting, runner, wakeup, watch  # noqa: F401
+    from daemons.cluster import wakeup  # noqa: F401
+    from daemons.process import reporting, runner, watch  # noqa: F401
 
     if getattr(settings, "SENTRY_DSN", ""):
         # Each child starts its own Sentry client (threads don't survive a fork), but the

@@ -53,7 +53,7 @@ class Status(IntEnum):
     HUNG = 4  # LSB's "status unknown": it holds its lock but writes no heartbeat
 
 
-# Every state with its exit code, from best to worst (see `daemons.status.worst_exit_code`).
+# Every state with its exit code, from best to worst (see `daemons.console.status.worst_exit_code`).
 # "dead", the cluster view's, is LSB's "dead" like a stale PID file.
 STATE_EXIT_CODES = {State.RUNNING: Status.RUNNING, State.STOPPED: Status.STOPPED, State.RESTARTING: Status.STOPPED,
                     State.STALE: Status.STALE, State.DEAD: Status.STALE, State.HUNG: Status.HUNG}

@@ -9,8 +9,8 @@ from typing import Any
 
 from django.db import connections
 
-from . import conf
-from .backoff import backoff
+from daemons import conf
+from daemons.process.backoff import backoff
 
 logger = logging.getLogger("daemons.listen")
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from django.conf import settings
 
-from . import conf
+from daemons import conf
 
 logger = logging.getLogger("daemons.logs")
 

@@ -12,13 +12,14 @@ from datetime import datetime
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, reset_queries
 from django.utils import timezone
 
-from . import heartbeat, history, reporting
-from .backoff import backoff
-from .base import Daemon, StopEvent, TickResult
-from .control import is_paused
-from .exits import Outcome
-from .heartbeat import Counters, heartbeat_period
-from .notify import Notifier
+from daemons.cluster import heartbeat, history
+from daemons.cluster.control import is_paused
+from daemons.cluster.heartbeat import Counters, heartbeat_period
+from daemons.daemon import Daemon, StopEvent, TickResult
+from daemons.process import reporting
+from daemons.process.backoff import backoff
+from daemons.process.exits import Outcome
+from daemons.process.notify import Notifier
 
 # A database outage is retried with exponential backoff up to this many seconds.
 OUTAGE_BACKOFF_CAP = 60.0

@@ -6,7 +6,7 @@ import logging
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from .models import Pause, RunRequest
+from daemons.models import Pause, RunRequest
 
 logger = logging.getLogger("daemons.control")
 

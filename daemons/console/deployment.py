@@ -12,8 +12,8 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from . import conf
-from .base import Daemon
+from daemons import conf
+from daemons.daemon import Daemon
 
 MIN_WATCHDOG = 30
 
@@ -94,7 +94,7 @@ def deployment_for(daemon_cls: type[Daemon], *, project_dir: Path | None = None,
     The PID and log paths come from DAEMONS_RUN_DIR and DAEMONS_LOG_DIR, moved under
     `project_dir` when they lie inside this checkout.
     """
-    from .paths import RunPaths
+    from daemons.process.paths import RunPaths
 
     paths = RunPaths.for_daemon(daemon_cls.name)
     watchdog_seconds = watchdog_seconds or default_watchdog(daemon_cls)
@@ -110,7 +110,7 @@ def supervisor_deployment(*, project_dir: Path | None = None, python: Path | Non
     Its unit is named after the project (`<project>-daemons`), and its stop timeout covers
     the children's own stop deadline plus the supervisor's grace before SIGKILL.
     """
-    from . import supervisor
+    from daemons.process import supervisor
 
     project_dir = Path(project_dir or settings.BASE_DIR).resolve()
     stop_seconds = math.ceil(conf.stop_wait()) + 2

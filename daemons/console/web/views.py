@@ -18,13 +18,14 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from . import conf, control, history, registry
-from . import metrics as metrics_module
-from .chart import Chart, Series, bar_chart
-from .health import all_healthy, cluster_health, daemon_states, expected_daemons
-from .heartbeat import db_now
-from .jobs import ScheduledDaemon
-from .models import Heartbeat, JobRun
+from daemons import conf, registry
+from daemons.cluster import control, history
+from daemons.cluster.heartbeat import db_now
+from daemons.console import metrics as metrics_module
+from daemons.console.health import all_healthy, cluster_health, daemon_states, expected_daemons
+from daemons.console.web.chart import Chart, Series, bar_chart
+from daemons.models import Heartbeat, JobRun
+from daemons.scheduling.jobs import ScheduledDaemon
 
 # Headers a reverse proxy adds: a request carrying one came through a proxy on this host,
 # so its loopback REMOTE_ADDR says nothing about the real client.
@@ -77,7 +78,7 @@ def metrics_denied(request: HttpRequest) -> HttpResponse | None:
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text for every daemon instance in the cluster (see daemons.metrics)."""
+    """Prometheus text for every daemon instance in the cluster (see daemons.console.metrics)."""
     denied = metrics_denied(request)
     if denied is not None:
         return denied
@@ -245,11 +246,11 @@ def _resume(request: HttpRequest, data: dict) -> str:
 
 
 def _run(request: HttpRequest, data: dict) -> str:
-    from .wakeup import wake
+    from daemons.cluster.wakeup import wake
 
     if not control.request_run(data["daemon"], data["job"], by=request.user.get_username()):
         return f"Already waiting to run: {data['daemon']}.{data['job']}."
-    wake(data["daemon"])  # at once where a wake-up reaches (see daemons.wakeup.wake); others at their next tick
+    wake(data["daemon"])  # at once where a wake-up reaches (see daemons.cluster.wakeup.wake); others at their next tick
     return f"Requested: {data['daemon']}.{data['job']} runs at the daemon's next tick."
 
 

@@ -14,15 +14,20 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 
-from . import procfs, registry
-from .exits import Outcome, State
+from daemons import registry
+from daemons.process import procfs
+from daemons.process.exits import Outcome, State
+from daemons.scheduling.schedule import format_duration
+
+if TYPE_CHECKING:
+    from daemons.models import Heartbeat
 
 logger = logging.getLogger("daemons.heartbeat")
 
@@ -33,7 +38,7 @@ HUNG_AFTER_PERIODS = 3
 # Rows of instances stopped or dead for longer than this are deleted, by the daemons themselves...
 PRUNE_AFTER = timedelta(days=1)
 # ...each of which looks at most this often, so pruning costs one DELETE an hour. The tick history
-# (`daemons.history`) prunes its rows on the same cadence.
+# (`daemons.cluster.history`) prunes its rows on the same cadence.
 PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -97,7 +102,7 @@ def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: da
       the database. Its claims are free for the others at once (see `gone`), and its row
       is pruned once it has been dead for `PRUNE_AFTER`.
     - "running" otherwise.
-    On its own host a PID lock tells more (`daemons.status.read_status`: a dead instance
+    On its own host a PID lock tells more (`daemons.console.status.read_status`: a dead instance
     that still holds its lock is "hung", one that left its PID file is "stale").
     """
     if stopped_at is not None:
@@ -110,7 +115,7 @@ def gone(name: str, now: datetime | None = None) -> QuerySet:
 
     Dead by the database's clock, in the query itself; `now` (a database time) is for tests.
     """
-    from .models import Heartbeat
+    from daemons.models import Heartbeat
 
     cutoff = db_ago(overdue_after(name)) if now is None else now - overdue_after(name)
     return Heartbeat.objects.filter(name=name).filter(Q(stopped_at__isnull=False) | Q(last_heartbeat__lt=cutoff))
@@ -121,7 +126,7 @@ def prune(now: datetime | None = None) -> int:
 
     Raises DatabaseError.
     """
-    from .models import Heartbeat
+    from daemons.models import Heartbeat
 
     cutoff = db_ago(PRUNE_AFTER) if now is None else now - PRUNE_AFTER
     deleted, _ = Heartbeat.objects.filter(last_heartbeat__lt=cutoff).delete()
@@ -168,7 +173,7 @@ def key(name: str, instance: int) -> dict[str, Any]:
 def write(name: str, instance: int, *, counters: Counters, started_at: datetime, status_text: str,
           stopped: bool = False) -> None:
     """Write this process's heartbeat row with `counters`, stamped with the database's time; raises DatabaseError."""
-    from .models import Heartbeat
+    from daemons.models import Heartbeat
 
     now = Now()
     Heartbeat.objects.update_or_create(
@@ -193,7 +198,7 @@ def write(name: str, instance: int, *, counters: Counters, started_at: datetime,
 
 def write_busy(name: str, instance: int, *, processed: int) -> None:
     """Mid-tick: say the tick is alive and making progress, with the units done so far; raises DatabaseError."""
-    from .models import Heartbeat
+    from daemons.models import Heartbeat
 
     Heartbeat.objects.filter(**key(name, instance)).update(
         last_heartbeat=Now(), last_outcome=Outcome.BUSY, processed=processed
@@ -206,7 +211,7 @@ def touch(name: str, instance: int, *, host: str | None = None, pid: int | None 
     For work that others judge by the heartbeat (a claim, say): inside the same transaction, the work is
     never seen as a gone process's. Raises DatabaseError.
     """
-    from .models import Heartbeat
+    from daemons.models import Heartbeat
 
     Heartbeat.objects.filter(name=name, instance=instance, host=host or socket.gethostname(),
                              pid=pid or os.getpid()).update(last_heartbeat=Now())
@@ -219,7 +224,7 @@ def live_duplicate(name: str, instance: int) -> int | None:
     directory. A row that is stopped, overdue or ours is no twin; nor is a PID that is
     dead, a zombie, or a newer process that reused the number (it started after the row).
     """
-    from .models import Heartbeat
+    from daemons.models import Heartbeat
 
     beat = Heartbeat.objects.filter(**key(name, instance), stopped_at__isnull=True).first()
     if beat is None or beat.pid == os.getpid() or heartbeat_overdue(name, db_now() - beat.last_heartbeat):
@@ -228,3 +233,26 @@ def live_duplicate(name: str, instance: int) -> int | None:
     if started is None or started > beat.started_at + timedelta(seconds=2) or procfs.is_zombie(beat.pid):
         return None
     return beat.pid
+
+
+def beat_hung(beat: Heartbeat, pid: int | None) -> bool:
+    """The hung rule: the heartbeat row is `pid`'s, and overdue (see `heartbeat.heartbeat_overdue`)."""
+    return beat.pid == pid and heartbeat_overdue(beat.name, db_now() - beat.last_heartbeat)
+
+
+def hung_reason(last_heartbeat: datetime | None) -> str:
+    """Why a daemon that holds its lock is hung, in words (its heartbeat's age)."""
+    if last_heartbeat is None:
+        return "it never wrote a heartbeat"
+    return f"no heartbeat for {format_duration((db_now() - last_heartbeat).total_seconds())}"
+
+
+def heartbeat_hung(name: str, instance: int, pid: int) -> str:
+    """Why process `pid`, running daemon `name`/`instance` here, is hung by `daemonstatus`'s rule; "" if it isn't.
+
+    One query. Raises DatabaseError.
+    """
+    from daemons.models import Heartbeat
+
+    beat = Heartbeat.objects.filter(name=name, instance=instance, host=socket.gethostname()).first()
+    return hung_reason(beat.last_heartbeat) if beat is not None and beat_hung(beat, pid) else ""

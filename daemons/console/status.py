@@ -9,15 +9,17 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from . import pidfile, procfs, registry, supervision
-from .control import is_paused
-from .exits import STATE_EXIT_CODES, Outcome, State, Status
-from .heartbeat import db_now, heartbeat_overdue, heartbeat_period, instance_state, live_duplicate
-from .jobs import JobStatus, ScheduledDaemon
-from .paths import RunPaths, instances, stem
+from daemons import registry
+from daemons.cluster.control import is_paused
+from daemons.cluster.heartbeat import beat_hung, db_now, heartbeat_period, instance_state, live_duplicate
+from daemons.process import pidfile, procfs, supervision
+from daemons.process.exits import STATE_EXIT_CODES, Outcome, State, Status
+from daemons.process.paths import RunPaths, instances, stem
+from daemons.scheduling.jobs import JobStatus, ScheduledDaemon
+from daemons.scheduling.schedule import format_duration
 
 if TYPE_CHECKING:
-    from .models import Heartbeat
+    pass
 
 # Every state, from best to worst (see `worst_exit_code`).
 STATE_ORDER = list(STATE_EXIT_CODES)
@@ -80,29 +82,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def beat_hung(beat: Heartbeat, pid: int | None) -> bool:
-    """The hung rule: the heartbeat row is `pid`'s, and overdue (see `heartbeat.heartbeat_overdue`)."""
-    return beat.pid == pid and heartbeat_overdue(beat.name, db_now() - beat.last_heartbeat)
-
-
-def hung_reason(last_heartbeat: datetime | None) -> str:
-    """Why a daemon that holds its lock is hung, in words (its heartbeat's age)."""
-    if last_heartbeat is None:
-        return "it never wrote a heartbeat"
-    return f"no heartbeat for {format_duration((db_now() - last_heartbeat).total_seconds())}"
-
-
-def heartbeat_hung(name: str, instance: int, pid: int) -> str:
-    """Why process `pid`, running daemon `name`/`instance` here, is hung by `daemonstatus`'s rule; "" if it isn't.
-
-    One query. Raises DatabaseError.
-    """
-    from .models import Heartbeat
-
-    beat = Heartbeat.objects.filter(name=name, instance=instance, host=socket.gethostname()).first()
-    return hung_reason(beat.last_heartbeat) if beat is not None and beat_hung(beat, pid) else ""
-
-
 def read_status(name: str, instance: int = 0,
                 children: dict[tuple[str, int], supervision.ChildView] | None = None) -> DaemonStatus:
     """The status of daemon `name` (instance `instance`) on this host.
@@ -114,7 +93,7 @@ def read_status(name: str, instance: int = 0,
     whose heartbeat from this host is fresh runs with its PID file in another run
     directory (another checkout, or another DAEMONS_RUN_DIR): it reads as `running`.
     """
-    from .models import Heartbeat
+    from daemons.models import Heartbeat
 
     daemon_cls = registry.get(name)
     host = socket.gethostname()
@@ -190,7 +169,7 @@ def cluster_statuses(names: list[str] | None = None, now: datetime | None = None
     stopped, or dead (no heartbeat for three heartbeat periods). Two queries; no PID file is read,
     so it answers the same on every host. Raises DatabaseError.
     """
-    from .models import Heartbeat, Pause
+    from daemons.models import Heartbeat, Pause
 
     now = now or db_now()  # the heartbeats' clock, whatever this host's says
     paused = set(Pause.objects.values_list("name", "instance"))
@@ -241,19 +220,3 @@ def worst_exit_code(rows: list[DaemonStatus]) -> int:
     if not rows:
         return Status.RUNNING
     return max(rows, key=lambda row: STATE_ORDER.index(row.state)).exit_code
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"

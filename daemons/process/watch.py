@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from .heartbeat import heartbeat_period
-from .runner import Runner
+from daemons.cluster.heartbeat import heartbeat_period
+from daemons.process.runner import Runner
 
 
 class Watch(threading.Thread):

@@ -13,8 +13,8 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, OuterRef, Subquery, Sum
 from django.db.models.functions import TruncHour
 
-from .heartbeat import PRUNE_EVERY
-from .models import Heartbeat, TickMinute
+from daemons.cluster.heartbeat import PRUNE_EVERY
+from daemons.models import Heartbeat, TickMinute
 
 logger = logging.getLogger("daemons.history")
 

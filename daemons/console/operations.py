@@ -13,18 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import conf, pidfile, registry, stopping, supervision
-from .base import Daemon
-from .conf import stop_wait
-from .exits import State
-from .lifecycle import Lifecycle, StartupError
-from .paths import RunPaths, instances, stem
-from .privileges import Credentials
-from .status import hung_reason, read_status
-from .supervision import SupervisionError
+from daemons import conf, registry
+from daemons.cluster.heartbeat import hung_reason
+from daemons.conf import stop_wait
+from daemons.console import stopping
+from daemons.console.status import read_status
+from daemons.daemon import Daemon
+from daemons.process import pidfile, supervision
+from daemons.process.exits import State
+from daemons.process.lifecycle import Lifecycle, StartupError
+from daemons.process.paths import RunPaths, instances, stem
+from daemons.process.privileges import Credentials
+from daemons.process.supervision import SupervisionError
 
 if TYPE_CHECKING:
-    from .supervisor import ChildSpec
+    from daemons.process.supervisor import ChildSpec
 
 # `signaldaemon` actions: the signal each one sends; None is a datagram on the wake-up socket.
 ACTIONS: dict[str, signal.Signals | None] = {
@@ -314,7 +317,7 @@ def start_supervisor(specs: list[ChildSpec], *, detach: bool) -> SupervisorStart
     A running supervisor is asked to start those of its children that are stopped. In the
     foreground it runs until stopped and returns then. Raises `StartupError` with one line.
     """
-    from . import supervisor
+    from daemons.process import supervisor
 
     log = supervision.paths().log
     left_alone: dict[str, int] = {}
@@ -361,7 +364,7 @@ def restart_supervisor(*, timeout: float | None = None, kill: bool = False) -> t
     Raises `ControlError` when no supervisor runs or it did not stop, `StartupError` when it
     could not start again.
     """
-    from . import supervisor
+    from daemons.process import supervisor
 
     children = supervision.children()
     if not children:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from . import logs
+from daemons.process import logs
 
 if TYPE_CHECKING:
-    from .listen import Listener
+    from daemons.cluster.listen import Listener
 
 logger = logging.getLogger("daemons.signals")
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from django.db import connections
 
-from . import conf, logs, readiness
-from .exits import Exit
+from daemons import conf
+from daemons.process import logs, readiness
+from daemons.process.exits import Exit
 
 
 class DetachError(Exception):
