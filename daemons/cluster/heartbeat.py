@@ -12,12 +12,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 
@@ -58,10 +60,11 @@ def db_now(using: str = DEFAULT_DB_ALIAS) -> datetime:
         value = cursor.fetchone()[0]
     for converter in connection.ops.get_db_converters(expression):
         value = converter(value, expression, connection)
-    return value
+    moment: datetime = value
+    return moment
 
 
-def db_ago(age: timedelta) -> ExpressionWrapper:
+def db_ago(age: timedelta) -> ExpressionWrapper[CombinedExpression]:
     """The database's time `age` ago, as an SQL expression (see `db_now`)."""
     return ExpressionWrapper(Now() - age, output_field=DateTimeField())
 
@@ -110,7 +113,7 @@ def instance_state(*, name: str, stopped_at: datetime | None, last_heartbeat: da
     return State.DEAD if heartbeat_overdue(name, now - last_heartbeat) else State.RUNNING
 
 
-def gone(name: str, now: datetime | None = None) -> QuerySet:
+def gone(name: str, now: datetime | None = None) -> QuerySet[Heartbeat]:
     """Heartbeat rows of daemon `name`'s instances that hold nothing any more: stopped or dead.
 
     Dead by the database's clock, in the query itself; `now` (a database time) is for tests.
@@ -136,7 +139,7 @@ def prune(now: datetime | None = None) -> int:
 _last_prune: float | None = None
 
 
-def prune_if_due(clock=time.monotonic) -> None:
+def prune_if_due(clock: Callable[[], float] = time.monotonic) -> None:
     """Prune at most once per PRUNE_EVERY in this process (a daemon calls it with its heartbeats); never raises."""
     global _last_prune
     if _last_prune is not None and clock() - _last_prune < PRUNE_EVERY.total_seconds():

@@ -100,7 +100,8 @@ class Listener:
         import psycopg
 
         try:
-            return self.conn.pgconn.socket
+            fd: int = self.conn.pgconn.socket
+            return fd
         except psycopg.Error as exc:  # libpq already knows the connection is gone
             self._lost(f"lost the wake-up connection: {exc}".strip())
             return None
@@ -137,7 +138,7 @@ class Listener:
         if self.conn is not None:
             try:
                 self.conn.close()
-            except Exception:  # already broken: nothing left to release
+            except Exception:  # noqa: BLE001 - already broken: nothing left to release
                 pass
             self.conn = None
 

@@ -8,10 +8,12 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError
 
 from daemons import conf, registry
+from daemons.cluster import control
 from daemons.cluster.heartbeat import db_now, instance_state
-from daemons.console.status import instances, read_status
-from daemons.models import Heartbeat, Pause
+from daemons.console.status import read_status
+from daemons.models import Heartbeat
 from daemons.process.exits import State
+from daemons.process.paths import instances
 
 # States of a daemon that the health endpoint accepts; anything else answers 503.
 HEALTHY = frozenset({State.RUNNING, State.PAUSED})
@@ -50,7 +52,7 @@ def cluster_health(*, now: datetime) -> list[InstanceHealth]:
 
     Two queries.
     """
-    paused = set(Pause.objects.values_list("name", "instance"))
+    paused = control.paused()
     return [
         InstanceHealth(
             name=beat.name, instance=beat.instance, host=beat.host, pid=beat.pid, state=heartbeat_state(beat, now),
@@ -87,7 +89,7 @@ def daemon_states(*, now: datetime | None = None) -> dict[str, State]:
         now = now or db_now()
         remote = [(beat.name, beat.instance, heartbeat_state(beat, now))
                   for beat in Heartbeat.objects.exclude(host=host)]
-        paused = set(Pause.objects.values_list("name", "instance"))
+        paused = control.paused()
     except DatabaseError:
         remote, paused = [], set()
     states: dict[str, State] = {}

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from daemons.cluster import history
+from daemons.cluster import control, history
 from daemons.console.health import heartbeat_state
-from daemons.models import Heartbeat, Pause
+from daemons.models import Heartbeat
 from daemons.process.exits import State
 
 LABELS = ("daemon", "daemon_instance", "host")
@@ -42,7 +42,7 @@ class HeartbeatCollector(Collector):
         duration = GaugeMetricFamily("daemons_last_tick_duration_seconds", "How long the last tick took.",
                                      labels=LABELS)
         tick_counts = history.tick_counters()
-        paused_keys = set(Pause.objects.values_list("name", "instance"))
+        paused_keys = control.paused()
         for beat in Heartbeat.objects.order_by("name", "instance", "host"):
             labels = [beat.name, str(beat.instance), beat.host]
             up.add_metric(labels, 1.0 if heartbeat_state(beat, self.now) == State.RUNNING else 0.0)

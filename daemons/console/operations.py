@@ -27,7 +27,7 @@ from daemons.process.privileges import Credentials
 from daemons.process.supervision import SupervisionError
 
 if TYPE_CHECKING:
-    from daemons.process.supervisor import ChildSpec
+    from daemons.process.children import ChildSpec
 
 # `signaldaemon` actions: the signal each one sends; None is a datagram on the wake-up socket.
 ACTIONS: dict[str, signal.Signals | None] = {
@@ -273,7 +273,7 @@ def stop_many(targets: list[StopTarget], *, timeout: float, kill: bool,
     def stop_in_thread(target: StopTarget) -> None:
         try:
             report = stop_one(target, timeout=timeout, kill=kill)
-        except Exception as exc:  # whatever it is, it is reported, never lost in a thread
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is reported, never lost in a thread
             report = StopReport(target, None, str(exc))
         finished.put(report)
 
@@ -364,7 +364,7 @@ def restart_supervisor(*, timeout: float | None = None, kill: bool = False) -> t
     Raises `ControlError` when no supervisor runs or it did not stop, `StartupError` when it
     could not start again.
     """
-    from daemons.process import supervisor
+    from daemons.process.children import child_specs
 
     children = supervision.children()
     if not children:
@@ -373,4 +373,4 @@ def restart_supervisor(*, timeout: float | None = None, kill: bool = False) -> t
     report = stop_one(supervisor_target(), timeout=stop_wait() if timeout is None else timeout, kill=kill)
     if report.outcome is None or report.outcome.state == "timeout":
         raise ControlError(f"the supervisor did not stop; not restarted{': ' + report.error if report.error else ''}")
-    return report, start_supervisor(supervisor.child_specs(names), detach=True)
+    return report, start_supervisor(child_specs(names), detach=True)

@@ -10,6 +10,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from daemons import registry
+from daemons.cluster import control
 from daemons.cluster.control import is_paused
 from daemons.cluster.heartbeat import beat_hung, db_now, heartbeat_period, instance_state, live_duplicate
 from daemons.process import pidfile, procfs, supervision
@@ -19,7 +20,7 @@ from daemons.scheduling.jobs import JobStatus, ScheduledDaemon
 from daemons.scheduling.schedule import format_duration
 
 if TYPE_CHECKING:
-    pass
+    from daemons.models import Heartbeat
 
 # Every state, from best to worst (see `worst_exit_code`).
 STATE_ORDER = list(STATE_EXIT_CODES)
@@ -69,7 +70,8 @@ class DaemonStatus:
 
     def as_json(self) -> dict[str, Any]:
         """Every field, with times in ISO 8601 and jobs as a list of objects (null for other daemons)."""
-        return _jsonable(asdict(self))
+        fields: dict[str, Any] = _jsonable(asdict(self))
+        return fields
 
 
 def _jsonable(value: Any) -> Any:
@@ -104,17 +106,7 @@ def read_status(name: str, instance: int = 0,
     try:
         beat = Heartbeat.objects.filter(name=name, instance=instance, host=host).first()
         if beat is not None:
-            for field in ("last_heartbeat", "last_tick_at", "last_outcome", "last_duration_ms", "processed",
-                          "errors", "last_error", "stopped_at"):
-                setattr(status, field, getattr(beat, field))
-            twin = live_duplicate(name, instance) if status.state == State.STOPPED else None
-            if twin is not None:
-                status.state, status.pid = State.RUNNING, twin
-                notes.append("PID file in another run directory")
-            if status.state == State.RUNNING and beat.pid == status.pid:
-                status.started_at = beat.started_at
-                if beat_hung(beat, status.pid):
-                    status.state = State.HUNG
+            notes += _merge_heartbeat(status, beat)
         status.paused = is_paused(name, instance)
         if status.paused:
             notes.append("paused")
@@ -126,13 +118,35 @@ def read_status(name: str, instance: int = 0,
     except DatabaseError as exc:
         notes.append(f"database error: {exc}")
     if status.state in (State.RUNNING, State.HUNG) and status.pid:
-        status.rss_kib = procfs.rss_kib(status.pid)
-        status.started_at = procfs.started_at(status.pid) or status.started_at
-        if status.started_at:
-            status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
+        _read_process(status, status.pid)
     notes[:0] = _supervision_notes(status, supervision.children() if children is None else children)
     status.info = "; ".join(note for note in notes if note)
     return status
+
+
+def _merge_heartbeat(status: DaemonStatus, beat: Heartbeat) -> list[str]:
+    """Add what this host's heartbeat row says to the PID file's `status`; the notes it gives."""
+    for field in ("last_heartbeat", "last_tick_at", "last_outcome", "last_duration_ms", "processed",
+                  "errors", "last_error", "stopped_at"):
+        setattr(status, field, getattr(beat, field))
+    notes = []
+    twin = live_duplicate(status.name, status.instance) if status.state == State.STOPPED else None
+    if twin is not None:
+        status.state, status.pid = State.RUNNING, twin
+        notes.append("PID file in another run directory")
+    if status.state == State.RUNNING and beat.pid == status.pid:
+        status.started_at = beat.started_at
+        if beat_hung(beat, status.pid):
+            status.state = State.HUNG
+    return notes
+
+
+def _read_process(status: DaemonStatus, pid: int) -> None:
+    """Memory, start time and uptime of the running `pid`, from /proc."""
+    status.rss_kib = procfs.rss_kib(pid)
+    status.started_at = procfs.started_at(pid) or status.started_at
+    if status.started_at:
+        status.uptime_seconds = (timezone.now() - status.started_at).total_seconds()
 
 
 def _supervision_notes(status: DaemonStatus, children: dict[tuple[str, int], supervision.ChildView]) -> list[str]:
@@ -169,10 +183,10 @@ def cluster_statuses(names: list[str] | None = None, now: datetime | None = None
     stopped, or dead (no heartbeat for three heartbeat periods). Two queries; no PID file is read,
     so it answers the same on every host. Raises DatabaseError.
     """
-    from daemons.models import Heartbeat, Pause
+    from daemons.models import Heartbeat
 
     now = now or db_now()  # the heartbeats' clock, whatever this host's says
-    paused = set(Pause.objects.values_list("name", "instance"))
+    paused = control.paused()
     beats = Heartbeat.objects.order_by("host", "name", "instance")
     if names:
         beats = beats.filter(name__in=names)

@@ -60,7 +60,7 @@ def _detached_main(main: Callable[[readiness.Readiness], int], ready: readiness.
             prevent_core=False,
         ).open()
         code = main(ready)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - the readiness pipe says why, whatever it was
         ready.failed(f"{type(exc).__name__}: {exc}")
         code = Exit.CRASHED
     ready.failed(f"it exited during startup with status {code}; see {log_path}")

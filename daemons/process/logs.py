@@ -275,12 +275,12 @@ def reopen_files() -> bool:
             continue
         try:
             handler.reopen()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed reopen keeps the old file; the daemon runs on
             reopened = False
             try:
                 logger.error("could not reopen the log file, still writing to this one: %s", exc,
                              extra={"action": "log_reopen_failed"})
-            except Exception:  # pragma: no cover - logging reports its own failures; this must not raise
+            except Exception:  # noqa: BLE001  # pragma: no cover - logging reports its own failures; this must not raise
                 pass
     return reopened
 

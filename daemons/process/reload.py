@@ -42,7 +42,7 @@ def _parent() -> int:
     env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
     args = autoreload.get_child_arguments()
     stopping = False
-    child: subprocess.Popen | None = None
+    child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping

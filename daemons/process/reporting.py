@@ -109,5 +109,5 @@ def flush(timeout: float = 2.0) -> None:
         return
     try:
         sentry_sdk.flush(timeout=timeout)
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001  # pragma: no cover - Sentry's own failures never stop a daemon
         pass

@@ -156,7 +156,7 @@ class Runner:
         result: TickResult | None = None
         try:
             result = self.daemon.tick(now)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the tick guard: any error is logged, counted, reported
             self.tick_started = None
             self.counters.errors += 1
             self.counters.last_outcome = Outcome.ERROR

@@ -16,8 +16,9 @@ The answers to stop, start, restart and shutdown come once the children have don
 from __future__ import annotations
 
 import json
+import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,101 @@ def children() -> dict[tuple[str, int], ChildView]:
         return {}
     return {(c["name"], c["instance"]): ChildView(**{**c, "state": ChildState(c["state"])})
             for c in answer.get("children", [])}
+
+
+@dataclass
+class Waiter:
+    """A control connection waiting for children to reach an outcome, answered when all have."""
+
+    conn: socket.socket
+    pending: set[str]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class ControlServer:
+    """The supervisor's end of the control socket (bound by the supervisor, non-blocking).
+
+    `accept()` reads one request; `wait()` holds its connection until `answer()` has given
+    an outcome for every child it names, then sends them all and closes it.
+    """
+
+    def __init__(self, sock: socket.socket, path: Path) -> None:
+        self.sock = sock
+        self.path = path
+        self.waiters: list[Waiter] = []
+
+    @classmethod
+    def bind(cls, path: Path) -> ControlServer:
+        """Listen at `path`, replacing a socket left by a supervisor that died. Raises `SupervisionError`."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SupervisionError(f"cannot remove the old control socket {path}: {exc.strerror}") from None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(str(path))
+            sock.listen(16)
+        except OSError as exc:
+            sock.close()
+            raise SupervisionError(f"cannot create control socket {path}: {exc.strerror}") from None
+        sock.setblocking(False)
+        return cls(sock, path)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept(self) -> tuple[socket.socket, Any, list[str]] | None:
+        """The next request, as (connection, verb, names); None if there was none or it was unreadable."""
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return None
+        conn.settimeout(1.0)  # the client sends its line right after connecting
+        try:
+            request = json.loads(conn.makefile("rb").readline() or b"{}")
+            return conn, request.get("verb"), list(request.get("names") or [])
+        except (OSError, ValueError, AttributeError):
+            conn.close()
+            return None
+
+    def reply(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        """Answer a request at once and close its connection."""
+        self.send(conn, message)
+        conn.close()
+
+    def wait(self, conn: socket.socket, labels: set[str]) -> None:
+        self.waiters.append(Waiter(conn, labels))
+
+    def answer(self, label: str, event: str, pid: int | None, detail: str = "") -> None:
+        """Record `event` for the waiters on child `label`; answer and close each waiter that has all its outcomes."""
+        for waiter in list(self.waiters):
+            if label in waiter.pending:
+                waiter.pending.discard(label)
+                waiter.results[label] = {"event": event, "pid": pid, "detail": detail}
+                if not waiter.pending:
+                    self.send(waiter.conn, {"results": waiter.results})
+                    waiter.conn.close()
+                    self.waiters.remove(waiter)
+
+    def send(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        try:
+            conn.sendall(encode(message))
+        except OSError:
+            pass  # the client gave up waiting: nothing to tell
+
+    def close_fds(self) -> None:
+        """Close the socket and every waiting connection, leaving the socket file (a forked child does this)."""
+        for waiter in self.waiters:
+            waiter.conn.close()
+        self.waiters = []
+        self.sock.close()
+
+    def close(self) -> None:
+        """Close everything and remove the socket file."""
+        self.close_fds()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass

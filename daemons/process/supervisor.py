@@ -10,118 +10,38 @@ the supervisor through its control socket (`daemons.process.supervision`).
 """
 from __future__ import annotations
 
-import ctypes
-import gc
-import json
 import logging
 import os
 import signal
 import socket
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError, connections
 
-from daemons import conf, registry
+from daemons import conf
 from daemons.cluster import heartbeat
-from daemons.daemon import Daemon
-from daemons.process import pidfile, supervision
-from daemons.process.backoff import backoff
+from daemons.process import children, pidfile, supervision
+from daemons.process.children import Child, ChildSpec
 from daemons.process.exits import Exit
 from daemons.process.lifecycle import Lifecycle, Serving, StartupError
-from daemons.process.paths import RunPaths, stem
-from daemons.process.readiness import Reader, Readiness
+from daemons.process.paths import RunPaths
 from daemons.process.runner import OUTAGE_BACKOFF_CAP
-from daemons.process.supervision import ChildState
+from daemons.process.supervision import ChildState, SupervisionError
 
 logger = logging.getLogger("daemons.supervisor")
 
 NAME = supervision.NAME
-# A child that ran this long before dying starts its backoff afresh.
-BACKOFF_RESET_AFTER = 60.0
 # How often the children's heartbeats are read to find a hung one.
 HUNG_CHECK_EVERY = 2.0
-# How often an orphaned child checks its parent when PR_SET_PDEATHSIG is unavailable.
-PARENT_POLL = 1.0
-PR_SET_PDEATHSIG = 1
-
-
-def restart_backoff(failures: int) -> float:
-    """The delay before restart number `failures` (1, 2, ...): DAEMONS_RESTART_BACKOFF doubled, up to the cap."""
-    return backoff(failures, base=conf.restart_backoff(), cap=conf.restart_backoff_cap())
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """One daemon instance the supervisor runs."""
-
-    daemon_cls: type[Daemon]
-    instance: int = 0
-
-    @property
-    def label(self) -> str:
-        return stem(self.daemon_cls.name, self.instance)
-
-
-def child_specs(names: list[str] | None = None) -> list[ChildSpec]:
-    """The children for `names` (every registered daemon when None), one per configured instance.
-
-    A daemon class runs `instances` copies (default 1), numbered 0, 1, ... Raises
-    `registry.UnknownDaemon` for a name that is not registered.
-    """
-    classes = [registry.get(name) for name in (names if names is not None else registry.names())]
-    return [ChildSpec(cls, i) for cls in dict.fromkeys(classes) for i in range(int(getattr(cls, "instances", 1)))]
-
-
-@dataclass
-class Child:
-    spec: ChildSpec
-    state: ChildState = ChildState.STARTING
-    pid: int | None = None
-    reader: Reader | None = None
-    ever_ready: bool = False
-    first_attempt_done: bool = False  # its first start succeeded or failed: readiness no longer waits for it
-    first_error: str = ""  # why its very first start failed
-    started_at: float = 0.0
-    failures: int = 0  # consecutive deaths, for the backoff
-    restart_at: float | None = None
-    reason: str = ""  # why it last exited
-    restarts: int = 0
-    hung_kills: int = 0
-    stop_deadline: float | None = None
-    then: ChildState | None = None  # after a stop: STOPPED (held) or STARTING (restart at once)
-    killed: bool = False
-
-    @property
-    def label(self) -> str:
-        return self.spec.label
-
-    def view(self, now: float) -> dict[str, Any]:
-        return {"label": self.label, "name": self.spec.daemon_cls.name, "instance": self.spec.instance,
-                "state": self.state.value, "pid": self.pid, "reason": self.reason,
-                "next_try": None if self.restart_at is None else max(0.0, self.restart_at - now),
-                "restarts": self.restarts, "hung_kills": self.hung_kills}
-
-
-@dataclass
-class Waiter:
-    """A control connection waiting for children to reach an outcome, answered when all have."""
-
-    conn: socket.socket
-    pending: set[str]
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Supervisor:
     """`serve` for the supervisor: forks the children and keeps them running until a stop.
 
     Policy:
-    - a child that dies is restarted with capped exponential backoff (`restart_backoff`), as
+    - a child that dies is restarted with capped exponential backoff (`children.restart_backoff`), as
       long as the supervisor runs; meanwhile it is "restarting", with the reason and next try;
     - a child whose heartbeat is overdue by the rule `daemonstatus` uses is hung: SIGKILLed,
       logged, counted, restarted;
@@ -145,8 +65,7 @@ class Supervisor:
         self.debug = False
         self._serving: Serving | None = None
         self._settled_reported = False
-        self._control: socket.socket | None = None
-        self._waiters: list[Waiter] = []
+        self._control: supervision.ControlServer | None = None
         self._stopping = False
         self._next_hung_check = 0.0
         self._db_failed_at: float | None = None
@@ -172,17 +91,22 @@ class Supervisor:
     def serve(self, serving: Serving) -> int:
         self._serving = serving
         self.pid = os.getpid()
-        set_title(self.title)
-        self._control = _bind_control(serving)
+        children.set_title(self.title)
+        try:
+            self._control = supervision.ControlServer.bind(serving.paths.socket)
+        except SupervisionError as exc:
+            raise StartupError(str(exc)) from None
         try:
             logger.info("supervisor (pid %d) for %s", self.pid, ", ".join(c.label for c in self.children),
                         extra={"action": "supervising"})
-            _preload()
+            children.preload()
             for child in self.children:
                 self._spawn(child)
             self._loop(serving)
         finally:
-            self._close_control(serving)
+            if self._control is not None:
+                self._control.close()
+                self._control = None
         logger.info("stopped", extra={"action": "stopped"})
         if all(c.first_error for c in self.children):
             return Exit.FAILED
@@ -197,22 +121,10 @@ class Supervisor:
                 # Every child is alive or being restarted: hung ones are replaced below.
                 notifier.watchdog()
                 last_watchdog = now
-            fds = [c.reader.fd for c in self.children if c.reader is not None and c.reader.fd is not None]
-            if self._control is not None:
-                fds.append(self._control.fileno())
-            ready = stop.poll(self._timeout(now, notifier.watchdog_interval), fds)
-            for child in self.children:
-                if child.reader is not None and child.reader.fd in ready and child.reader.feed():
-                    self._reported(child)
-            if self._control is not None and self._control.fileno() in ready:
-                self._accept()
+            self._dispatch(stop.poll(self._timeout(now, notifier.watchdog_interval), self._fds()))
             self._reap()
             if stop.is_set() and not self._stopping:
-                self._stopping = True
-                logger.info("stopping on signal", extra={"action": "stopping"})
-                notifier.stopping()
-                for child in self.children:
-                    self._stop(child, then=None)
+                self._stop_all(serving)
             now = time.monotonic()
             self._kill_late(now)
             if self._stopping:
@@ -224,6 +136,27 @@ class Supervisor:
                 self._next_hung_check = now + HUNG_CHECK_EVERY
                 self._replace_hung()
             self._report_settled()
+
+    def _fds(self) -> list[int]:
+        """What the loop waits on besides its stop: each starting child's readiness pipe, the control socket."""
+        fds = [c.reader.fd for c in self.children if c.reader is not None and c.reader.fd is not None]
+        if self._control is not None:
+            fds.append(self._control.fileno())
+        return fds
+
+    def _dispatch(self, ready: list[int]) -> None:
+        for child in self.children:
+            if child.reader is not None and child.reader.fd in ready and child.reader.feed():
+                self._reported(child)
+        if self._control is not None and self._control.fileno() in ready:
+            self._accept()
+
+    def _stop_all(self, serving: Serving) -> None:
+        self._stopping = True
+        logger.info("stopping on signal", extra={"action": "stopping"})
+        serving.notifier.stopping()
+        for child in self.children:
+            self._stop(child, then=None)
 
     def _timeout(self, now: float, watchdog: float | None) -> float:
         due = [c.restart_at - now for c in self.children if c.restart_at is not None]
@@ -237,63 +170,11 @@ class Supervisor:
     # -- children -------------------------------------------------------------------------------------------
 
     def _spawn(self, child: Child) -> None:
-        connections.close_all()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        read_fd, write_fd = os.pipe()
-        # Objects created since the last freeze join the permanent generation too, so the
-        # collector in the child never writes to pages it shares with us.
-        gc.collect()
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, measured by process tests
-            code: int = Exit.CRASHED
-            ready = Readiness(write_fd)
-            try:
-                os.close(read_fd)
-                self._become_child(child, keep=write_fd)
-                code = Lifecycle.for_daemon(child.spec.daemon_cls, instance=child.spec.instance,
-                                            log_to_file=self.log_to_file, readiness=ready, debug=self.debug).run()
-            except StartupError as exc:
-                ready.failed(str(exc))
-                code = Exit.FAILED
-            except BaseException as exc:
-                ready.failed(f"{type(exc).__name__}: {exc}")
-            finally:
-                ready.failed(f"it exited during startup with status {int(code)}")
-                os._exit(code)
-        os.close(write_fd)
-        child.pid, child.reader, child.state = pid, Reader(read_fd), ChildState.STARTING
+        pid, reader = children.fork_child(child.spec, parent=self.pid, log_to_file=self.log_to_file, debug=self.debug,
+                                          close_inherited=self._close_inherited)
+        child.pid, child.reader, child.state = pid, reader, ChildState.STARTING
         child.restart_at, child.started_at, child.killed = None, time.monotonic(), False
         logger.info("%s forked (pid %d)", child.label, pid, extra={"action": "child_started"})
-
-    def _become_child(self, child: Child, keep: int) -> None:  # pragma: no cover - runs in the child
-        """Turn the fork into a plain daemon process: default signals, none of our fds, no systemd."""
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.set_wakeup_fd(-1)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        # Our own process group: a Ctrl-C or a group-wide SIGTERM reaches only the supervisor, which
-        # passes one SIGTERM on; a second stop signal would make a child abandon its work.
-        os.setpgid(0, 0)
-        _die_with_parent(self.pid)
-        set_title(f"daemons: {child.spec.daemon_cls.name}[{child.spec.instance}]")
-        # Only the supervisor speaks to systemd: a child's READY=1 would be taken for the unit's.
-        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            os.environ.pop(var, None)
-        # Close what Python objects own through those objects, so a later close can't hit a reused fd.
-        for handler in logging.getLogger().handlers[:]:
-            handler.close()
-            logging.getLogger().removeHandler(handler)
-        if self._control is not None:
-            self._control.close()
-        for waiter in self._waiters:
-            waiter.conn.close()
-        assert self._serving is not None
-        self._serving.notifier.close()
-        os.closerange(3, keep)
-        os.closerange(keep + 1, 1 << 20)
 
     def _reported(self, child: Child) -> None:
         """The child's readiness pipe reached its end: it said READY (or ERROR, then it exits)."""
@@ -327,24 +208,13 @@ class Supervisor:
             child.reader = None
             if report is not None and not report.ready:
                 child.reason = report.error
-        how = _describe(wait_status)
+        how = children.describe(wait_status)
         old_pid, child.pid, child.stop_deadline = child.pid, None, None
         now = time.monotonic()
         if child.killed:
             pidfile.remove_stale(RunPaths.for_daemon(child.spec.daemon_cls.name, child.spec.instance).pid)
         if child.state == ChildState.STOPPING or self._stopping:
-            event = "killed" if child.killed else "stopped"
-            logger.info("%s stopped (%s)", child.label, how, extra={"action": "child_stopped"})
-            if self._stopping or child.then is None:
-                self._answer(child, event, old_pid, how)  # a restart is answered once the new child is ready
-            if self._stopping or child.then is None:
-                child.state = ChildState.STOPPED
-            else:
-                child.state = child.then
-                if child.then == ChildState.STARTING:
-                    child.restarts += 1
-                    self._spawn(child)
-            child.then = None
+            self._stopped(child, how, old_pid)
             return
         if child.state == ChildState.STARTING:
             why = child.reason or f"it exited during startup ({how})"
@@ -359,12 +229,26 @@ class Supervisor:
             return
         elif not child.reason.startswith("hung"):
             child.reason = how
-        child.failures = 1 if now - child.started_at >= BACKOFF_RESET_AFTER else child.failures + 1
-        child.restart_at = now + restart_backoff(child.failures)
+        child.failures = 1 if now - child.started_at >= children.BACKOFF_RESET_AFTER else child.failures + 1
+        child.restart_at = now + children.restart_backoff(child.failures)
         child.state = ChildState.RESTARTING
         logger.error("%s exited (%s); restarting in %.1f s", child.label, child.reason, child.restart_at - now,
                      extra={"action": "child_restarting", "child": child.label, "reason": child.reason,
                             "next_try": round(child.restart_at - now, 3)})
+
+    def _stopped(self, child: Child, how: str, old_pid: int | None) -> None:
+        """A child we told to stop has exited: it stays stopped, or starts again at once after a restart."""
+        event = "killed" if child.killed else "stopped"
+        logger.info("%s stopped (%s)", child.label, how, extra={"action": "child_stopped"})
+        if self._stopping or child.then is None:
+            self._answer(child, event, old_pid, how)  # a restart is answered once the new child is ready
+            child.state = ChildState.STOPPED
+        else:
+            child.state = child.then
+            if child.then == ChildState.STARTING:
+                child.restarts += 1
+                self._spawn(child)
+        child.then = None
 
     def _restart_due(self, now: float) -> None:
         for child in self.children:
@@ -442,24 +326,14 @@ class Supervisor:
 
     def _accept(self) -> None:
         assert self._control is not None
-        try:
-            conn, _ = self._control.accept()
-        except BlockingIOError:
-            return
-        conn.settimeout(1.0)  # the client sends its line right after connecting
-        try:
-            request = json.loads(conn.makefile("rb").readline() or b"{}")
-            verb, names = request.get("verb"), list(request.get("names") or [])
-        except (OSError, ValueError, AttributeError):
-            conn.close()
-            return
-        self._command(conn, verb, names)
+        request = self._control.accept()
+        if request is not None:
+            self._command(*request)
 
     def _command(self, conn: socket.socket, verb: str, names: list[str]) -> None:
         now = time.monotonic()
         if verb == "status":
-            self._send(conn, {"pid": self.pid, "children": [c.view(now) for c in self.children]})
-            conn.close()
+            self._control_reply(conn, {"pid": self.pid, "children": [c.view(now) for c in self.children]})
             return
         if verb == "shutdown":
             targets = list(self.children)
@@ -467,13 +341,12 @@ class Supervisor:
             by_label = {c.label: c for c in self.children}
             unknown = [name for name in names if name not in by_label]
             if verb not in supervision.VERBS or unknown:
-                self._send(conn, {"error": f"unknown verb {verb!r}" if unknown == [] else
-                                  f"not supervised here: {', '.join(unknown)}"})
-                conn.close()
+                self._control_reply(conn, {"error": f"unknown verb {verb!r}" if unknown == [] else
+                                           f"not supervised here: {', '.join(unknown)}"})
                 return
             targets = [by_label[name] for name in names]
-        waiter = Waiter(conn, {c.label for c in targets})
-        self._waiters.append(waiter)
+        assert self._control is not None
+        self._control.wait(conn, {c.label for c in targets})
         logger.info("asked to %s %s", verb, ", ".join(c.label for c in targets) if verb != "shutdown" else "",
                     extra={"action": f"control_{verb}"})
         for child in targets:
@@ -494,111 +367,19 @@ class Supervisor:
             assert self._serving is not None
             self._serving.stop.set()
 
+    def _control_reply(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        assert self._control is not None
+        self._control.reply(conn, message)
+
     def _answer(self, child: Child, event: str, pid: int | None, detail: str = "") -> None:
-        """Record `event` for the waiters on `child`; answer and close each waiter that has all its outcomes."""
-        for waiter in list(self._waiters):
-            if child.label in waiter.pending:
-                waiter.pending.discard(child.label)
-                waiter.results[child.label] = {"event": event, "pid": pid, "detail": detail}
-                if not waiter.pending:
-                    self._send(waiter.conn, {"results": waiter.results})
-                    waiter.conn.close()
-                    self._waiters.remove(waiter)
-
-    def _send(self, conn: socket.socket, message: dict[str, Any]) -> None:
-        try:
-            conn.sendall(supervision.encode(message))
-        except OSError:
-            pass  # the client gave up waiting: nothing to tell
-
-    def _close_control(self, serving: Serving) -> None:
-        for waiter in self._waiters:
-            waiter.conn.close()
-        self._waiters = []
         if self._control is not None:
-            self._control.close()
-            self._control = None
-            try:
-                os.unlink(serving.paths.socket)
-            except OSError:
-                pass
+            self._control.answer(child.label, event, pid, detail)
 
-
-def _bind_control(serving: Serving) -> socket.socket:
-    path = serving.paths.socket
-    try:
-        os.unlink(path)  # a socket left by a supervisor that died
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise StartupError(f"cannot remove the old control socket {path}: {exc.strerror}") from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.bind(str(path))
-        sock.listen(16)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot create control socket {path}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def set_title(title: str) -> None:
-    """What `ps` shows for this process."""
-    import setproctitle
-
-    setproctitle.setproctitle(title)
-
-
-def _describe(wait_status: int) -> str:
-    if os.WIFSIGNALED(wait_status):
-        return f"killed by {signal.Signals(os.WTERMSIG(wait_status)).name}"
-    return f"exit status {os.waitstatus_to_exitcode(wait_status)}"
-
-
-def _preload() -> None:
-    """Import in the supervisor what every child would otherwise import for itself, so it is shared.
-
-    Opening a connection loads the database backend; failures are left to the children,
-    which report them as their own startup errors.
-    """
-    from django.db.models.sql import compiler  # noqa: F401  (first imported by a child's first query)
-
-    from daemons.cluster import wakeup  # noqa: F401
-    from daemons.process import reporting, runner, watch  # noqa: F401
-
-    if getattr(settings, "SENTRY_DSN", ""):
-        # Each child starts its own Sentry client (threads don't survive a fork), but the
-        # SDK's code, 4 MiB of heap, can be loaded once here and shared.
-        import sentry_sdk.integrations.django
-        import sentry_sdk.integrations.logging  # noqa: F401
-
-    try:
-        connections["default"].ensure_connection()
-    except Exception:
-        pass
-    connections.close_all()
-
-
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
-    """Get SIGTERM when the supervisor dies: PR_SET_PDEATHSIG, and a polling thread where that fails."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        armed = False
-    if os.getppid() != parent:
-        # The supervisor died before the death signal was armed.
-        os._exit(Exit.ORPHANED)
-    if armed:
-        return
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    def _close_inherited(self) -> None:  # pragma: no cover - runs in the child
+        if self._control is not None:
+            self._control.close_fds()
+        assert self._serving is not None
+        self._serving.notifier.close()
 
 
 def pid_path() -> Path:

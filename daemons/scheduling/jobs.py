@@ -169,7 +169,7 @@ class ScheduledDaemon(Daemon):
         error: BaseException | None = None
         try:
             result = spec.method(self, now)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a job's error is logged, recorded and retried
             error = exc
         else:
             processed = result.processed if isinstance(result, TickResult) else int(result or 0)

@@ -14,7 +14,7 @@ import pytest
 from django.test import Client, override_settings
 
 from daemons import registry
-from daemons.process import pidfile, supervisor
+from daemons.process import children, pidfile, supervisor
 from daemons.process.exits import State
 from tests.conftest import Project, wait_for
 
@@ -415,4 +415,4 @@ def test_a_child_killed_during_a_database_outage_comes_back_with_the_database(su
 def test_restart_backoff_doubles_up_to_the_configured_cap(settings) -> None:
     settings.DAEMONS_RESTART_BACKOFF = 0.5
     settings.DAEMONS_RESTART_BACKOFF_CAP = 3
-    assert [supervisor.restart_backoff(n) for n in range(1, 7)] == [0.5, 1, 2, 3, 3, 3]
+    assert [children.restart_backoff(n) for n in range(1, 7)] == [0.5, 1, 2, 3, 3, 3]

@@ -54,7 +54,7 @@ def nice_ceiling(value: int) -> int:
     """The smallest of 1, 2, 5, 10, 20, 50, ... that is at least `value` (and at least 1)."""
     if value <= 1:
         return 1
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude: int = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 5, 10):
         if step * magnitude >= value:
             return step * magnitude

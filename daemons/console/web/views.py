@@ -188,7 +188,7 @@ class InstanceForm(forms.Form):
     instance = forms.IntegerField(min_value=0, max_value=2**31 - 1)
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
+        name: str = self.cleaned_data["name"]
         if not known_daemon(name):
             raise forms.ValidationError(f"no daemon is called {name!r}")
         return name
@@ -214,7 +214,10 @@ def form_error(form: forms.Form) -> str:
                      for field, errors in form.errors.items())
 
 
-def control_view(form_class: type[forms.Form], act: Callable[[HttpRequest, dict], str]) -> Callable:
+ControlView = Callable[[HttpRequest, AdminSite], HttpResponse]
+
+
+def control_view(form_class: type[forms.Form], act: Callable[[HttpRequest, dict[str, Any]], str]) -> ControlView:
     """A POST-only view that validates `form_class`, calls `act` and says what it did, then shows the dashboard."""
 
     def view(request: HttpRequest, site: AdminSite) -> HttpResponse:
@@ -231,21 +234,21 @@ def control_view(form_class: type[forms.Form], act: Callable[[HttpRequest, dict]
     return view
 
 
-def _pause(request: HttpRequest, data: dict) -> str:
+def _pause(request: HttpRequest, data: dict[str, Any]) -> str:
     label = f"{data['name']}[{data['instance']}]"
     if control.pause(data["name"], data["instance"], by=request.user.get_username()):
         return f"Paused {label}: it stops ticking within one interval."
     return f"Already paused: {label}."
 
 
-def _resume(request: HttpRequest, data: dict) -> str:
+def _resume(request: HttpRequest, data: dict[str, Any]) -> str:
     label = f"{data['name']}[{data['instance']}]"
     if control.resume(data["name"], data["instance"]):
         return f"Resumed {label}."
     return f"Not paused: {label}."
 
 
-def _run(request: HttpRequest, data: dict) -> str:
+def _run(request: HttpRequest, data: dict[str, Any]) -> str:
     from daemons.cluster.wakeup import wake
 
     if not control.request_run(data["daemon"], data["job"], by=request.user.get_username()):

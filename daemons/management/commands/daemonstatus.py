@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError, close_old_connections
@@ -36,8 +37,8 @@ class Command(DaemonCommand):
                           metavar="SECONDS",
                           help=f"redraw the table every SECONDS (default {WATCH_EVERY:g}) until Ctrl-C")
 
-    def handle(self, *args, names: list[str], every: bool, json: bool, watch: float | None, all_hosts: bool = False,
-               **options) -> None:
+    def handle(self, *args: Any, names: list[str], every: bool, json: bool, watch: float | None,
+               all_hosts: bool = False, **options: Any) -> None:
         if every and names:
             raise CommandError("give daemon NAMEs or --all, not both", returncode=2)
         for name in names:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from django.core.management.base import CommandError
 
@@ -29,8 +30,8 @@ class Command(DaemonCommand):
         self.add_stop_arguments(parser)
         self.add_credentials_arguments(parser)
 
-    def handle(self, *args, names: list[str], every: bool, instance: int, timeout: float | None, kill: bool,
-               user: str | None, group: str | None, **options) -> None:
+    def handle(self, *args: Any, names: list[str], every: bool, instance: int, timeout: float | None, kill: bool,
+               user: str | None, group: str | None, **options: Any) -> None:
         if every == bool(names):
             raise CommandError("give daemon NAMEs or --all, not both" if every else "give a daemon's NAME or --all",
                                returncode=Exit.USAGE)

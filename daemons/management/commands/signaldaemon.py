@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from daemons.console import operations
 from daemons.console.operations import ControlError
@@ -26,7 +27,7 @@ class Command(DaemonCommand):
                             help="; ".join(f"{action}: {ACTION_HELP[action]}" for action in operations.ACTIONS))
         self.add_instance_argument(parser)
 
-    def handle(self, *args, name: str, action: str, instance: int, **options) -> None:
+    def handle(self, *args: Any, name: str, action: str, instance: int, **options: Any) -> None:
         self.daemon_class(name)
         label = operations.label(name, instance)
         try:
