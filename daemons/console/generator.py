@@ -198,8 +198,9 @@ def daemon_plan(*, name: str, base_dir: Path, app_label: str | None = None,
                      test_source=_render(test_template, **common), created_daemons_file=not exists)
 
 
-def daemon_generate(**kwargs: object) -> Generated:
-    """`daemon_plan(**kwargs)`, then write it: the daemon class and its test."""
-    plan = daemon_plan(**kwargs)  # type: ignore[arg-type]
+def daemon_generate(*, name: str, base_dir: Path, app_label: str | None = None,
+                    every: timedelta | None = None, cron: str | None = None) -> Generated:
+    """`daemon_plan(...)`, then write it: the daemon class and its test."""
+    plan = daemon_plan(name=name, base_dir=base_dir, app_label=app_label, every=every, cron=cron)
     plan.write()
     return plan

@@ -17,7 +17,7 @@ from daemons import conf, registry
 from daemons.cluster.heartbeat import hung_reason
 from daemons.conf import stop_wait
 from daemons.console import stopping
-from daemons.console.status import read_status
+from daemons.console.status import lock_status
 from daemons.daemon import Daemon
 from daemons.process import pidfile, supervision
 from daemons.process.exits import State
@@ -104,7 +104,7 @@ def _ask_one(verb: str, child: str, timeout: float | None = None) -> int:
 
 def _running(name: str, instance: int) -> int | None:
     """The PID of the healthy daemon running `name`/`instance` here; StartupError if it is hung."""
-    status = read_status(name, instance)
+    status = lock_status(name, instance)
     if status.state == State.HUNG:
         raise StartupError(f"already running (pid {status.pid}) but hung: {hung_reason(status.last_heartbeat)}; "
                            f"restart it with `restartdaemon {name} --kill`")

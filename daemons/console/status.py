@@ -15,7 +15,7 @@ from daemons.cluster.control import is_paused
 from daemons.cluster.heartbeat import beat_hung, db_now, heartbeat_period, instance_state, live_duplicate
 from daemons.process import pidfile, procfs, supervision
 from daemons.process.exits import STATE_EXIT_CODES, Outcome, State, Status
-from daemons.process.paths import RunPaths, instances, stem
+from daemons.process.paths import RunPaths, instances
 from daemons.scheduling.jobs import JobStatus, ScheduledDaemon
 from daemons.scheduling.schedule import format_duration
 
@@ -95,18 +95,11 @@ def read_status(name: str, instance: int = 0,
     whose heartbeat from this host is fresh runs with its PID file in another run
     directory (another checkout, or another DAEMONS_RUN_DIR): it reads as `running`.
     """
-    from daemons.models import Heartbeat
-
     daemon_cls = registry.get(name)
-    host = socket.gethostname()
-    pid_state = pidfile.inspect(RunPaths.for_daemon(name, instance).pid)
-    status = DaemonStatus(name=name, instance=instance, host=host, state=pid_state.state, pid=pid_state.pid,
-                          interval=daemon_cls.interval_seconds())
+    status = _lock_status(name, instance, daemon_cls.interval_seconds())
     notes = []
     try:
-        beat = Heartbeat.objects.filter(name=name, instance=instance, host=host).first()
-        if beat is not None:
-            notes += _merge_heartbeat(status, beat)
+        notes += _heartbeat_status(status)
         status.paused = is_paused(name, instance)
         if status.paused:
             notes.append("paused")
@@ -122,6 +115,35 @@ def read_status(name: str, instance: int = 0,
     notes[:0] = _supervision_notes(status, supervision.children() if children is None else children)
     status.info = "; ".join(note for note in notes if note)
     return status
+
+
+def lock_status(name: str, instance: int = 0) -> DaemonStatus:
+    """What the PID lock and this host's heartbeat row say of daemon `name`/`instance`: its state and PID.
+
+    The state and PID `read_status` gives, without building the daemon or asking a
+    supervisor: what a start needs to know before it starts anything. A database error
+    leaves what the PID file says.
+    """
+    status = _lock_status(name, instance, registry.get(name).interval_seconds())
+    try:
+        _heartbeat_status(status)
+    except DatabaseError:
+        pass
+    return status
+
+
+def _lock_status(name: str, instance: int, interval: float) -> DaemonStatus:
+    pid_state = pidfile.inspect(RunPaths.for_daemon(name, instance).pid)
+    return DaemonStatus(name=name, instance=instance, host=socket.gethostname(), state=pid_state.state,
+                        pid=pid_state.pid, interval=interval)
+
+
+def _heartbeat_status(status: DaemonStatus) -> list[str]:
+    """Merge this host's heartbeat row into `status`, if there is one; the notes it gives. Raises DatabaseError."""
+    from daemons.models import Heartbeat
+
+    beat = Heartbeat.objects.filter(name=status.name, instance=status.instance, host=status.host).first()
+    return [] if beat is None else _merge_heartbeat(status, beat)
 
 
 def _merge_heartbeat(status: DaemonStatus, beat: Heartbeat) -> list[str]:
@@ -210,19 +232,6 @@ def cluster_statuses(names: list[str] | None = None, now: datetime | None = None
         row.info = "; ".join(note for note in ("paused" if row.paused else "", beat.status_text) if note)
         rows.append(row)
     return rows
-
-
-def cluster_table(rows: list[DaemonStatus], now: datetime) -> str:
-    """`daemonstatus --all-hosts` as a table: one line per instance, with its host and heartbeat age."""
-    lines = [f"{'HOST':<20} {'NAME':<16} {'STATE':<8} {'PID':>7} {'HEARTBEAT':>10} {'UPTIME':>8} "
-             f"{'DONE':>7} {'ERRORS':>6}  INFO"]
-    for row in rows:
-        label = stem(row.name, row.instance)
-        age = f"{format_duration((now - row.last_heartbeat).total_seconds())} ago" if row.last_heartbeat else "-"
-        line = (f"{row.host[:20]:<20} {label:<16} {row.state:<8} {row.pid or '-':>7} {age:>10} "
-                f"{format_duration(row.uptime_seconds):>8} {row.processed:>7} {row.errors:>6}  {row.info}")
-        lines.append(line.rstrip())
-    return "\n".join(lines)
 
 
 def worst_exit_code(rows: list[DaemonStatus]) -> int:

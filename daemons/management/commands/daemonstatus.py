@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from daemons.console.status import DaemonStatus, cluster_statuses, cluster_table, read_statuses, worst_exit_code
+from daemons.console.status import DaemonStatus, cluster_statuses, read_statuses, worst_exit_code
 
 from . import _table
 from ._base import DaemonCommand, seconds_type
@@ -53,7 +53,7 @@ class Command(DaemonCommand):
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))
         elif all_hosts:
-            self.stdout.write(cluster_table(rows, timezone.now()))
+            self.stdout.write(_table.cluster_table(rows, timezone.now()))
         else:
             self.stdout.write(_table.render(rows, self.style, timezone.now()))
         code = worst_exit_code(rows)
