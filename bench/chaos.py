@@ -244,7 +244,7 @@ def _run(stack: ExitStack, rng: random.Random, seconds: float, seed: int, out: P
     django.setup()
     from bench.chaos_faults import Injector, World
     from bench.chaos_world import Host, Service, Signups, Sink, faketime_library
-    from daemons.heartbeat import overdue_after
+    from daemons.cluster.heartbeat import overdue_after
     from tests.webserver import gunicorn
 
     sink = Sink()

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemons import pidfile
-from daemons.paths import stem
+from daemons.process import pidfile
+from daemons.process.paths import stem
 from tests.customers.conftest import SinkHandler, SmtpSink
 from tests.webserver import Server
 

@@ -53,7 +53,7 @@ def run_daemon(ticks: int, warmup: int) -> tuple[int, int, int, int, float]:
     from django.db import connection
 
     from customers.daemons import OnboardingDaemon
-    from daemons.runner import Runner
+    from daemons.process.runner import Runner
 
     class EveryMoment(OnboardingDaemon):
         interval = 0

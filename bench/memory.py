@@ -49,7 +49,7 @@ time.sleep(3600)
 SUPERVISOR = r"""
 import sys, django
 django.setup()
-from daemons import supervisor
+from daemons.process import supervisor
 sys.exit(supervisor.run_foreground(supervisor.child_specs(sys.argv[1:])))
 """
 
@@ -117,7 +117,7 @@ def wait_until(predicate: Callable[..., T | None], timeout: float = 120.0, what:
 
 
 def holder(run_dir: Path, name: str) -> int | None:
-    from daemons.pidfile import read_holder
+    from daemons.process.pidfile import read_holder
 
     return read_holder(run_dir / f"{name}.pid", wait=0)
 

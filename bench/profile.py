@@ -28,7 +28,7 @@ from bench.systems import BY_KEY, ROOT
 # Each part: (path fragment, function name pattern matched against the unqualified name).
 PARTS = (
     ("django start-up (django.setup, imports, checks)", ("django/__init__.py", "setup")),
-    ("the tick (Runner.tick)", ("daemons/runner.py", "tick")),
+    ("the tick (Runner.tick)", ("daemons/process/runner.py", "tick")),
     ("claiming (customers_claim)", ("customers/onboarding.py", "customers_claim")),
     ("rendering the templates (welcome_email)", ("customers/onboarding.py", "welcome_email")),
     ("building the MIME message (EmailMessage.message)", ("django/core/mail/message.py", "message")),
@@ -39,7 +39,7 @@ PARTS = (
     ("commits", ("django/db/backends/base/base.py", "commit")),
     ("renewing claims (claims_renew)", ("customers/onboarding.py", "claims_renew")),
     ("logging", ("logging/__init__.py", "handle")),
-    ("watch thread (heartbeats, stop checks)", ("daemons/watch.py", ".*")),
+    ("watch thread (heartbeats, stop checks)", ("daemons/process/watch.py", ".*")),
 )
 FRAME = re.compile(r"(?P<function>.*) \((?P<path>.*?)(?::\d+)?\)$")
 

@@ -1,7 +1,7 @@
 """The dashboard's chart: signups and onboardings per hour, drawn with the framework's bar chart."""
 from __future__ import annotations
 
-from daemons.chart import Chart, Series, bar_chart
+from daemons.console.web.chart import Chart, Series, bar_chart
 
 from .reports import HourActivity
 

@@ -31,7 +31,8 @@ from django.db.models.functions import Now
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from daemons import conf, heartbeat, reporting, wakeup
+from daemons import conf, reporting, wakeup
+from daemons.cluster import heartbeat
 
 from .models import Customer, Onboarding, OnboardingState
 

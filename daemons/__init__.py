@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from . import reporting
-from .base import Control, Daemon, TickResult
-from .registry import register
-from .wakeup import wake
+from daemons.cluster.wakeup import wake
+from daemons.daemon import Control, Daemon, TickResult
+from daemons.process import reporting
+from daemons.registry import register
 
 __all__ = ["Control", "Daemon", "TickResult", "__version__", "register", "reporting", "wake"]
 

@@ -1,7 +1,8 @@
 """The admin: heartbeats and job runs, read-only, and the entry to the daemons dashboard."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -9,13 +10,19 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
-from . import views
-from .health import DEAD, RUNNING, STOPPED, heartbeat_state
-from .heartbeat import db_now
-from .models import Dashboard, Heartbeat, JobRun
+from daemons.cluster.heartbeat import db_now
+from daemons.console.health import heartbeat_state
+from daemons.console.web import views
+from daemons.models import Dashboard, Heartbeat, JobRun
+from daemons.process.exits import State
+
+if TYPE_CHECKING:  # the stubs' ModelAdmin is generic; Django's own takes no subscript
+    ModelAdmin = admin.ModelAdmin[Any]
+else:
+    ModelAdmin = admin.ModelAdmin
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ModelAdmin):
     """Rows the daemons write: staff may look, never add or edit."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -29,13 +36,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class StateFilter(admin.SimpleListFilter):
-    """Running, dead or stopped, by the rule in daemons.health.heartbeat_state."""
+    """Running, dead or stopped, by the rule in daemons.console.health.heartbeat_state."""
 
     title = "state"
     parameter_name = "state"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(state, state) for state in (RUNNING, DEAD, STOPPED)]
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin) -> list[tuple[str, str]]:
+        return [(state, state) for state in (State.RUNNING, State.DEAD, State.STOPPED)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> QuerySet[Heartbeat]:
         if self.value() is None:
@@ -62,7 +69,7 @@ class HeartbeatAdmin(ReadOnlyAdmin):
         # Rows go only through the prune action, which spares running daemons; no delete page.
         return obj is None and admin.ModelAdmin.has_delete_permission(self, request)
 
-    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict:
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # Django 6.1 asks for the actions of one place (its ActionLocation) and deprecates an override without
         # the parameter; Django 5.2 and 6.0 have no such parameter.
         if action_location is None:
@@ -76,7 +83,7 @@ class HeartbeatAdmin(ReadOnlyAdmin):
     def prune_dead(self, request: HttpRequest, queryset: QuerySet[Heartbeat]) -> None:
         now = db_now()
         beats = list(queryset)
-        dead = [beat.pk for beat in beats if heartbeat_state(beat, now) != RUNNING]
+        dead = [beat.pk for beat in beats if heartbeat_state(beat, now) != State.RUNNING]
         Heartbeat.objects.filter(pk__in=dead).delete()
         kept = len(beats) - len(dead)
         self.message_user(request, f"Pruned {len(dead)} dead row(s); kept {kept} running.", messages.SUCCESS)
@@ -92,7 +99,7 @@ class JobRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(ModelAdmin):
     """The dashboard as the admin index's "Daemons > Dashboard": staff see it; controls need change permission."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -116,7 +123,7 @@ class DashboardAdmin(admin.ModelAdmin):
         ]
         return [*controls, path("", self.admin_site.admin_view(self.changelist_view), name=prefix + "changelist")]
 
-    def control(self, view):
+    def control(self, view: views.ControlView) -> Callable[[HttpRequest], HttpResponse]:
         def guarded(request: HttpRequest) -> HttpResponse:
             if not self.has_change_permission(request):
                 raise PermissionDenied
@@ -124,7 +131,7 @@ class DashboardAdmin(admin.ModelAdmin):
 
         return guarded
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         return views.dashboard(request, self.admin_site, can_control=self.has_change_permission(request))

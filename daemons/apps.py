@@ -10,6 +10,6 @@ class DaemonsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, registry  # noqa: F401 - checks register themselves
+        from daemons import checks, registry  # noqa: F401 - checks register themselves
 
         registry.autodiscover()

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from . import conf, registry
+from daemons import conf, registry
 
 
 def _directory_problem(path: Path) -> str | None:

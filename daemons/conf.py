@@ -104,6 +104,16 @@ def stop_timeout() -> float:
     return float(get("STOP_TIMEOUT"))
 
 
+# A stopping daemon gives up on its work at DAEMONS_STOP_TIMEOUT; this is how much longer whoever
+# stops it (the operator's stop, the supervisor) gives it to release its PID file before calling the stop late.
+STOP_GRACE = 2.0
+
+
+def stop_wait() -> float:
+    """Seconds a stop waits for a daemon by default: its own stop deadline plus `STOP_GRACE`."""
+    return stop_timeout() + STOP_GRACE
+
+
 def log_level() -> int:
     """The level DAEMONS_LOG_LEVEL names, as a number (default INFO)."""
     value = get("LOG_LEVEL")

@@ -5,7 +5,7 @@ from typing import TypeVar
 
 from django.utils.module_loading import autodiscover_modules
 
-from .base import Daemon
+from daemons.daemon import Daemon
 
 D = TypeVar("D", bound=type[Daemon])
 

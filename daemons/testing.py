@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from .base import Daemon, TickResult
+from daemons.daemon import Daemon, TickResult
 
 
 def tick_times(start: datetime, every: timedelta | float, count: int) -> list[datetime]:
@@ -148,4 +148,32 @@ class DaemonHarness:
 if importlib.util.find_spec("pytest") is not None:
     # The fixtures, for `pytest_plugins = ["daemons.testing"]`. Without pytest (Django's own
     # test runner) the helpers above work all the same.
-    from .testing_fixtures import daemon_harness, daemon_logs  # noqa: F401
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    import pytest
+
+    @pytest.fixture
+    def daemon_logs() -> Iterator[LogCapture]:
+        """Log records of the `daemons` loggers during the test (see `LogCapture`)."""
+        with LogCapture() as capture:
+            yield capture
+
+
+    @pytest.fixture
+    def daemon_harness(daemon_logs: LogCapture) -> Iterator[Callable[..., DaemonHarness]]:
+        """A factory: `daemon_harness(MyDaemon)` (a class or an object) returns a `DaemonHarness`.
+
+        Its `.logs` is the test's `daemon_logs`. Daemons are torn down after the test.
+        """
+        made: list[DaemonHarness] = []
+
+        def make(daemon: Daemon | type[Daemon], *args: Any, **kwargs: Any) -> DaemonHarness:
+            obj = daemon(*args, **kwargs) if isinstance(daemon, type) else daemon
+            harness = DaemonHarness(obj, logs=daemon_logs)
+            made.append(harness)
+            return harness
+
+        yield make
+        for harness in made:
+            harness.close()

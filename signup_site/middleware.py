@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.request import split_domain_port
 from django.urls import Resolver404, resolve
 
-from daemons.views import from_loopback
+from daemons.console.web.views import from_loopback
 
 logger = logging.getLogger("signup_site.requests")
 

@@ -165,7 +165,7 @@ class Project:
     def stop_all(self) -> None:
         """Stop every daemon with a PID file in a run directory we used (SIGTERM, then SIGKILL), then kill
         whatever `popen` started that is still running."""
-        from daemons.stopping import stop
+        from daemons.console.stopping import stop
 
         for run_dir in {self.run_dir, *self.run_dirs}:
             for pid_path in run_dir.glob("*.pid"):

@@ -137,7 +137,7 @@ def adopter(wheel: Path, tmp_path: Path) -> Iterator[Adopter]:
         yield project
     finally:
         # Whatever the test left running: only a process that still holds its PID file's lock is stopped.
-        from daemons.stopping import stop
+        from daemons.console.stopping import stop
 
         for pid_path in (root / "var" / "run").glob("*.pid"):
             stop(pid_path, timeout=10, kill=True)

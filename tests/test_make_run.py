@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemons import pidfile
-from daemons.stopping import stop
+from daemons.console.stopping import stop
+from daemons.process import pidfile
 from signup_site.settings import secret_key_weakness
 from tests.conftest import default_signals, wait_for
 from tests.daemons.test_process import alive

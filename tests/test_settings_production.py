@@ -285,7 +285,7 @@ def test_sentry_never_receives_names_or_addresses(tmp_path: Path, sentry_sink) -
 
 
 def test_scrub_replaces_addresses_everywhere() -> None:
-    from daemons.reporting import scrub
+    from daemons.process.reporting import scrub
 
     event = {"message": "to a.b+c@example.co.uk", "tags": {"who": "x@y.z"}, "extra": [("ada@example.com", 1)]}
     assert scrub(event) == {"message": "to [email]", "tags": {"who": "[email]"}, "extra": [("[email]", 1)]}

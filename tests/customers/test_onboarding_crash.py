@@ -12,7 +12,7 @@ from django.conf import settings
 
 from customers import onboarding as services
 from customers.models import Customer, Onboarding
-from daemons import pidfile
+from daemons.process import pidfile
 from tests.conftest import wait_for
 from tests.customers.conftest import claims_past_lease, customers_seed, onboarding_env, sqlite_write_lock
 

@@ -1,7 +1,7 @@
 """The bar chart's geometry: scale, bars side by side, axis labels and tooltips."""
 from __future__ import annotations
 
-from daemons.chart import Series, bar_chart, nice_ceiling
+from daemons.console.web.chart import Series, bar_chart, nice_ceiling
 
 
 def test_nice_ceiling() -> None:

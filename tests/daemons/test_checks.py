@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -149,8 +151,8 @@ def test_negative_interval_fails(settings, monkeypatch) -> None:
 
 def test_a_system_without_pidfd_open_or_proc_gets_one_warning_line(settings, monkeypatch, tmp_path: Path) -> None:
     assert checks.linux_facilities_missing() is None  # the suite runs on Linux
-    monkeypatch.delattr(checks.os, "pidfd_open")
-    monkeypatch.setattr(checks.platform, "system", lambda: "Darwin")
+    monkeypatch.delattr(os, "pidfd_open")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
     assert ids(settings) == {"daemons.W002": "os.pidfd_open is not available on Darwin: --detach, --all, stopdaemon, "
                                              "restartdaemon, signaldaemon and daemonstatus need Linux; "
                                              "foreground rundaemon NAME and --once work"}

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from customers import onboarding
 from customers.models import Customer
-from daemons import heartbeat
+from daemons.cluster import heartbeat
+from daemons.console.status import cluster_statuses
 from daemons.models import Heartbeat, Pause
-from daemons.status import cluster_statuses
 from tests.conftest import wait_for
 from tests.customers import conftest as customers_conftest
 from tests.customers.conftest import onboarding_env
@@ -120,8 +120,8 @@ def test_rows_gone_for_over_a_day_are_pruned_once_an_hour_by_the_daemons(monkeyp
     old = beat("onboarding", "web2", age=heartbeat.PRUNE_AFTER + timedelta(minutes=1))
     old_stopped = beat("digest", "web2", stopped=True, age=heartbeat.PRUNE_AFTER + timedelta(minutes=1))
     recent_dead = beat("onboarding", "web3", age=timedelta(hours=20))
-    later = 1000.0 + heartbeat.PRUNE_EVERY + 1
-    clock = iter([1000.0, 1000.0 + heartbeat.PRUNE_EVERY - 1, later, later]).__next__
+    later = 1000.0 + heartbeat.PRUNE_EVERY.total_seconds() + 1
+    clock = iter([1000.0, 1000.0 + heartbeat.PRUNE_EVERY.total_seconds() - 1, later, later]).__next__
     monkeypatch.setattr(heartbeat, "_last_prune", None)
 
     heartbeat.prune_if_due(clock)

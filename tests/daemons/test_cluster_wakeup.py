@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons import wakeup
+from daemons.cluster import listen
 from tests.conftest import BASE_DIR, process_env, wait_for
 from tests.customers import conftest as customers_conftest
 from tests.customers.conftest import onboarding_env
@@ -126,19 +126,19 @@ def test_with_listen_off_there_is_no_listen_connection_and_the_socket_wakes_the_
 
 
 def test_channel_names_are_one_identifier_each_within_postgresqls_limit() -> None:
-    assert wakeup.channel("onboarding") == "daemons_onboarding"
+    assert listen.channel("onboarding") == "daemons_onboarding"
     long_a, long_b = "x" * 80 + "a", "x" * 80 + "b"
-    assert len(wakeup.channel(long_a).encode()) <= 63
-    assert wakeup.channel(long_a) != wakeup.channel(long_b)
-    assert wakeup.channel("Mixed-Case name") == "daemons_Mixed-Case name"
+    assert len(listen.channel(long_a).encode()) <= 63
+    assert listen.channel(long_a) != listen.channel(long_b)
+    assert listen.channel("Mixed-Case name") == "daemons_Mixed-Case name"
 
 
 def test_every_notification_in_a_burst_makes_one_wake_up(pg_database) -> None:
     """Many NOTIFYs before the daemon looks: one wait returns woken once, so one claim pass follows."""
-    from daemons.listen import Listener
-    from daemons.signals import SignalStop
+    from daemons.cluster.listen import Listener
+    from daemons.process.signals import SignalStop
 
-    listener = Listener(wakeup.channel("burst"), {"conninfo": pg_database})
+    listener = Listener(listen.channel("burst"), {"conninfo": pg_database})
     assert listener.connect()
     stop = SignalStop()
     stop.attach_listener(listener)
@@ -157,11 +157,11 @@ def test_every_notification_in_a_burst_makes_one_wake_up(pg_database) -> None:
 def test_a_listener_whose_backend_dies_backs_off_then_listens_again(pg_database) -> None:
     import select
 
-    from daemons.listen import Listener
+    from daemons.cluster.listen import Listener
     from tests.conftest import FakeClock
 
     clock = FakeClock()
-    listener = Listener(wakeup.channel("lost"), {"conninfo": pg_database, "application_name": "lost-listener"},
+    listener = Listener(listen.channel("lost"), {"conninfo": pg_database, "application_name": "lost-listener"},
                         clock=clock)
     try:
         assert listener.connect() and listener.retry_in() is None

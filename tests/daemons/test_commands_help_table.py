@@ -8,8 +8,8 @@ import pytest
 from django.core.management import get_commands, load_command_class
 from django.core.management.color import color_style, no_style
 
+from daemons.console.status import DaemonStatus
 from daemons.management.commands import _table
-from daemons.status import DaemonStatus
 
 # Django's own options (--settings, --verbosity, ...) are documented by Django.
 DJANGO_OPTIONS = {"help", "version", "verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color",
@@ -54,7 +54,7 @@ def test_a_long_info_is_cut_with_an_ellipsis(fixed_now) -> None:
 def test_first_interval_says_starting_then_never(fixed_now) -> None:
     # The test daemons' interval is TESTAPP_INTERVAL (5 s unless set): one heartbeat period within 1..30 s.
     from daemons import registry
-    from daemons.heartbeat import heartbeat_period
+    from daemons.cluster.heartbeat import heartbeat_period
 
     interval = registry.get("counter").interval_seconds()
     period = max(interval, heartbeat_period(interval))

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from daemons import control
+from daemons.cluster import control
 from daemons.models import Heartbeat, Pause, RunRequest
 from tests.conftest import wait_for
 
@@ -75,8 +75,8 @@ def test_a_paused_daemon_keeps_its_heartbeat_but_stops_ticking(project, tmp_path
 
 @pytest.mark.process
 def test_run_now_runs_a_scheduled_job_at_once(project, settings) -> None:
+    from daemons.cluster.wakeup import wake
     from daemons.models import JobRun
-    from daemons.wakeup import wake
 
     settings.DAEMONS_RUN_DIR = str(project.run_dir)
     project.start("digest")  # its job is due at 08:00 only

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
-from daemons import pidfile
+from daemons.process import pidfile
 from tests.conftest import wait_for
 from tests.prerequisites import missing
 
@@ -105,8 +105,8 @@ def test_the_files_name_the_interpreter_that_ran_daemonconfig(kind, tmp_path) ->
 
 @pytest.mark.parametrize("every", [False, True])
 def test_the_units_pid_file_is_the_one_the_daemon_writes_in_the_runtime_directory(every, monkeypatch) -> None:
-    from daemons import supervisor
-    from daemons.paths import RunPaths
+    from daemons.process import supervisor
+    from daemons.process.paths import RunPaths
 
     args = ["--all"] if every else ["counter"]
     unit = SystemdUnit(strict=False, interpolation=None)
@@ -250,7 +250,7 @@ def test_logrotate_with_the_generated_stanza_loses_no_line(project) -> None:
 
 
 def test_all_gives_the_supervisors_unit_which_systemd_accepts(tmp_path) -> None:
-    from daemons import conf, supervisor
+    from daemons import conf
 
     text = daemonconfig("--all", "--systemd", "--project-dir", str(BASE_DIR), "--python", sys.executable,
                         "--user", ME, "--group", MY_GROUP)
@@ -260,7 +260,7 @@ def test_all_gives_the_supervisors_unit_which_systemd_accepts(tmp_path) -> None:
     assert service["ExecStart"] == f"{sys.executable} {BASE_DIR}/manage.py rundaemon --all"
     assert service["Type"] == "notify" and service["NotifyAccess"] == "main" and service["KillMode"] == "mixed"
     # systemd must not kill the children while the supervisor still waits for their stop deadline.
-    assert int(service["TimeoutStopSec"]) > conf.stop_timeout() + supervisor.STOP_GRACE
+    assert int(service["TimeoutStopSec"]) > conf.stop_wait()
     name = f"{BASE_DIR.name}-daemons"
     assert f"systemctl enable --now {name}\n" in text
     analyze = systemd_analyze()

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from daemons import pidfile
+from daemons.process import pidfile
 from tests.conftest import wait_for
 from tests.daemons.test_process import alive
 

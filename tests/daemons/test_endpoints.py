@@ -11,8 +11,8 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemons import control
-from daemons.history import Recorder
+from daemons.cluster import control
+from daemons.cluster.history import Recorder
 from daemons.models import Heartbeat
 from tests.conftest import wait_for
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemons.history import Recorder, hourly, tick_counters
+from daemons.cluster.history import Recorder, hourly, tick_counters
 from daemons.models import Heartbeat, TickMinute
 
 T0 = datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)

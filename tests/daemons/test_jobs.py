@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemons.jobs import ScheduledDaemon, job
 from daemons.models import JobRun
+from daemons.scheduling.jobs import ScheduledDaemon, job
 from daemons.testing import tick_times
 
 pytestmark = pytest.mark.django_db

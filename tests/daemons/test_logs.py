@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons import logs
+from daemons.process import logs
 from tests.conftest import wait_for
 from tests.daemons.test_process import alive
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from daemons.generator import GeneratorError, daemon_plan
+from daemons.console.generator import GeneratorError, daemon_plan
 from tests.project_copy import copy_project
 
 pytestmark = pytest.mark.process

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons.notify import Notifier
+from daemons.process.notify import Notifier
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.process

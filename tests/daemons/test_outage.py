@@ -7,7 +7,7 @@ import time
 import pytest
 from django.conf import settings
 
-from daemons.runner import Outage
+from daemons.process.runner import Outage
 from tests.conftest import wait_for
 from tests.daemons.test_process import alive
 from tests.sentry_sink import SentrySink
@@ -34,7 +34,7 @@ def test_locked_sqlite_file_is_an_outage_the_daemon_survives(project) -> None:
         try:
             locker.execute("BEGIN EXCLUSIVE")
             # The daemon wakes on a datagram, so the outage is seen at once.
-            from daemons.wakeup import wake
+            from daemons.cluster.wakeup import wake
 
             wake("writer", project.run_dir)
             wait_for(lambda: "database unavailable" in log.read_text(), message="the outage in the log")
@@ -63,7 +63,7 @@ def test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives(project
     wait_for(lambda: "started" in log.read_text(), message="the daemon to start")
     pg_ctl(cluster, "stop")
     try:
-        from daemons.wakeup import wake
+        from daemons.cluster.wakeup import wake
 
         wake("onboarding", project.run_dir)
         wait_for(lambda: "database unavailable" in log.read_text(), message="the outage in the log")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemons.paths import RunPaths, instances, socket_paths
+from daemons.process.paths import RunPaths, instances, socket_paths
 
 
 def test_instance_zero_has_the_plain_name_others_a_number(settings, tmp_path: Path) -> None:

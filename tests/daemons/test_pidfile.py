@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from daemons import pidfile
-from daemons.pidfile import AlreadyRunning, PidFile, PidFileError
+from daemons.process import pidfile
+from daemons.process.exits import State
+from daemons.process.pidfile import AlreadyRunning, PidFile, PidFileError
 
 
 def test_writes_pid_alone_on_first_line_and_removes_on_release(tmp_path: Path) -> None:
@@ -16,7 +17,7 @@ def test_writes_pid_alone_on_first_line_and_removes_on_release(tmp_path: Path) -
     with PidFile(path):
         assert path.read_text() == f"{os.getpid()}\n"
         assert oct(path.stat().st_mode & 0o777) == oct(0o644)
-        assert pidfile.inspect(path) == pidfile.PidState("running", os.getpid())
+        assert pidfile.inspect(path) == pidfile.PidState(State.RUNNING, os.getpid())
     assert not path.exists()
     assert pidfile.inspect(path).state == "stopped"
 
@@ -75,7 +76,7 @@ def test_refuses_world_writable_run_dir_without_sticky_bit(tmp_path: Path) -> No
 
 def test_a_locked_file_naming_another_process_is_not_trusted(tmp_path: Path) -> None:
     """The number counts only if that very process has the file open (it holds the lock)."""
-    from daemons.stopping import StopError, stop
+    from daemons.console.stopping import StopError, stop
 
     path = tmp_path / "x.pid"
     path.write_text("")

@@ -5,6 +5,8 @@ commands run as they would on a developer's Mac, up to the point where they need
 """
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,8 @@ PROCESS_COMMANDS = [
 @pytest.fixture
 def not_linux(monkeypatch, settings, tmp_path: Path) -> str:
     """This process without os.pidfd_open, on "Darwin"; the run and log directories are the test's own."""
-    monkeypatch.delattr(checks.os, "pidfd_open")
-    monkeypatch.setattr(checks.platform, "system", lambda: "Darwin")
+    monkeypatch.delattr(os, "pidfd_open")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
     settings.DAEMONS_RUN_DIR = str(tmp_path / "run")
     settings.DAEMONS_LOG_DIR = str(tmp_path / "log")
     missing = checks.linux_facilities_missing()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from daemons.privileges import Credentials, PrivilegeError
+from daemons.process.privileges import Credentials, PrivilegeError
 from tests.conftest import wait_for
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root (CI runs as root)")
@@ -41,7 +41,7 @@ def test_hand_over_changes_the_socket_not_what_a_symlink_points_to(tmp_path: Pat
 
 @needs_root
 def test_a_user_daemon_owns_its_wake_socket_and_is_woken_through_it(project) -> None:
-    from daemons.wakeup import wake
+    from daemons.cluster.wakeup import wake
 
     nobody = pwd.getpwnam("nobody")
     home = Path(tempfile.mkdtemp(prefix="daemon-user-"))

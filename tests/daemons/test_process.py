@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemons import pidfile
-from daemons.exits import Exit
+from daemons.process import pidfile
+from daemons.process.exits import Exit
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.process
@@ -205,7 +205,7 @@ def test_tick_exception_is_logged_reported_to_sentry_and_daemon_keeps_running(pr
 
 
 def test_wake_ends_the_wait_at_once(project, tmp_path, settings) -> None:
-    from daemons.wakeup import wake
+    from daemons.cluster.wakeup import wake
 
     ticks = tmp_path / "ticks"
     project.start("counter", env={"TESTAPP_INTERVAL": "3600", "TESTAPP_TICKS_FILE": str(ticks)})

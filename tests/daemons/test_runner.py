@@ -9,7 +9,7 @@ from django.db import connection
 
 from daemons import Daemon, TickResult
 from daemons.models import Heartbeat
-from daemons.runner import Runner
+from daemons.process.runner import Runner
 
 
 class Scripted(Daemon):
@@ -115,7 +115,7 @@ def test_query_log_never_grows_with_debug_on(settings, stop_event, clock, fixed_
 
 
 def test_the_daemon_is_handed_its_stop_and_progress_api(stop_event) -> None:
-    from daemons.base import Control
+    from daemons.daemon import Control
 
     class Worker(Daemon):
         name = "worker"

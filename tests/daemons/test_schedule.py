@@ -7,7 +7,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemons.schedule import Cron, Every, cron, every, format_interval, missed_run, next_run, parse_interval, startup
+from daemons.scheduling.schedule import (
+    Cron,
+    Every,
+    cron,
+    every,
+    format_interval,
+    jittered,
+    missed_run,
+    next_run,
+    parse_interval,
+    startup,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -60,10 +71,11 @@ def test_interval_run_that_overran_skips_the_slots_it_covered() -> None:
 
 def test_interval_jitter_delays_within_bounds_and_is_reproducible() -> None:
     sched = every("1m", jitter="10s")
-    dues = [next_run(sched, T0, T0, rng=random.Random(seed)) for seed in range(50)]
+    dues = [jittered(sched, next_run(sched, T0, T0), random.Random(seed)) for seed in range(50)]
     assert all(T0 + timedelta(minutes=1) <= due <= T0 + timedelta(minutes=1, seconds=10) for due in dues)
     assert len(set(dues)) > 40
-    assert next_run(sched, T0, T0, rng=random.Random(7)) == next_run(sched, T0, T0, rng=random.Random(7))
+    assert jittered(sched, T0, random.Random(7)) == jittered(sched, T0, random.Random(7))
+    assert jittered(cron("0 8 * * *"), T0, random.Random(7)) == T0  # cron jobs are never jittered
     assert str(sched) == "every 1m (jitter 10s)"
 
 
@@ -161,7 +173,7 @@ def test_schedules_describe_themselves() -> None:
 
 
 def test_retry_delays_double_up_to_the_cap_and_never_reach_the_next_scheduled_time() -> None:
-    from daemons.schedule import RETRY_MAX_DELAY, retry_at
+    from daemons.scheduling.schedule import RETRY_MAX_DELAY, retry_at
 
     tomorrow = T0 + timedelta(days=1)
     retries = [retry_at(T0, attempt, timedelta(seconds=10), tomorrow) for attempt in range(1, 10)]
@@ -176,7 +188,7 @@ def test_retry_delays_double_up_to_the_cap_and_never_reach_the_next_scheduled_ti
 
 
 def test_a_recorded_retry_is_kept_until_the_next_scheduled_time() -> None:
-    from daemons.schedule import pending_retry
+    from daemons.scheduling.schedule import pending_retry
 
     daily = cron("0 8 * * *", "UTC")
     failed = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from daemons.exits import Exit
+from daemons.process.exits import Exit
 from tests.conftest import wait_for
 from tests.daemons.test_process import alive
 
@@ -160,7 +160,7 @@ def test_a_number_of_seconds_out_of_range_is_refused_with_the_range(value: str) 
 
 
 def test_installed_handlers_and_wakeup_fd_are_restored_on_the_way_out() -> None:
-    from daemons import signals
+    from daemons.process import signals
 
     def mine(signum, frame) -> None:
         pass

@@ -8,8 +8,9 @@ from datetime import UTC
 
 import pytest
 
+from daemons.console.status import DaemonStatus, worst_exit_code
 from daemons.models import Heartbeat
-from daemons.status import DaemonStatus, worst_exit_code
+from daemons.process.exits import State
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.process
@@ -92,11 +93,11 @@ def test_a_running_daemon_is_starting_during_its_first_interval_not_never() -> N
     from datetime import datetime, timedelta
 
     now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-    row = DaemonStatus(name="d", instance=0, host="h", state="running", interval=5.0,
+    row = DaemonStatus(name="d", instance=0, host="h", state=State.RUNNING, interval=5.0,
                        started_at=now - timedelta(seconds=2))
     assert row.last_tick_label(now) == "starting"
     assert row.last_tick_label(now + timedelta(seconds=10)) == "never"
-    assert DaemonStatus(name="d", instance=0, host="h", state="stopped").last_tick_label(now) == "never"
+    assert DaemonStatus(name="d", instance=0, host="h", state=State.STOPPED).last_tick_label(now) == "never"
     row.last_tick_at = now - timedelta(seconds=1)
     assert row.last_tick_label(now) == "1s ago"
 
@@ -105,8 +106,8 @@ def test_a_running_daemon_is_starting_during_its_first_interval_not_never() -> N
 def test_json_gives_each_scheduled_jobs_last_run_and_next_run_as_data(settings) -> None:
     from datetime import datetime
 
+    from daemons.console.status import read_status
     from daemons.models import JobRun
-    from daemons.status import read_status
 
     settings.TIME_ZONE = "UTC"
     eight = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

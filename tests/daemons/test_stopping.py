@@ -14,8 +14,9 @@ from typing import IO
 
 import pytest
 
-from daemons import pidfile
-from daemons.pidfile import PidFile
+from daemons.process import pidfile
+from daemons.process.exits import State
+from daemons.process.pidfile import PidFile
 from tests.conftest import BASE_DIR, default_signals, wait_for
 from tests.other_user import UserPython, reachable_temp_dir
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.process
 ASK = """
 import json, os, sys
 from pathlib import Path
-from daemons import pidfile, stopping
+from daemons.process import pidfile
+from daemons.console import stopping
 path = Path(sys.argv[1])
 state = pidfile.inspect(path)
 result = {"state": state.state, "pid": state.pid, "fd_readable": os.access(f"/proc/{state.pid}/fd", os.R_OK)}
@@ -43,7 +45,7 @@ print(json.dumps(result))
 HOLD = """
 import os, pwd, signal, sys, time
 from pathlib import Path
-from daemons.pidfile import PidFile
+from daemons.process.pidfile import PidFile
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 lock = PidFile(Path(sys.argv[1]))
 lock.acquire()
@@ -190,7 +192,7 @@ def test_looking_takes_no_lock(tmp_path, monkeypatch) -> None:
 
         monkeypatch.setattr("fcntl.flock", no_locks)
         monkeypatch.setattr("fcntl.lockf", no_locks)
-        assert pidfile.inspect(path) == pidfile.PidState("running", os.getpid())
+        assert pidfile.inspect(path) == pidfile.PidState(State.RUNNING, os.getpid())
         assert pidfile.is_locked(path)
     assert not pidfile.is_locked(path)
 

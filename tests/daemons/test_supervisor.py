@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 
-from daemons import pidfile, registry, supervisor
+from daemons import registry
+from daemons.process import children, pidfile, supervisor
+from daemons.process.exits import State
 from tests.conftest import Project, wait_for
 
 pytestmark = pytest.mark.process
@@ -182,7 +184,7 @@ def test_orphans_stop_and_a_killed_supervisor_leaves_an_ordinary_stale_pid_file(
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=30, message="the orphans to stop")
     assert not (supervised.project.pid_file("counter")).exists()
     own = supervised.project.run_dir / f"{supervisor.NAME}.pid"
-    assert pidfile.inspect(own) == pidfile.PidState("stale", parent)
+    assert pidfile.inspect(own) == pidfile.PidState(State.STALE, parent)
 
     stop = supervised.project.manage("stopdaemon", "--all")
     assert stop.returncode == 0 and f"stale PID file names pid {parent}; not signalled" in stop.stdout
@@ -306,7 +308,7 @@ def test_a_hung_child_is_killed_and_restarted(supervised: Supervised) -> None:
 
 
 def supervision_children(supervised: Supervised) -> dict[str, dict]:
-    out = supervised.project.manage("shell", "-c", "import json; from daemons import supervision; "
+    out = supervised.project.manage("shell", "-c", "import json; from daemons.process import supervision; "
                                     "print(json.dumps(supervision.ask('status')))")
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout.strip().splitlines()[-1])
@@ -413,4 +415,4 @@ def test_a_child_killed_during_a_database_outage_comes_back_with_the_database(su
 def test_restart_backoff_doubles_up_to_the_configured_cap(settings) -> None:
     settings.DAEMONS_RESTART_BACKOFF = 0.5
     settings.DAEMONS_RESTART_BACKOFF_CAP = 3
-    assert [supervisor.restart_backoff(n) for n in range(1, 7)] == [0.5, 1, 2, 3, 3, 3]
+    assert [children.restart_backoff(n) for n in range(1, 7)] == [0.5, 1, 2, 3, 3, 3]

@@ -9,7 +9,7 @@ import pytest
 from django.db import transaction
 
 import daemons
-from daemons import wakeup
+from daemons.cluster import wakeup
 
 
 @pytest.fixture

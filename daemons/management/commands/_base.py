@@ -10,8 +10,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, SystemCheckError
 
 import daemons
-from daemons import checks, logs, registry
-from daemons.base import Daemon
+from daemons import checks, registry
+from daemons.daemon import Daemon
+from daemons.process import logs
 
 MAX_INSTANCE = 999
 MAX_SECONDS = 3600.0

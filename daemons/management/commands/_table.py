@@ -1,4 +1,4 @@
-"""The `daemonstatus` table: one line per daemon instance, whatever its error says, coloured by state."""
+"""The `daemonstatus` tables, this host's and (`--all-hosts`) every host's: one line per instance."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,16 +6,18 @@ from datetime import datetime
 
 from django.core.management.color import Style
 
-from daemons import operations
-from daemons.status import DaemonStatus, format_duration
+from daemons.console import operations
+from daemons.console.status import DaemonStatus
+from daemons.process.exits import State
+from daemons.scheduling.schedule import format_duration
 
 INFO_WIDTH = 160
-STATE_LABELS = {"stale": "stale PID file"}
+STATE_LABELS = {State.STALE: "stale PID file"}
 
 
-def state_style(style: Style, state: str) -> Callable[[str], str]:
+def state_style(style: Style, state: State) -> Callable[[str], str]:
     """The colour of a state: green running, red hung, yellow stale PID file, plain red stopped."""
-    return {"running": style.SUCCESS, "hung": style.ERROR, "stale": style.WARNING}.get(state, style.NOTICE)
+    return {State.RUNNING: style.SUCCESS, State.HUNG: style.ERROR, State.STALE: style.WARNING}.get(state, style.NOTICE)
 
 
 def one_line(text: str, width: int = INFO_WIDTH) -> str:
@@ -53,4 +55,17 @@ def render(rows: list[DaemonStatus], style: Style, now: datetime) -> str:
             f"{row.last_tick_label(now):>10} {row.processed:>7} {style.ERROR(errors) if row.errors else errors}  "
             f"{info(row)}"
         )
+    return "\n".join(lines)
+
+
+def cluster_table(rows: list[DaemonStatus], now: datetime) -> str:
+    """`daemonstatus --all-hosts` as a table: one line per instance, with its host and heartbeat age."""
+    lines = [f"{'HOST':<20} {'NAME':<16} {'STATE':<8} {'PID':>7} {'HEARTBEAT':>10} {'UPTIME':>8} "
+             f"{'DONE':>7} {'ERRORS':>6}  INFO"]
+    for row in rows:
+        label = operations.label(row.name, row.instance)
+        age = f"{format_duration((now - row.last_heartbeat).total_seconds())} ago" if row.last_heartbeat else "-"
+        line = (f"{row.host[:20]:<20} {label:<16} {row.state:<8} {row.pid or '-':>7} {age:>10} "
+                f"{format_duration(row.uptime_seconds):>8} {row.processed:>7} {row.errors:>6}  {row.info}")
+        lines.append(line.rstrip())
     return "\n".join(lines)

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from daemons import deployment
+from daemons.console import deployment
 
 from ._base import DaemonCommand, usage_error
 
@@ -55,9 +55,9 @@ class Command(DaemonCommand):
         parser.add_argument("--env-file", type=Path, help="environment file (default: PROJECT_DIR/.env)")
         parser.add_argument("--watchdog", type=seconds_type, help="systemd WatchdogSec (default: 3 intervals, >= 30)")
 
-    def handle(self, *args, name: str | None, all_daemons: bool, kind: str, project_dir: Path | None,
+    def handle(self, *args: Any, name: str | None, all_daemons: bool, kind: str, project_dir: Path | None,
                python: Path | None, user: str | None, group: str | None, env_file: Path | None, watchdog: int | None,
-               **options) -> None:
+               **options: Any) -> None:
         where: dict[str, Any] = dict(project_dir=project_dir, python=python, user=user, group=group, env_file=env_file,
                      watchdog_seconds=watchdog)
         if all_daemons and name is not None:

@@ -7,8 +7,8 @@ from django.core.management.base import CommandParser
 from django.core.management.commands.shell import Command as ShellCommand
 from django.utils import timezone
 
-from daemons import logs
-from daemons.base import Daemon, TickResult
+from daemons.daemon import Daemon, TickResult
+from daemons.process import logs
 
 from ._base import DaemonCommandMixin
 

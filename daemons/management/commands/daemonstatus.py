@@ -5,12 +5,13 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from daemons.status import DaemonStatus, cluster_statuses, cluster_table, read_statuses, worst_exit_code
+from daemons.console.status import DaemonStatus, cluster_statuses, read_statuses, worst_exit_code
 
 from . import _table
 from ._base import DaemonCommand, seconds_type
@@ -36,8 +37,8 @@ class Command(DaemonCommand):
                           metavar="SECONDS",
                           help=f"redraw the table every SECONDS (default {WATCH_EVERY:g}) until Ctrl-C")
 
-    def handle(self, *args, names: list[str], every: bool, json: bool, watch: float | None, all_hosts: bool = False,
-               **options) -> None:
+    def handle(self, *args: Any, names: list[str], every: bool, json: bool, watch: float | None,
+               all_hosts: bool = False, **options: Any) -> None:
         if every and names:
             raise CommandError("give daemon NAMEs or --all, not both", returncode=2)
         for name in names:
@@ -52,7 +53,7 @@ class Command(DaemonCommand):
         if json:
             self.stdout.write(_json_dumps([row.as_json() for row in rows]))
         elif all_hosts:
-            self.stdout.write(cluster_table(rows, timezone.now()))
+            self.stdout.write(_table.cluster_table(rows, timezone.now()))
         else:
             self.stdout.write(_table.render(rows, self.style, timezone.now()))
         code = worst_exit_code(rows)

@@ -1,14 +1,16 @@
-"""`manage.py makedaemon NAME [--app APP] [--every 30s | --cron EXPR]`: a thin shell over `daemons.generator`."""
+"""`manage.py makedaemon NAME [--app APP] [--every 30s | --cron EXPR]`: a thin shell over `console.generator`."""
 from __future__ import annotations
 
 import argparse
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from daemons import generator, schedule
+from daemons.console import generator
+from daemons.scheduling import schedule
 
 from ._base import DaemonCommand
 
@@ -39,8 +41,8 @@ class Command(DaemonCommand):
         when.add_argument("--every", type=every_type, help="tick interval, e.g. 30s, 5m, 1h (default 5s)")
         when.add_argument("--cron", type=cron_type, help='a cron expression in TIME_ZONE, e.g. "*/5 * * * *"')
 
-    def handle(self, *args, name: str, app_label: str | None, every: timedelta | None, cron: str | None,
-               **options) -> None:
+    def handle(self, *args: Any, name: str, app_label: str | None, every: timedelta | None, cron: str | None,
+               **options: Any) -> None:
         base_dir = Path(settings.BASE_DIR).resolve()
         try:
             made = generator.daemon_generate(name=name, base_dir=base_dir, app_label=app_label, every=every, cron=cron)

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from django.core.management.base import CommandError
 
-from daemons import operations, supervision
-from daemons.exits import Exit
-from daemons.lifecycle import StartupError
-from daemons.operations import ControlError
-from daemons.privileges import Credentials, PrivilegeError
+from daemons.console import operations
+from daemons.console.operations import ControlError
+from daemons.console.stopping import StopError
+from daemons.process import supervision
+from daemons.process.exits import Exit
+from daemons.process.lifecycle import StartupError
+from daemons.process.privileges import Credentials, PrivilegeError
 
 from ._base import DaemonCommand
 
@@ -27,8 +30,8 @@ class Command(DaemonCommand):
         self.add_stop_arguments(parser)
         self.add_credentials_arguments(parser)
 
-    def handle(self, *args, names: list[str], every: bool, instance: int, timeout: float | None, kill: bool,
-               user: str | None, group: str | None, **options) -> None:
+    def handle(self, *args: Any, names: list[str], every: bool, instance: int, timeout: float | None, kill: bool,
+               user: str | None, group: str | None, **options: Any) -> None:
         if every == bool(names):
             raise CommandError("give daemon NAMEs or --all, not both" if every else "give a daemon's NAME or --all",
                                returncode=Exit.USAGE)
@@ -45,7 +48,7 @@ class Command(DaemonCommand):
         try:
             done = operations.restart(daemon_cls, instance=instance, timeout=timeout, kill=kill,
                                       credentials=Credentials.resolve(user, group))
-        except (ControlError, StartupError, PrivilegeError) as exc:
+        except (ControlError, StartupError, PrivilegeError, StopError) as exc:
             raise self.fail(label, str(exc)) from None
         if done.old_pid is None:
             self.stdout.write(f"{label} was not running; started (pid {done.new_pid}); log: {done.log}")
@@ -57,7 +60,7 @@ class Command(DaemonCommand):
     def restart_supervisor(self, timeout: float | None, kill: bool) -> None:
         try:
             stopped, started = operations.restart_supervisor(timeout=timeout, kill=kill)
-        except (ControlError, StartupError) as exc:
+        except (ControlError, StartupError, StopError) as exc:
             raise self.fail(supervision.NAME, str(exc)) from None
         old = stopped.outcome.pid if stopped.outcome is not None else None
         self.stdout.write(f"{supervision.NAME} restarted: pid {old} stopped, pid {started.pid} started with "

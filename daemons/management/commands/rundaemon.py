@@ -1,4 +1,4 @@
-"""`manage.py rundaemon NAME [--detach | --once | --reload]`: a thin shell over `daemons.lifecycle`."""
+"""`manage.py rundaemon NAME [--detach | --once | --reload]`: a thin shell over `daemons.process.lifecycle`."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +7,15 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from daemons import operations, registry, reload, supervision, supervisor
-from daemons.exits import Exit
-from daemons.lifecycle import Lifecycle, StartupError
-from daemons.privileges import Credentials, PrivilegeError
+from daemons import registry
+from daemons.console import operations
+from daemons.console.operations import SupervisorStarted
+from daemons.daemon import Daemon
+from daemons.process import children, reload, supervision
+from daemons.process.children import ChildSpec
+from daemons.process.exits import Exit
+from daemons.process.lifecycle import Lifecycle, StartupError
+from daemons.process.privileges import Credentials, PrivilegeError
 
 from ._base import DaemonCommand, registered_names
 
@@ -42,8 +47,8 @@ class Command(DaemonCommand):
         # One daemon in the foreground (--once, --reload included) runs anywhere; detaching and supervising don't.
         return options["detach"] or supervised(options["names"], options["all_daemons"])
 
-    def handle(self, *args, names: list[str], all_daemons: bool, detach: bool, once: bool, reload: bool,
-               instance: int, user: str | None, group: str | None, **options) -> None:
+    def handle(self, *args: Any, names: list[str], all_daemons: bool, detach: bool, once: bool, reload: bool,
+               instance: int, user: str | None, group: str | None, **options: Any) -> None:
         if supervised(names, all_daemons):
             if reload:
                 raise CommandError("--reload runs one daemon; give exactly one NAME", returncode=Exit.USAGE)
@@ -54,14 +59,7 @@ class Command(DaemonCommand):
         try:
             credentials = Credentials.resolve(user, group)
             if detach:
-                started = operations.start(daemon_cls, instance=instance, credentials=credentials)
-                label = operations.label(name, instance)
-                if started.already_running:
-                    self.stdout.write(f"{label} already running (pid {started.pid})")
-                elif started.supervised:
-                    self.stdout.write(f"{label} started by the supervisor (pid {started.pid}); log: {started.log}")
-                else:
-                    self.stdout.write(f"{label} started (pid {started.pid}); log: {started.log}")
+                self.start_detached(daemon_cls, instance, credentials)
                 return
             lifecycle = Lifecycle.for_daemon(daemon_cls, instance=instance, once=once, credentials=credentials)
             if reload:
@@ -78,8 +76,18 @@ class Command(DaemonCommand):
         if code:
             raise self.fail(name, f"exited with status {code}; see its log", returncode=code)
 
+    def start_detached(self, daemon_cls: type[Daemon], instance: int, credentials: Credentials | None) -> None:
+        started = operations.start(daemon_cls, instance=instance, credentials=credentials)
+        label = operations.label(daemon_cls.name, instance)
+        if started.already_running:
+            self.stdout.write(f"{label} already running (pid {started.pid})")
+        elif started.supervised:
+            self.stdout.write(f"{label} started by the supervisor (pid {started.pid}); log: {started.log}")
+        else:
+            self.stdout.write(f"{label} started (pid {started.pid}); log: {started.log}")
+
     def run_reloading(self, lifecycle: Lifecycle) -> int:
-        """Run under `daemons.reload`; the child ends here with its own status (3 asks for a new one)."""
+        """Run under `daemons.process.reload`; the child ends here with its own status (3 asks for a new one)."""
         code = reload.run_with_reloader(lifecycle.run)
         if reload.is_child():
             sys.exit(code)
@@ -87,6 +95,14 @@ class Command(DaemonCommand):
 
     def supervise(self, names: list[str], *, every: bool, detach: bool, single: bool) -> None:
         """`rundaemon --all` and `rundaemon NAME1 NAME2 ...`: the daemons not running yet, under one supervisor."""
+        specs = self.supervised_specs(names, every=every, single=single)
+        try:
+            done = operations.start_supervisor(specs, detach=detach)
+        except StartupError as exc:
+            raise self.fail(supervision.NAME, str(exc)) from None
+        self.report_supervised(done, detach=detach)
+
+    def supervised_specs(self, names: list[str], *, every: bool, single: bool) -> list[ChildSpec]:
         if every and names:
             raise CommandError("give daemon names or --all, not both", returncode=Exit.USAGE)
         if not every and not names:
@@ -95,15 +111,14 @@ class Command(DaemonCommand):
             raise CommandError("--once, --instance, --user and --group work with a single daemon only",
                                returncode=Exit.USAGE)
         try:
-            specs = supervisor.child_specs(names or None)
+            specs = children.child_specs(names or None)
         except registry.UnknownDaemon as exc:
             raise CommandError(str(exc)) from None
         if not specs:
             raise CommandError("no daemons are registered")
-        try:
-            done = operations.start_supervisor(specs, detach=detach)
-        except StartupError as exc:
-            raise self.fail(supervision.NAME, str(exc)) from None
+        return specs
+
+    def report_supervised(self, done: SupervisorStarted, *, detach: bool) -> None:
         for label, pid in done.left_alone.items():
             self.stdout.write(f"{label} already running (pid {pid}); left alone")
         if done.pid is None:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from daemons import operations
-from daemons.operations import ControlError
+from daemons.console import operations
+from daemons.console.operations import ControlError
+from daemons.console.stopping import StopError
 
 from ._base import DaemonCommand
 
@@ -25,12 +27,12 @@ class Command(DaemonCommand):
                             help="; ".join(f"{action}: {ACTION_HELP[action]}" for action in operations.ACTIONS))
         self.add_instance_argument(parser)
 
-    def handle(self, *args, name: str, action: str, instance: int, **options) -> None:
+    def handle(self, *args: Any, name: str, action: str, instance: int, **options: Any) -> None:
         self.daemon_class(name)
         label = operations.label(name, instance)
         try:
             pid = operations.signal_daemon(name, instance, action)
-        except ControlError as exc:
+        except (ControlError, StopError) as exc:
             raise self.fail(label, str(exc)) from None
         if pid is None:
             raise self.fail(label, f"not running; nothing to {action}", returncode=3)

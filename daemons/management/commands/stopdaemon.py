@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from django.core.management.base import CommandError
 
-from daemons import operations, pidfile
-from daemons.operations import StopReport, StopTarget
+from daemons import conf
+from daemons.console import operations
+from daemons.console.operations import StopReport, StopTarget
+from daemons.process import pidfile
 
 from ._base import DaemonCommand
 
@@ -22,8 +25,8 @@ class Command(DaemonCommand):
         self.add_stop_arguments(parser)
         self.add_instance_argument(parser)
 
-    def handle(self, *args, name: str | None, every: bool, timeout: float | None, kill: bool, instance: int,
-               **options) -> None:
+    def handle(self, *args: Any, name: str | None, every: bool, timeout: float | None, kill: bool, instance: int,
+               **options: Any) -> None:
         if every == bool(name):
             raise CommandError("give a daemon's NAME or --all, not both" if every else "give a daemon's NAME or --all",
                                returncode=2)
@@ -36,7 +39,7 @@ class Command(DaemonCommand):
             assert name is not None  # NAME or --all, checked above
             self.daemon_class(name)
             targets = [operations.stop_target(name, instance)]
-        self.timeout = operations.stop_wait() if timeout is None else timeout
+        self.timeout = conf.stop_wait() if timeout is None else timeout
         reports = operations.stop_many(targets, timeout=self.timeout, kill=kill, on_done=self.done,
                                        on_wait=self.waiting)
         failed = [report for report in reports if report.outcome is None or report.outcome.state == "timeout"]

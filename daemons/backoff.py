@@ -1,7 +1,0 @@
-"""The one backoff rule: a delay that doubles per consecutive failure, up to a cap."""
-from __future__ import annotations
-
-
-def backoff(failures: int, *, base: float, cap: float) -> float:
-    """The delay after the `failures`-th consecutive failure (1, 2, ...): `base` doubled each time, at most `cap`."""
-    return min(cap, base * 2 ** max(0, failures - 1))
