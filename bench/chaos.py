@@ -91,7 +91,7 @@ def check(sink_copies: dict[str, list[tuple[str, float]]], refused: set[str], fa
     pending = Customer.objects.pending().count()
     # Not onboarded and no longer pending (failed, or set aside for a person): each must say why.
     settled = Customer.objects.filter(onboarded_at__isnull=True).exclude(pk__in=Customer.objects.pending().values("pk"))
-    unexplained = settled.filter(last_error="").count()
+    unexplained = settled.filter(last_error="", attention_reason="").count()
     rows = Onboarding.objects.count()
     distinct = Onboarding.objects.values("customer_id").distinct().count()
     recorded = dict(Onboarding.objects.values_list("customer__email", "message_id"))

@@ -660,22 +660,23 @@ class Breaker:
         return True
 
     def trip(self, now: datetime, *, reason: str, server_to_blame: bool = False) -> None:
-        ids = [customer.pk for customer, _ in self.held]
-        last_error = error_describe(self.held[-1][1])
-        self.held.clear()
+        held, self.held = self.held, []
+        ids = [customer.pk for customer, _ in held]
+        last_error = error_describe(held[-1][1])
         with transaction.atomic():
-            held = Customer.objects.filter(pk__in=ids, claimed_by=str(self.owner), onboarded_at__isnull=True)
-            # Unless a policy reply put the blame on the server, whose refusal it was is unknown: counted as an
-            # unknown outcome, so customers refused trip after trip with nobody else to prove the server (the
-            # last few of a queue, say) are not held for ever.
-            held.update(claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1),
-                        unknown_outcomes=F("unknown_outcomes") + (0 if server_to_blame else 1))
+            for customer, exc in held:
+                # Unless a policy reply put the blame on the server, whose refusal it was is unknown: counted as
+                # an unknown outcome, so customers refused trip after trip with nobody else to prove the server
+                # (the last few of a queue, say) are not held for ever.
+                Customer.objects.filter(pk=customer.pk, claimed_by=str(self.owner), onboarded_at__isnull=True).update(
+                    claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1),
+                    last_error=error_describe(exc), unknown_outcomes=F("unknown_outcomes") + (not server_to_blame))
             Customer.objects.filter(pk__in=ids, unknown_outcomes__gte=settings.ONBOARDING_MAX_UNKNOWN_OUTCOMES,
                                     claimed_by="", onboarded_at__isnull=True, attention_at__isnull=True).update(
                 attention_at=now, next_attempt_at=None, attention_reason=(
                     "refused every time it was tried, by a mail server that accepted nobody else meanwhile (the "
-                    f"address may be bad, or the server may refuse everyone); check, then retry. Last: {last_error}"
-                )[:2000])
+                    "address may be bad, or the server may refuse everyone); check, then retry. Last: "
+                    f"{last_error}")[:2000])
         self.suspects.update(ids)
         self.proven = False
         raise MailServerUnavailable(f"the mail server refuses everyone: {reason}; last reply: {last_error}")

@@ -460,5 +460,7 @@ def test_bad_addresses_with_nobody_else_to_send_to_are_set_aside_not_held_for_ev
     reasons = set(Customer.objects.filter(attention_at__isnull=False).values_list("attention_reason", flat=True))
     assert len(reasons) == 1 and Customer.objects.filter(attention_at__isnull=False).count() == 3
     assert next(iter(reasons)).startswith("refused every time it was tried") and "5.1.1" in next(iter(reasons))
+    # Each says what its own last reply was, as every settled customer does.
+    assert all("5.1.1" in error for error in Customer.objects.values_list("last_error", flat=True))
     daemon.mail_retry_at = 0
     assert daemon.tick(later + timedelta(hours=1)).idle  # set aside: not tried again until someone retries them
