@@ -242,13 +242,9 @@ class Injector:
         rotated = host.log_dir.with_name(f"{host.log_dir.name}.{len(self.faults)}")
         host.log_dir.rename(rotated)
         host.log_dir.mkdir()
-        signalled = []
-        for service in self.world.services:
-            if service.host is host and service.pid is not None:
-                pids = [service.pid]
-                if service.supervisor:
-                    pids += [pid for name in ("onboarding", "digest") if (pid := host.holder(name)) is not None]
-                signalled += [pid for pid in pids if _signal(pid, signal.SIGHUP)]
+        # As logrotate's postrotate does: to the processes the PID files name, so a process still starting
+        # (whose handlers are not installed yet, and whose PID file does not name it yet) is left alone.
+        signalled = [pid for pid in host.holders() if _signal(pid, signal.SIGHUP)]
         return f"{host.name}: {rotated.name}, SIGHUP to {len(signalled)} processes"
 
 

@@ -97,6 +97,11 @@ class Host:
         """The PID of the process holding daemon `name`'s lock on this host, or None."""
         return pidfile.read_holder(self.run_dir / f"{stem(name, instance)}.pid", wait=0)
 
+    def holders(self) -> list[int]:
+        """The PIDs that this host's PID files name and whose locks they hold."""
+        found = (pidfile.read_holder(path, wait=0) for path in sorted(self.run_dir.glob("*.pid")))
+        return [pid for pid in found if pid is not None]
+
     def leftovers(self) -> list[str]:
         """PID files and sockets left in the run directory (after everything stopped there should be none)."""
         return sorted(path.name for path in self.run_dir.iterdir() if path.suffix in (".pid", ".sock")
