@@ -580,28 +580,49 @@ def customer_onboard(
     called while the reply is awaited (see `message_send`).
     """
     own_mail = mail is None
+    error: Exception | None = None
     try:
         if mail is None:
             mail = mail_connection()
-        message_send(welcome_email(customer), mail, keepalive=keepalive)
-    except SendOutcomeUnknown as exc:
-        row = customer_onboarding_failed(customer=customer, owner=owner, error=exc, now=now or timezone.now(),
-                                         outcome_unknown=True)
-        if row is None:
-            return OnboardResult(Outcome.NOT_OURS, customer, error_describe(exc))
-        return OnboardResult(Outcome.ATTENTION if row.attention_at else Outcome.UNKNOWN, row, error_describe(exc))
+        welcome_send(customer, mail, keepalive=keepalive)
     except Exception as exc:
-        if is_mail_outage(exc):
-            raise MailServerUnavailable(error_describe(exc)) from exc
-        if breaker is not None and is_permanent(exc) and breaker.refused(customer, exc, now or timezone.now()):
-            return OnboardResult(Outcome.HELD, customer, error_describe(exc))
-        row = customer_onboarding_failed(customer=customer, owner=owner, error=exc, now=now or timezone.now())
-        if row is None:
-            return OnboardResult(Outcome.NOT_OURS, customer, error_describe(exc))
-        return OnboardResult(Outcome.FAILED if row.failed_at else Outcome.RETRY, row, error_describe(exc))
+        error = exc
     finally:
         if own_mail and mail is not None:
             mail.close()
+    return send_record(customer=customer, owner=owner, error=error, now=now, breaker=breaker)
+
+
+def welcome_send(customer: Customer, mail: BaseEmailBackend, keepalive: Callable[[], object] | None = None) -> None:
+    """Send `customer` the welcome email through `mail`, and nothing else: no database, so any thread may call it.
+
+    Errors propagate as `message_send` raises them; `send_record` says what they mean for the customer.
+    """
+    message_send(welcome_email(customer), mail, keepalive=keepalive)
+
+
+def send_record(*, customer: Customer, owner: Owner, error: Exception | None, now: datetime | None = None,
+                breaker: Breaker | None = None) -> OnboardResult:
+    """Record the outcome of `welcome_send` to `customer`: `error` is what it raised, None if the server took it.
+
+    See `customer_onboard` for what each outcome records; raises `MailServerUnavailable` for a failure of the
+    mail server itself (or one the `breaker` holds back), recording nothing against the customer.
+    """
+    if isinstance(error, SendOutcomeUnknown):
+        row = customer_onboarding_failed(customer=customer, owner=owner, error=error, now=now or timezone.now(),
+                                         outcome_unknown=True)
+        if row is None:
+            return OnboardResult(Outcome.NOT_OURS, customer, error_describe(error))
+        return OnboardResult(Outcome.ATTENTION if row.attention_at else Outcome.UNKNOWN, row, error_describe(error))
+    if error is not None:
+        if is_mail_outage(error):
+            raise MailServerUnavailable(error_describe(error)) from error
+        if breaker is not None and is_permanent(error) and breaker.refused(customer, error, now or timezone.now()):
+            return OnboardResult(Outcome.HELD, customer, error_describe(error))
+        row = customer_onboarding_failed(customer=customer, owner=owner, error=error, now=now or timezone.now())
+        if row is None:
+            return OnboardResult(Outcome.NOT_OURS, customer, error_describe(error))
+        return OnboardResult(Outcome.FAILED if row.failed_at else Outcome.RETRY, row, error_describe(error))
     if breaker is not None:
         breaker.accepted()
     if customer_onboarding_complete(customer=customer, owner=owner, now=now or timezone.now()):
