@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import os
 import random
@@ -25,7 +26,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends import smtp
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.template.loader import render_to_string
@@ -704,20 +705,44 @@ def customer_onboarding_complete(*, customer: Customer, owner: Owner, now: datet
 
     Returns False, changing nothing, when the claim was lost to another process, its lease
     ended by the database's clock (a process cut off past its lease records nothing: another
-    may be onboarding the customer), or the customer is already onboarded.
+    may be onboarding the customer), or the customer is already onboarded. Two statements,
+    written once per process (`completion_statements`): this runs once per customer.
     """
-    with transaction.atomic():
-        won = Customer.objects.filter(
-            pk=customer.pk, claimed_by=str(owner), claim_expires_at__gte=Now(), onboarded_at__isnull=True
-        ).update(
-            onboarded_at=now, claimed_by="", claim_expires_at=None, next_attempt_at=None
-        )
-        if not won:
+    update, insert = completion_statements(connection.vendor)
+    at = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(update, [at, customer.pk, str(owner)])
+        if not cursor.rowcount:
             return False
-        Onboarding.objects.create(
-            customer=customer, onboarded_at=now, message_id=welcome_message_id(customer), onboarded_by=str(owner)
-        )
+        cursor.execute(insert, [customer.pk, at, welcome_message_id(customer), str(owner)])
     return True
+
+
+@functools.cache
+def completion_statements(vendor: str) -> tuple[str, str]:
+    """The UPDATE and the INSERT of `customer_onboarding_complete` on the `vendor` backend, with their placeholders.
+
+    Built once from the models' tables and columns and the backend's own `Now()`: compiling
+    an ORM UPDATE and INSERT costs more than running them. The UPDATE takes the time,
+    the customer's id and the owner; the INSERT the customer's id, the time, the
+    Message-ID and the owner.
+    """
+    quote = connection.ops.quote_name
+
+    def column(model: type[models.Model], name: str) -> str:
+        [field] = [field for field in model._meta.concrete_fields if field.name == name]
+        return quote(str(field.column))
+
+    db_now, _ = Customer.objects.none().query.get_compiler(connection=connection).compile(Now())
+    set_done = ", ".join(f"{column(Customer, name)} = NULL"
+                         for name in ("claim_expires_at", "next_attempt_at"))
+    update = (f"UPDATE {quote(Customer._meta.db_table)} SET {column(Customer, 'onboarded_at')} = %s, "
+              f"{column(Customer, 'claimed_by')} = '', {set_done} "
+              f"WHERE {column(Customer, 'id')} = %s AND {column(Customer, 'claimed_by')} = %s "
+              f"AND {column(Customer, 'claim_expires_at')} >= {db_now} AND {column(Customer, 'onboarded_at')} IS NULL")
+    fields = ", ".join(column(Onboarding, name) for name in ("customer", "onboarded_at", "message_id", "onboarded_by"))
+    insert = f"INSERT INTO {quote(Onboarding._meta.db_table)} ({fields}) VALUES (%s, %s, %s, %s)"
+    return update, insert
 
 
 def error_describe(exc: BaseException) -> str:
