@@ -4,11 +4,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import email
+import threading
 from dataclasses import dataclass, field
 
 import pytest
 
 from customers import onboarding
+from customers.daemons import MailLane
 from customers.models import Customer, Onboarding
 from tests.conftest import wait_for
 from tests.customers.conftest import SinkHandler, SmtpSink, customers_seed, onboarding_env
@@ -130,3 +132,23 @@ def test_a_kill_9_resends_at_most_the_emails_in_flight(project, settings) -> Non
     assert len(handler.arrivals) == 12 + 3
     for address, message_ids in by_address.items():
         assert set(message_ids) == {onboarding.welcome_message_id(customers[address])}
+
+
+def test_a_batch_of_one_is_sent_from_the_ticking_thread(db, fixed_now, settings, gate_sink, monkeypatch) -> None:
+    settings.ONBOARDING_SEND_CONCURRENCY = 3
+    senders = []
+    send = MailLane.send
+
+    def watched(lane, customer, keepalive):
+        senders.append(threading.current_thread())
+        return send(lane, customer, keepalive)
+
+    monkeypatch.setattr(MailLane, "send", watched)
+    daemon = ready_daemon()
+    customers_seed(1, prefix="alone")
+    assert daemon.tick(fixed_now).summary == "onboarded 1 customer"
+    customers_seed(2, prefix="pair")
+    assert daemon.tick(fixed_now).summary == "onboarded 2 customers"
+    daemon.teardown()
+    assert senders[0] is threading.current_thread()
+    assert all(sender is not threading.current_thread() for sender in senders[1:]) and len(senders) == 3
