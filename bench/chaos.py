@@ -73,6 +73,8 @@ def product_env(database_url: str, sink_url: str, static_root: Path) -> dict[str
         # Retries come within seconds, so the backlog drains within the run's deadline.
         "ONBOARDING_RETRY_BASE_SECONDS": "1",
         "ONBOARDING_RETRY_MAX_SECONDS": "10",
+        # Two emails in flight per daemon: the duplicates a fault may cause are counted in them (chaos_faults).
+        "ONBOARDING_SEND_CONCURRENCY": "2",
     })
     return env
 

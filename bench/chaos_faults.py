@@ -2,9 +2,9 @@
 
 Each kind says how many messages in flight it may duplicate (`FaultKind.duplicates`): a process
 that dies, hangs or loses the database between "the server stored the email" and "the send is
-recorded" may send that one email again; a server that goes away mid-DATA does the same to every
-instance's message in flight. A refusal at RCPT stores nothing; a skewed clock or a rotated log
-must duplicate nothing.
+recorded" may send its emails in flight (SENDS_IN_FLIGHT) again; a server that goes away
+mid-DATA does the same to every instance's messages in flight. A refusal at RCPT stores nothing;
+a skewed clock or a rotated log must duplicate nothing.
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 
 from bench.chaos_world import Host, Service, Sink
 
+# Each onboarding process has this many messages in flight: the ONBOARDING_SEND_CONCURRENCY that
+# `bench.chaos.product_env` gives the run's daemons and this process alike.
+SENDS_IN_FLIGHT = int(os.environ.get("ONBOARDING_SEND_CONCURRENCY", "1"))
 # Seconds: how long the SMTP faults and the clock skew last, and how long DATA replies take.
 SMTP_DOWN = 10.0
 SLOW_DATA_REPLY = 20.0
@@ -160,14 +163,14 @@ class Injector:
                 return None
             victim = rng.choice(alive)
             victim.kill()
-            return Fault(kind, at, victim.label, 1)
+            return Fault(kind, at, victim.label, SENDS_IN_FLIGHT)
         if kind is FaultKind.KILL_SUPERVISOR:
             supervisors = [service for service in world.services if service.supervisor and service.pid is not None]
             if not supervisors:
                 return None
             victim = rng.choice(supervisors)
             victim.kill()
-            return Fault(kind, at, victim.label, 1)
+            return Fault(kind, at, victim.label, SENDS_IN_FLIGHT)
         if kind is FaultKind.KILL_CHILD:
             children = [(service.host, name) for service in world.services if service.supervisor
                         for name in ("onboarding", "digest") if service.host.holder(name) is not None]
@@ -177,7 +180,7 @@ class Injector:
             pid = host.holder(name)
             if pid is None or not _signal(pid, signal.SIGKILL):
                 return None
-            return Fault(kind, at, f"{host.name}/{name} (pid {pid})", 1 if name == "onboarding" else 0)
+            return Fault(kind, at, f"{host.name}/{name} (pid {pid})", SENDS_IN_FLIGHT if name == "onboarding" else 0)
         if kind is FaultKind.SIGSTOP:
             processes = [(label, pid) for label, pid in self._onboarding_processes() if not self.busy(f"stop:{pid}")]
             if not processes:
@@ -186,17 +189,17 @@ class Injector:
             if not _signal(pid, signal.SIGSTOP):
                 return None
             self.later(world.hung_after + 3.0, f"stop:{pid}", lambda: _signal(pid, signal.SIGCONT))
-            return Fault(kind, at, f"{label} (pid {pid}) for {world.hung_after + 3.0:g} s", 1)
+            return Fault(kind, at, f"{label} (pid {pid}) for {world.hung_after + 3.0:g} s", SENDS_IN_FLIGHT)
         if kind is FaultKind.PG_RESTART:
             if self.restarting is not None and self.restarting.is_alive():
                 return None
             self.restarting = threading.Thread(target=self._pg_restart, name="pg-restart", daemon=True)
             self.restarting.start()
-            return Fault(kind, at, "postgresql", len(self._onboarding_processes()))
+            return Fault(kind, at, "postgresql", SENDS_IN_FLIGHT * len(self._onboarding_processes()))
         if kind is FaultKind.SMTP_DOWN:
             world.sink.stop()
             self.later(SMTP_DOWN, "smtp", world.sink.normal)
-            return Fault(kind, at, f"smtp for {SMTP_DOWN:g} s", len(self._onboarding_processes()))
+            return Fault(kind, at, f"smtp for {SMTP_DOWN:g} s", SENDS_IN_FLIGHT * len(self._onboarding_processes()))
         if kind is FaultKind.SMTP_SLOW_DATA:
             world.sink.slow_data(SLOW_DATA_REPLY)
             self.later(SLOW_DATA_WINDOW, "smtp", world.sink.normal)

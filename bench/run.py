@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import procstat, report, servers
 from bench.peers.counter import total as counted_queries
 from bench.servers import ServerError, ServerSet
-from bench.systems import BY_KEY, OURS, ROOT, SYSTEMS, System, unavailable
+from bench.systems import BY_KEY, FLOOR_CONNECTIONS, OURS, ROOT, SYSTEMS, System, unavailable
 
 PY = sys.executable
 SECRET_KEY = "bench-" + "k7Qz9vX2pL" * 6
@@ -217,9 +217,10 @@ class Bench:
         try:
             self.driver(env, "seed", str(n), timeout=600)
             command = list(system.command)
-            if system.key == "floor":
+            if system.key in FLOOR_CONNECTIONS:
                 assert self.smtp is not None, "run() starts the servers first"
-                command += [env["DATABASE_URL"][len("sqlite:///"):], str(self.smtp.port)]
+                command += [env["DATABASE_URL"][len("sqlite:///"):], str(self.smtp.port),
+                            str(FLOOR_CONNECTIONS[system.key])]
             log = open(directory / "worker.log", "w")
             began = datetime.datetime.now(datetime.UTC)
             worker.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -246,7 +247,7 @@ class Bench:
         result.update(system=system.key, run=run, drain_per_s=n / seconds, drain_seconds=seconds,
                       first_onboarded_s=(first - began).total_seconds())
         result["rss_drain_kib"], result["pss_drain_kib"] = procstat.memory_kib(worker.pids())
-        if system.key != "floor":  # the floor's stdlib sqlite3 isn't counted
+        if system.key not in FLOOR_CONNECTIONS:  # the floor's stdlib sqlite3 isn't counted
             result["queries_per_customer"] = worker.queries() / n
         if system.latency:
             self.progress.show(f"{tag}: {self.args.rate:g} signups/s for {self.args.latency_seconds:g} s")

@@ -48,7 +48,10 @@ SYSTEMS = (
     System("huey", "Huey, SqliteHuey", (*MANAGE, "run_huey", "--quiet"), peer="huey", needs=("huey",)),
     System("floor", "floor: stdlib sqlite3 + smtplib, one connection", (PY, str(ROOT / "bench" / "floor.py")),
            latency=False, idle=False, needs=("aiosmtpd",)),
+    System("floor-2", "floor: stdlib sqlite3 + smtplib, two connections",
+           (PY, str(ROOT / "bench" / "floor.py")), latency=False, idle=False, needs=("aiosmtpd",)),
 )
+FLOOR_CONNECTIONS = {"floor": 1, "floor-2": 2}  # the floors, by key: how many SMTP connections each sends over
 BY_KEY = {system.key: system for system in SYSTEMS}
 OURS = "ours-sqlite"  # the row every ratio is taken against
 

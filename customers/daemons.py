@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from daemons.jobs import ScheduledDaemon, job
 
 from . import onboarding, selectors
 from .digest import digest_send
+from .models import Customer
 from .onboarding import Outcome
 
 # Outcomes that are failures to onboard this time: logged, reported, and the SMTP session not reused.
@@ -32,6 +34,44 @@ class OnboardingFailure(Exception):
     """What Sentry gets for one customer's failure: its id and a redacted error, no address."""
 
 
+class MailLane:
+    """One of the daemon's SMTP connections, kept across ticks, and the customer whose email goes through it now.
+
+    Its connection is made only when there is mail to send, so an idle tick touches no
+    server; one left idle since an earlier tick is checked with a NOOP before it is trusted
+    with a message. `send` touches no database, so a lane may send from any thread.
+    """
+
+    def __init__(self) -> None:
+        self.mail: BaseEmailBackend | None = None
+        self.closer: Callable[[], object] = lambda: None
+        self.used_at = 0.0  # time.monotonic() of the last send through it
+        self.checked = False  # its session was found alive (or made) in this tick
+        # Whose email is going through it; read by work_in_progress() from another thread.
+        self.customer: Customer | None = None
+
+    def send(self, customer: Customer, keepalive: Callable[[], object] | None) -> Exception | None:
+        """Send `customer` the welcome email; return what the send raised, or None if the server took it."""
+        try:
+            if self.mail is None:
+                self.mail = onboarding.mail_connection()
+                # A daemon dropped without teardown (a test's, say) still ends its session.
+                self.closer = weakref.finalize(self, onboarding.mail_close, self.mail)
+            elif not self.checked and not onboarding.mail_alive(self.mail):
+                # The server dropped it while we were idle: the send opens a new session.
+                onboarding.mail_close(self.mail)
+            self.checked = True
+            onboarding.welcome_send(customer, self.mail, keepalive=keepalive)
+        except Exception as exc:
+            return exc
+        return None
+
+    def close(self) -> None:
+        """Close the connection, if any; never raises."""
+        self.mail = None
+        self.closer()  # runs onboarding.mail_close once, then does nothing
+
+
 @register
 class OnboardingDaemon(Daemon):
     """Claims waiting customers in batches and sends each a welcome email.
@@ -42,23 +82,29 @@ class OnboardingDaemon(Daemon):
     `onboarding.Breaker`), the tick gives its claims back and ends, and later ticks wait
     with backoff before trying the server again; no customer's attempts are used up.
 
-    One SMTP connection serves tick after tick, so a wake-up for one signup costs no
+    ONBOARDING_SEND_CONCURRENCY emails go out at once, each through its own `MailLane`
+    and thread, so the waits for the server's replies overlap; this thread alone claims
+    and records, and a lane takes its next customer only once its last one is recorded.
+    So a kill leaves at most that many emails sent and not recorded: the ones sent again.
+    With a concurrency of 1 the one lane sends from this thread.
+
+    A lane's SMTP connection serves tick after tick, so a wake-up for one signup costs no
     connection set-up. It is closed after `mail_keep_alive` seconds without mail, after
-    any failed send (its session may be in any state), and at teardown; one left idle
-    since an earlier tick is checked with a NOOP before it is trusted with a message.
+    any failed send (its session may be in any state), and at teardown.
     """
 
     name = onboarding.DAEMON_NAME
-    # The customer whose email is being sent; read by work_in_progress() from another thread.
-    in_flight: int | None = None
     interval = settings.ONBOARDING_INTERVAL_SECONDS
-    # Seconds without mail after which the SMTP connection is closed; a server drops idle sessions anyway.
+    # Seconds without mail after which an SMTP connection is closed; a server drops idle sessions anyway.
     mail_keep_alive = 60.0
 
     def setup(self) -> None:
-        self.mail: BaseEmailBackend | None = None
-        self.mail_closer: Callable[[], object] = lambda: None
-        self.mail_used_at = 0.0  # time.monotonic() of the last send through self.mail
+        concurrency = settings.ONBOARDING_SEND_CONCURRENCY
+        self.lanes = [MailLane() for _ in range(concurrency)]
+        self.executor = (ThreadPoolExecutor(concurrency, thread_name_prefix="onboarding-send")
+                         if concurrency > 1 else None)
+        self.sending: dict[Future[Exception | None], MailLane] = {}
+        self.outage: onboarding.MailServerUnavailable | None = None  # met in this tick
         self.owner = onboarding.Owner.current(self.instance)
         self.breaker = onboarding.Breaker(self.owner)
         self.mail_failures = 0  # failed tries of the mail server in a row
@@ -71,66 +117,52 @@ class OnboardingDaemon(Daemon):
 
     def tick(self, now: datetime) -> TickResult:
         counts = {outcome: 0 for outcome in Outcome}
-        if self.mail is not None and time.monotonic() - self.mail_used_at >= self.mail_keep_alive:
-            self.mail_close()
+        for lane in self.lanes:
+            if lane.mail is not None and time.monotonic() - lane.used_at >= self.mail_keep_alive:
+                lane.close()
+            lane.checked = False
         if self.mail_failures and time.monotonic() < self.mail_retry_at:
             return self.summary(counts, suffix="mail server unavailable, waiting to try again")
         owner = self.owner
         batch_size = settings.ONBOARDING_BATCH_SIZE
         claimed_any = False
-        checked = False
+        self.outage = None
         try:
-            while not self.stop_requested():
+            while not self.stop_requested() and self.outage is None:
                 batch = onboarding.customers_claim(owner=owner, now=now, limit=batch_size)
                 if not batch:
                     break
                 claimed_any = True
-                if self.mail is None:
-                    # Made only when there is mail to send: an idle tick touches no server.
-                    self.mail = onboarding.mail_connection()
-                    # A daemon dropped without teardown (a test's, say) still ends its session.
-                    self.mail_closer = weakref.finalize(self, onboarding.mail_close, self.mail)
-                elif not checked and not onboarding.mail_alive(self.mail):
-                    # The server dropped it while we were idle: the next send opens a new session.
-                    onboarding.mail_close(self.mail)
-                checked = True
-                mail = self.mail
-                # While a reply to the end of DATA is awaited, the claims stay ours and the tick alive.
+                # While replies are awaited, the claims stay ours and the tick alive.
                 keeper = onboarding.ClaimKeeper(owner, progress=lambda: self.progress(0))
+                free = list(self.lanes)
                 for customer in batch:
-                    if self.stop_requested():
+                    while not free and self.outage is None:
+                        free += self.sends_collect(keeper, counts)
+                    if self.stop_requested() or self.outage is not None:
                         break
                     if not keeper.holds(customer):
                         self.logger.warning("customer %s was taken over while this process was stalled; "
                                             "not sending", customer.pk, extra={"action": "claim_lost"})
                         continue
                     keeper.renew_if_due()
-                    self.in_flight = customer.pk
-                    try:
-                        result = onboarding.customer_onboard(customer=customer, owner=owner, mail=mail,
-                                                             breaker=self.breaker, keepalive=keeper.keepalive)
-                    except onboarding.MailServerUnavailable as exc:
-                        self.breaker.held.clear()  # given back below with every other claim
-                        self.mail_close()
-                        self.mail_unavailable(exc)
-                        return self.summary(counts, suffix="mail server unavailable")
-                    finally:
-                        self.in_flight = None
-                        self.mail_used_at = time.monotonic()
-                    self.progress()
-                    if result.outcome is Outcome.HELD:
-                        continue
-                    self.settle(counts)
-                    self.mail_available()  # it answered, and not by refusing everyone
-                    counts[result.outcome] += 1
-                    if result.outcome in FAILURES:
-                        self.record_failure(result)
-                        # The SMTP session may be in any state; the next send opens a new one.
-                        onboarding.mail_close(mail)
+                    # A batch of one (a signup's wake-up) is sent from here: handing it to a thread only adds
+                    # two thread switches to its latency.
+                    self.send_start(free.pop(), customer, keeper, inline=len(batch) == 1)
+                while self.sending:  # what went out is recorded before anything else is claimed
+                    self.sends_collect(keeper, counts)
                 now = timezone.now()
+            if self.outage is not None:
+                self.breaker.held.clear()  # given back below with every other claim
+                self.mail_close()
+                self.mail_unavailable(self.outage)
+                return self.summary(counts, suffix="mail server unavailable")
             if not self.stop_requested():
                 self.settle(counts)  # nobody else to try: the refusals held back were the customers' own
         except BaseException:
+            # Sends still going out end within their deadline; unrecorded, they are sent again later.
+            wait(self.sending)
+            self.sending.clear()
             self.mail_close()  # interrupted in the middle of a session: don't reuse it
             raise
         finally:
@@ -140,13 +172,66 @@ class OnboardingDaemon(Daemon):
                 onboarding.claims_release(owner=owner)
         return self.summary(counts)
 
+    def send_start(self, lane: MailLane, customer: Customer, keeper: onboarding.ClaimKeeper, *,
+                   inline: bool = False) -> None:
+        """Start sending `customer` the welcome email through `lane` (`inline`: send it now, from this thread);
+        `sends_collect` records it."""
+        lane.customer = customer
+        if self.executor is None or inline:
+            # One at a time, in this thread: it keeps the claims alive itself while a reply is awaited.
+            future: Future[Exception | None] = Future()
+            future.set_result(lane.send(customer, keeper.keepalive))
+        else:
+            future = self.executor.submit(lane.send, customer, None)
+        self.sending[future] = lane
+
+    def sends_collect(self, keeper: onboarding.ClaimKeeper, counts: dict[Outcome, int]) -> list[MailLane]:
+        """Wait until a send ends (the claims kept alive meanwhile), record each that ended; return their lanes."""
+        done: set[Future[Exception | None]] = set()
+        while not done:
+            done, _ = wait(self.sending, timeout=1.0, return_when=FIRST_COMPLETED)
+            if not done:
+                keeper.keepalive()
+        lanes = []
+        for future in done:
+            lane = self.sending.pop(future)
+            lanes.append(lane)
+            self.send_settle(lane, future.result(), counts)
+        return lanes
+
+    def send_settle(self, lane: MailLane, error: Exception | None, counts: dict[Outcome, int]) -> None:
+        """Record how the send through `lane` went; an outage is kept in `self.outage` for the tick to end on."""
+        customer, lane.customer = lane.customer, None
+        assert customer is not None, "a lane in self.sending has a customer"
+        lane.used_at = time.monotonic()
+        self.progress()
+        try:
+            result = onboarding.send_record(customer=customer, owner=self.owner, error=error,
+                                            breaker=self.breaker)
+        except onboarding.MailServerUnavailable as exc:
+            lane.close()
+            self.outage = self.outage or exc
+            return
+        if result.outcome is Outcome.HELD:
+            return
+        self.settle(counts)
+        if self.outage is None:
+            self.mail_available()  # it answered, and not by refusing everyone
+        counts[result.outcome] += 1
+        if result.outcome in FAILURES:
+            self.record_failure(result)
+            # The SMTP session may be in any state; the next send opens a new one.
+            lane.close()
+
     def teardown(self) -> None:
         self.mail_close()
+        if self.executor is not None:
+            self.executor.shutdown()
 
     def mail_close(self) -> None:
-        """Close the SMTP connection kept across ticks, if any; never raises."""
-        self.mail = None
-        self.mail_closer()  # runs onboarding.mail_close once, then does nothing
+        """Close every SMTP connection kept across ticks; never raises."""
+        for lane in self.lanes:
+            lane.close()
 
     def settle(self, counts: dict[Outcome, int]) -> None:
         for failure in self.breaker.settle(timezone.now()):
@@ -195,8 +280,10 @@ class OnboardingDaemon(Daemon):
     def work_in_progress(self) -> str:
         # Its claim is released by the lease (or at once by our restart); the email may
         # go out again, which the Message-ID lets mail systems drop.
-        in_flight = self.in_flight
-        return f"the welcome email to customer {in_flight}" if in_flight is not None else ""
+        in_flight = [customer.pk for lane in self.lanes if (customer := lane.customer) is not None]
+        if len(in_flight) > 1:
+            return f"the welcome emails to customers {', '.join(map(str, in_flight))}"
+        return f"the welcome email to customer {in_flight[0]}" if in_flight else ""
 
     def status(self) -> str:
         return selectors.onboarding_status_line()

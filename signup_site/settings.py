@@ -254,6 +254,9 @@ ONBOARDING_SMTP_TIMEOUT_SECONDS = env.float("ONBOARDING_SMTP_TIMEOUT_SECONDS", d
 # ONBOARDING_MAX_UNKNOWN_OUTCOMES times before the customer needs attention.
 ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS = env.float("ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS", default=600.0)
 ONBOARDING_MAX_UNKNOWN_OUTCOMES = env.int("ONBOARDING_MAX_UNKNOWN_OUTCOMES", default=3)
+# Welcome emails sent at once, each over its own SMTP connection, so the waits for the server's
+# replies overlap. A kill -9 may send again at most this many (with their Message-IDs).
+ONBOARDING_SEND_CONCURRENCY = env.int("ONBOARDING_SEND_CONCURRENCY", default=2)
 
 # The daily digest (customers/digest.py): addresses to send it to; empty means active staff users.
 DIGEST_RECIPIENTS = env.list("DIGEST_RECIPIENTS", default=[])

@@ -32,7 +32,7 @@ def processes_using(paths: list[str]) -> list[int]:
 
 @pytest.mark.timeout(HARNESS_SECONDS + 60)
 def test_quick_harness_measures_every_figure_and_stops_what_it_started(tmp_path: Path) -> None:
-    systems = ["ours-sqlite", "floor"] + (["ours-pg"] if (PG_BIN / "initdb").exists() else [])
+    systems = ["ours-sqlite", "floor", "floor-2"] + (["ours-pg"] if (PG_BIN / "initdb").exists() else [])
     result = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--customers", "40", "--rate", "10", "--latency-seconds", "2",
          # Longer than one onboarding interval (5 s), so the idle window always holds a tick's read.
@@ -45,16 +45,17 @@ def test_quick_harness_measures_every_figure_and_stops_what_it_started(tmp_path:
     assert set(records) == set(systems)
     for key, record in records.items():
         assert record["drain_per_s"] > 0 and record["rss_drain_kib"] > record["pss_drain_kib"] > 0, key
-    for key in set(systems) - {"floor"}:
+    for key in set(systems) - {"floor", "floor-2"}:
         ours = records[key]
         assert ours["signups"] == 20 and 0 < ours["p50_ms"] <= ours["p99_ms"] < 10_000, ours
         assert ours["idle_cpu_s_per_min"] >= 0 and ours["idle_queries_per_min"] > 0 and ours["pss_idle_kib"] > 0
-    assert "p50_ms" not in records["floor"]
+    assert "p50_ms" not in records["floor"] and "p50_ms" not in records["floor-2"]
 
     table = (tmp_path / "results.md").read_text()
     assert "| ours: rundaemon onboarding, SQLite | " in table
     assert "| floor: stdlib sqlite3 + smtplib, one connection | " in table  # in the table and in the ratios
-    assert table.count("| floor:") == 2
+    assert "| floor: stdlib sqlite3 + smtplib, two connections | " in table
+    assert table.count("| floor:") == 4
     assert f"{results['machine']['cores']} cores" in table and "Django" in table
 
     assert not processes_using(results["temp_dirs"]), "the harness left a process behind"

@@ -64,6 +64,7 @@ class SinkHandler:
     holding: threading.Event = field(default_factory=threading.Event)
     held: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    held_message: Received | None = None  # the message whose 250 is held
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hold_next(self) -> None:
@@ -98,17 +99,17 @@ class SinkHandler:
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd calls it by this name
         raw = envelope.original_content or envelope.content
         message = email.message_from_bytes(raw)
+        received = Received(tuple(a.lower() for a in envelope.rcpt_tos), message["Message-ID"] or "",
+                            time.monotonic(), raw)
         with self.lock:
-            self.received.append(
-                Received(tuple(a.lower() for a in envelope.rcpt_tos), message["Message-ID"] or "", time.monotonic(),
-                         raw)
-            )
+            self.received.append(received)
         if self.reset_after_data:
             server.transport.abort()  # a reset after the final dot: the client never hears
             return "250 never heard"
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.holding.is_set() and not self.held.is_set():
+            self.held_message = received
             self.held.set()
             await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
         with self.lock:

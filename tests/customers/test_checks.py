@@ -50,3 +50,9 @@ def test_rundaemon_refuses_to_start_with_a_too_short_lease(tmp_path) -> None:
                             env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode != 0
     assert "customers.E002" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_send_concurrency_below_one_is_refused(settings) -> None:
+    settings.ONBOARDING_SEND_CONCURRENCY = 0
+    [error] = check_onboarding_settings()
+    assert error.id == "customers.E001" and "ONBOARDING_SEND_CONCURRENCY" in error.msg

@@ -24,7 +24,8 @@ def test_a_kill_9_while_the_commit_waits_on_a_row_lock_onboards_once_and_repeats
 ) -> None:
     import psycopg
 
-    onboarding_env(project, smtp_sink, batch_size=CUSTOMERS, lease_seconds=30)
+    # One email at a time: the one held is the one in flight (test_onboarding_send_concurrency kills several).
+    onboarding_env(project, smtp_sink, batch_size=CUSTOMERS, lease_seconds=30, send_concurrency=1)
     project.env["DATABASE_URL"] = pg_database
     seed(pg_database, CUSTOMERS)
     handler = smtp_sink.handler

@@ -33,6 +33,7 @@ def counting_sink(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = sink.port
+    settings.ONBOARDING_SEND_CONCURRENCY = 1  # one lane: the sessions counted are that lane's
     try:
         yield sink
     finally:
@@ -52,7 +53,7 @@ def test_one_session_serves_tick_after_tick(db, fixed_now, counting_sink) -> Non
     assert counting_sink.count() == 6 and Onboarding.objects.count() == 6
     assert sessions(counting_sink) == 1
     daemon.teardown()
-    assert daemon.mail is None
+    assert daemon.lanes[0].mail is None
 
 
 def daemon_after_one_send(now) -> OnboardingDaemon:
@@ -67,12 +68,13 @@ def test_the_session_is_closed_after_the_idle_period_and_reopened_by_the_next_se
     db, fixed_now, counting_sink
 ) -> None:
     daemon = daemon_after_one_send(fixed_now)
-    assert daemon.mail is not None and daemon.mail.connection is not None  # type: ignore[attr-defined]
+    [lane] = daemon.lanes
+    assert lane.mail is not None and lane.mail.connection is not None  # type: ignore[attr-defined]
     daemon.tick(fixed_now)  # idle, within the keep-alive: kept
-    assert daemon.mail is not None
-    daemon.mail_used_at -= daemon.mail_keep_alive  # as if the keep-alive had passed without mail
+    assert lane.mail is not None
+    lane.used_at -= daemon.mail_keep_alive  # as if the keep-alive had passed without mail
     daemon.tick(fixed_now)  # idle, past it: closed without any mail to send
-    assert daemon.mail is None
+    assert lane.mail is None
     customers_seed(1, prefix="second")
     daemon.tick(fixed_now)
     assert counting_sink.count() == 2 and sessions(counting_sink) == 2
@@ -110,7 +112,7 @@ def test_one_deadline_thread_serves_every_send_and_still_ends_a_slow_one(
     customers_seed(4, prefix="d")
     daemon = ready_daemon()
     daemon.tick(fixed_now)  # four quick sends
-    mail = daemon.mail
+    mail = daemon.lanes[0].mail
     assert mail is not None
     watch = onboarding.send_watch_arm(mail, 10)  # this thread's watch, as the sends left it
     watch.disarm()
