@@ -50,6 +50,7 @@ SHOWCASE_CASES = [
     "tests/daemons/test_deployment.py::test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground",
     "tests/daemons/test_deployment.py::test_systemd_unit_passes_systemd_analyze_verify",
     "tests/daemons/test_checks.py::test_the_adopting_guide_lists_every_setting_with_its_default_and_meaning",
+    "tests/daemons/test_supervisor.py::test_a_child_killed_during_a_database_outage_comes_back_with_the_database",
 ]
 # Tests that run the session's interpreter as the user nobody. pyenv's interpreters live under /root, which
 # nobody may not enter; where the interpreter also needs its libpython from there (3.12 and 3.13 here), they
@@ -58,6 +59,7 @@ AS_NOBODY_CASES = [
     "tests/daemons/test_stopping.py::test_another_user_sees_roots_daemon_running_and_is_told_it_may_not_stop_it",
     "tests/daemons/test_stopping.py::test_a_daemon_that_dropped_privileges_is_stopped_by_its_own_user",
     "tests/daemons/test_stopping.py::test_a_locked_file_still_naming_a_reused_pid_is_not_trusted_by_another_user",
+    "tests/daemons/test_unwritable_dirs.py",
 ]
 # What the copy leaves out of tests/: the showcase's tests and fixtures.
 SHOWCASE_DIRS = ["customers", "browser"]
