@@ -7,7 +7,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 
-from django.db import InterfaceError, OperationalError
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.request import split_domain_port
 from django.urls import Resolver404, resolve
@@ -94,6 +94,15 @@ def loopback_probes(get_response: Callable[[HttpRequest], HttpResponse]) -> Call
 
 
 
+def connection_usable() -> bool:
+    """Whether the default database answers now: an error it gave is then no outage."""
+    database = connections[DEFAULT_DB_ALIAS]
+    try:
+        return database.connection is not None and database.is_usable()
+    except Exception:  # whatever the driver raises, the database did not answer
+        return False
+
+
 # Seconds a client is asked to wait when the database is away (a restart takes a few).
 OUTAGE_RETRY_AFTER = 5
 
@@ -103,8 +112,9 @@ class DatabaseOutage:
 
     A restart or failover of the database is not a fault of the page or of the visitor: the
     request may simply be sent again, and a signup that was never committed is not lost but
-    not yet made. Other errors still reach Django's handler. Goes last in MIDDLEWARE, so it
-    is the first to see a view's exception.
+    not yet made. An error from a database that still answers (a missing table, a lock held
+    too long) and every other error still reach Django's handler, and so Sentry, as a 500.
+    Goes last in MIDDLEWARE, so it is the first to see a view's exception.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -114,8 +124,8 @@ class DatabaseOutage:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, (OperationalError, InterfaceError)):
-            return None
+        if not isinstance(exception, (OperationalError, InterfaceError)) or connection_usable():
+            return None  # a database that answers and still fails (a missing table, say) is a server error
         logger.error("database unavailable: %s", str(exception).strip().splitlines()[0] if str(exception) else
                      type(exception).__name__, extra={"action": "database_unavailable"})
         response = HttpResponse(
