@@ -230,7 +230,8 @@ def test_table_keeps_one_line_per_instance_and_shows_the_last_error_on_it(projec
 
 def test_table_says_starting_before_the_first_tick_is_done(project, tmp_path) -> None:
     marker = tmp_path / "marker"
-    env = {"TESTAPP_INTERVAL": "20", "TESTAPP_TICK_SECONDS": "3", "TESTAPP_TICKS_FILE": str(marker)}
+    # A first tick that outlasts daemonstatus's start-up even on a loaded machine (3 s did not).
+    env = {"TESTAPP_INTERVAL": "20", "TESTAPP_TICK_SECONDS": "10", "TESTAPP_TICKS_FILE": str(marker)}
     project.start("slow", env=env)
     wait_for(lambda: marker.exists(), 30, "the first tick to begin")
     line = project.manage("daemonstatus", "slow", env=env).stdout.splitlines()[1]
