@@ -578,7 +578,9 @@ def message_send(message: EmailMultiAlternatives, mail: BaseEmailBackend, deadli
         raise
     finally:
         if isinstance(session, FinalReplySMTP):
-            session.keepalive = None
+            # A kept session's next send is armed before its sendmail() resets this; seen then, a stale
+            # reply deadline would put that send's own deadline minutes away.
+            session.keepalive = session.reply_deadline = None
         if watch.disarm():
             with suppress(Exception):
                 mail.close()

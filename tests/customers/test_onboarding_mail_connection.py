@@ -9,6 +9,7 @@ import pytest
 from customers import onboarding
 from customers.daemons import OnboardingDaemon
 from customers.models import Customer, Onboarding
+from tests.conftest import wait_for
 from tests.customers.conftest import SinkHandler, SmtpSink, customers_seed
 from tests.customers.test_onboarding import ready_daemon
 
@@ -102,6 +103,19 @@ def test_a_failed_send_closes_the_session_and_the_next_one_opens_another(db, fix
     result = daemon.tick(fixed_now)
     assert result.summary == "onboarded 2 customers, 1 failed"
     assert sessions(counting_sink) == 2
+    daemon.teardown()
+
+
+def test_the_last_message_s_reply_deadline_does_not_stretch_the_next_send_on_the_kept_session(
+    db, fixed_now, counting_sink
+) -> None:
+    daemon = daemon_after_one_send(fixed_now)
+    mail = daemon.lanes[0].mail
+    assert mail is not None
+    # The moment between arming the next send and its sendmail(): the watch must already count from this arm.
+    watch = onboarding.send_watch_arm(mail, 0.3)
+    wait_for(lambda: watch.expired, timeout=5, message="the deadline of a send on the kept session")
+    watch.disarm()
     daemon.teardown()
 
 
