@@ -38,6 +38,7 @@ RATE = 20.0  # signups a second
 FAULT_GAP = (3.0, 8.0)  # seconds between two faults
 RESTART_DELAY = (1.0, 3.0)  # seconds before a killed process is started again, as systemd's RestartSec
 ONBOARDING_INTERVAL = 2.0
+PROGRESS_EVERY = 30.0  # seconds between two lines of progress.log
 
 
 def run_py() -> ModuleType:
@@ -144,6 +145,25 @@ def check(sink_copies: dict[str, list[tuple[str, float]]], refused: set[str], fa
         "recorded_id_not_sent": len(wrong_id),
         "onboarded_refused": len(onboarded_refused),
     }
+
+
+def progress() -> str:
+    """One line on how far onboarding has got and what each daemon last said: a stall shows when it began."""
+    from django.db import close_old_connections
+
+    from customers.models import Customer
+    from daemons.models import Heartbeat
+
+    try:
+        close_old_connections()
+        states = {str(state): count for state, count in Customer.objects.onboarding_counts().items()}
+        beats = "; ".join(
+            f"{row.host}:{row.name}.{row.instance} pid {row.pid} {row.last_outcome or '-'} "
+            f"beat {row.last_heartbeat:%H:%M:%S} {row.status_text[:60]!r}"
+            for row in Heartbeat.objects.filter(stopped_at__isnull=True).order_by("host", "name", "instance"))
+        return f"{states} | {beats}"
+    except Exception as exc:  # the database may be restarting: that is a fault, not the harness's failure
+        return f"unread: {exc.__class__.__name__}: {str(exc)[:100]}"
 
 
 def invariants(report: dict[str, Any]) -> list[str]:
@@ -298,7 +318,14 @@ def _run(stack: ExitStack, rng: random.Random, seconds: float, seed: int, out: P
     began = time.monotonic()
     faults_log = (out / "faults.log").open("w")
     stack.callback(faults_log.close)
+    progress_log = (out / "progress.log").open("w")
+    stack.callback(progress_log.close)
+    sampled = began
     while (now := time.monotonic()) < began + seconds:
+        if now - sampled >= PROGRESS_EVERY:
+            sampled = now
+            progress_log.write(f"{now - began:7.1f} s  {progress()}\n")
+            progress_log.flush()
         fault = injector.step(now)
         if fault is not None:
             line = f"{fault.at:7.1f} s  {fault.kind:<18} {fault.target}"
