@@ -742,7 +742,7 @@ class Breaker:
                 # (the last few of a queue, say) are not held for ever.
                 Customer.objects.filter(pk=customer.pk, claimed_by=str(self.owner), onboarded_at__isnull=True).update(
                     claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1),
-                    last_error=error_describe(exc), unknown_outcomes=F("unknown_outcomes") + (0 if server_to_blame else 1))
+                    last_error=error_describe(exc), unknown_outcomes=F("unknown_outcomes") + int(not server_to_blame))
             Customer.objects.filter(pk__in=ids, unknown_outcomes__gte=settings.ONBOARDING_MAX_UNKNOWN_OUTCOMES,
                                     claimed_by="", onboarded_at__isnull=True, attention_at__isnull=True).update(
                 attention_at=now, next_attempt_at=None, attention_reason=(
