@@ -147,6 +147,19 @@ def check(sink_copies: dict[str, list[tuple[str, float]]], refused: set[str], fa
     }
 
 
+def pending_count() -> int | None:
+    """Customers still to be onboarded or retried, or None while the database can't be read."""
+    from django.db import close_old_connections
+
+    from customers.models import Customer
+
+    try:
+        close_old_connections()
+        return Customer.objects.pending().count()
+    except Exception:  # the database may be restarting
+        return None
+
+
 def progress() -> str:
     """One line on how far onboarding has got and what each daemon last said: a stall shows when it began."""
     from django.db import close_old_connections
@@ -211,7 +224,8 @@ def summary(report: dict[str, Any]) -> str:
         f"duplicate emails: {report['duplicate_emails']} to {report['duplicate_recipients']} recipients "
         f"(budget {report['duplicate_budget']})   with distinct Message-IDs: {report['duplicate_emails_distinct_ids']}",
         f"duplicates by the fault before them: {report['duplicates_after'] or 'none'}",
-        f"drained in {report['drain_seconds']:g} s; stopdaemon --all: "
+        f"drained {report['backlog_when_faults_stopped']} pending in {report['drain_seconds']:g} s "
+        f"({report['drain_rate']}/s); stopdaemon --all: "
         + "; ".join(f"{host} exit {code}" for host, code in report["stopdaemon"].items()),
         f"processes that died unasked: {report['unexpected_exits'] or 'none'}",
         f"left running: {report['left_running'] or 'nothing'}",
@@ -349,9 +363,15 @@ def _run(stack: ExitStack, rng: random.Random, seconds: float, seed: int, out: P
     from customers.models import Customer
 
     drain_began = time.monotonic()
+    backlog = pending_count()
+    progress_log.write(f"{drain_began - began:7.1f} s  faults stopped, {backlog} pending: {progress()}\n")
     drained = False
     while time.monotonic() < drain_began + drain_deadline:
         watch(time.monotonic())
+        if time.monotonic() - sampled >= PROGRESS_EVERY:
+            sampled = time.monotonic()
+            progress_log.write(f"{sampled - began:7.1f} s  draining: {progress()}\n")
+            progress_log.flush()
         close_old_connections()
         try:
             if not Customer.objects.pending().exists():
@@ -400,6 +420,8 @@ def _run(stack: ExitStack, rng: random.Random, seconds: float, seed: int, out: P
         "refused_addresses": len(injector.refused),
         "drained": drained,
         "drain_seconds": drain_seconds,
+        "backlog_when_faults_stopped": backlog,
+        "drain_rate": round(backlog / drain_seconds, 1) if backlog and drained and drain_seconds else None,
         "drain_deadline": drain_deadline,
         "stopdaemon": stopdaemon,
         "stopdaemon_output": stop_output,
