@@ -25,14 +25,20 @@ class SignalStop:
     Handlers only set flags; `signal.set_wakeup_fd` makes a signal end `wait()` at once.
     SIGHUP (reopen logs) and SIGUSR1 (toggle DEBUG) are acted on inside `wait()`, that is
     in the main loop, never in the handler. A second SIGTERM or SIGINT during a graceful
-    stop calls `force_exit`, the one thing a handler does beyond setting a flag.
+    stop calls `force_exit`, the one thing a handler does beyond setting a flag, unless it
+    comes within `REPEAT_WINDOW` of the first: that is one request delivered twice.
     Create it with `installed()`, which puts the previous handlers back.
     """
 
     HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+    # timeout(1) signals its command and then its whole process group, and `kill PID; kill -- -PGID`
+    # scripts do the same: the copy lands microseconds later. A person's second Ctrl-C, or a
+    # second stopdaemon, comes far later than this.
+    REPEAT_WINDOW = 0.5
 
     def __init__(self, force_exit: Callable[[], None] | None = None,
-                 on_signal: Callable[[int], None] | None = None) -> None:
+                 on_signal: Callable[[int], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.stop_requested_at: float | None = None
         self.force_exit = force_exit
         self.on_signal = on_signal  # called from the main loop after SIGHUP, SIGUSR1 and any extra signal
@@ -46,9 +52,10 @@ class SignalStop:
 
     def _handle(self, signum: int, frame: object) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
-            if self.stop_requested_at is not None and self.force_exit is not None:
+            asked = self.stop_requested_at
+            if asked is not None and self.force_exit is not None and self.clock() - asked >= self.REPEAT_WINDOW:
                 self.force_exit()
-            self.stop_requested_at = self.stop_requested_at or time.monotonic()
+            self.stop_requested_at = self.stop_requested_at or self.clock()
             if self.on_stop is not None:
                 self.on_stop()
         else:
@@ -58,7 +65,7 @@ class SignalStop:
         return self.stop_requested_at is not None
 
     def set(self) -> None:
-        self.stop_requested_at = self.stop_requested_at or time.monotonic()
+        self.stop_requested_at = self.stop_requested_at or self.clock()
         if self.on_stop is not None:
             self.on_stop()
         # Wake a wait() in progress, as a signal would.

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from daemons.process.exits import Exit
+from daemons.process.signals import SignalStop
 from tests.conftest import wait_for
 from tests.daemons.test_process import alive
 
@@ -48,9 +49,12 @@ def test_second_sigterm_during_graceful_stop_exits_at_once(project, tmp_path) ->
     pid = project.start("stubborn", env={"TESTAPP_TICKS_FILE": str(marker), "TESTAPP_TICK_SECONDS": "60",
                                          "DAEMONS_STOP_TIMEOUT": "60"})
     wait_for(lambda: marker.exists(), message="a tick in progress")
+    first = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    # The scenario: a second signal arrives while the first stop is under way, which the tick has seen.
+    # The scenario: a second signal arrives while the first stop is under way, which the tick has seen,
+    # and later than a copy of the first would (see the next test).
     wait_for(lambda: "stop requested" in marker.read_text(), message="the tick to see the first stop")
+    wait_for(lambda: time.monotonic() - first > SignalStop.REPEAT_WINDOW, message="the repeat window to pass")
     assert alive(pid)
     os.kill(pid, signal.SIGTERM)
     # Long before the 60 s stop deadline or the end of the tick: the second SIGTERM ended it.
@@ -58,6 +62,20 @@ def test_second_sigterm_during_graceful_stop_exits_at_once(project, tmp_path) ->
     assert marker.read_text() == "in tick\nstop requested\n"
     assert "stop deadline" not in log.read_text() and "stopped" not in log.read_text()
     assert not project.pid_file("stubborn").exists()
+
+
+def test_a_copy_of_the_stop_signal_is_not_a_second_request() -> None:
+    # timeout(1) signals its command, then its process group: the same SIGINT twice, microseconds apart.
+    now = [100.0]
+    forced: list[float] = []
+    stop = SignalStop(force_exit=lambda: forced.append(now[0]), clock=lambda: now[0])
+    stop._handle(signal.SIGINT, None)
+    now[0] += 0.001
+    stop._handle(signal.SIGINT, None)
+    assert stop.is_set() and forced == []
+    now[0] += SignalStop.REPEAT_WINDOW
+    stop._handle(signal.SIGTERM, None)  # a second request: a person's second Ctrl-C, a second stopdaemon
+    assert forced == [now[0]]
 
 
 def test_sighup_reopens_the_log_after_rotation_and_no_line_is_lost(project, tmp_path) -> None:
