@@ -1,6 +1,6 @@
 """Reads for the operator's dashboard: activity per hour and the onboarding backlog.
 
-The daemons' own rows are read by `daemons.health.cluster_health`, in the database's time.
+The daemons' own rows are read by `daemons.cluster.instances.cluster_instances`, in the database's time.
 """
 from __future__ import annotations
 

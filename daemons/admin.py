@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
 from daemons.cluster.heartbeat import db_now
-from daemons.console.health import heartbeat_state
+from daemons.cluster.instances import heartbeat_state
 from daemons.console.web import views
 from daemons.models import Dashboard, Heartbeat, JobRun
 from daemons.process.exits import State
@@ -36,7 +36,7 @@ class ReadOnlyAdmin(ModelAdmin):
 
 
 class StateFilter(admin.SimpleListFilter):
-    """Running, dead or stopped, by the rule in daemons.console.health.heartbeat_state."""
+    """Running, dead or stopped, by the rule in daemons.cluster.instances.heartbeat_state."""
 
     title = "state"
     parameter_name = "state"

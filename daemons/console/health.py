@@ -1,17 +1,14 @@
-"""Which daemons are alive: each heartbeat row's state, and the verdict the health endpoint gives."""
+"""Which daemons are alive: the verdict the health endpoint gives, from this host's PID locks and every heartbeat."""
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import DatabaseError
 
 from daemons import conf, registry
-from daemons.cluster import control
-from daemons.cluster.heartbeat import db_now, instance_state
+from daemons.cluster.instances import cluster_instances, state_with_pause
 from daemons.console.status import read_status
-from daemons.models import Heartbeat
 from daemons.process.exits import State
 from daemons.process.paths import instances
 
@@ -19,50 +16,6 @@ from daemons.process.paths import instances
 HEALTHY = frozenset({State.RUNNING, State.PAUSED})
 # When a daemon's instances disagree, the verdict is the first of these found among them.
 VERDICT_ORDER = (State.HUNG, State.DEAD, State.RESTARTING, State.RUNNING, State.PAUSED, State.STALE, State.STOPPED)
-
-
-def heartbeat_state(beat: Heartbeat, now: datetime) -> State:
-    """"running", "stopped" or "dead" at `now`, the database's time (`daemons.cluster.heartbeat.db_now`), by the
-    cluster's one rule (`daemons.cluster.heartbeat.instance_state`)."""
-    return instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat, now=now)
-
-
-@dataclass(frozen=True)
-class InstanceHealth:
-    """One daemon instance on one host, as its heartbeat row tells it."""
-
-    name: str
-    instance: int
-    host: str
-    pid: int
-    state: State  # running, dead or stopped
-    paused: bool
-    last_heartbeat: datetime
-    heartbeat_age: timedelta
-    last_outcome: str
-    last_duration_ms: int | None
-    processed: int
-    errors: int
-    last_error: str
-    status_text: str
-
-
-def cluster_health(*, now: datetime) -> list[InstanceHealth]:
-    """One row per daemon instance and host that ever wrote a heartbeat, by name, at `now` (a `db_now()`).
-
-    Two queries.
-    """
-    paused = control.paused()
-    return [
-        InstanceHealth(
-            name=beat.name, instance=beat.instance, host=beat.host, pid=beat.pid, state=heartbeat_state(beat, now),
-            paused=(beat.name, beat.instance) in paused, last_heartbeat=beat.last_heartbeat,
-            heartbeat_age=now - beat.last_heartbeat, last_outcome=beat.last_outcome,
-            last_duration_ms=beat.last_duration_ms, processed=beat.processed, errors=beat.errors,
-            last_error=beat.last_error, status_text=beat.status_text,
-        )
-        for beat in Heartbeat.objects.order_by("name", "instance", "host")
-    ]
 
 
 def expected_daemons() -> list[str]:
@@ -84,23 +37,19 @@ def daemon_states(*, now: datetime | None = None) -> dict[str, State]:
     unreachable, only this host's PID files count. Other hosts' rows are judged at `now`,
     by default the database's time (`daemons.cluster.heartbeat.db_now`), never by this host's clock.
     """
-    host = socket.gethostname()
     try:
-        now = now or db_now()
-        remote = [(beat.name, beat.instance, heartbeat_state(beat, now))
-                  for beat in Heartbeat.objects.exclude(host=host)]
-        paused = control.paused()
+        remote = cluster_instances(now=now, exclude_host=socket.gethostname())
     except DatabaseError:
-        remote, paused = [], set()
+        remote = []
     states: dict[str, State] = {}
     for name in expected_daemons():
         try:
-            found = [(i, read_status(name, i).state) for i in instances(name)]
+            here = [read_status(name, i) for i in instances(name)]
         except registry.UnknownDaemon:
             states[name] = State.UNKNOWN
             continue
-        found += [(instance, state) for beat_name, instance, state in remote if beat_name == name]
-        seen = {State.PAUSED if state == State.RUNNING and (name, i) in paused else state for i, state in found}
+        seen = {state_with_pause(row.state, row.paused) for row in here}
+        seen |= {row.verdict for row in remote if row.name == name}
         states[name] = next((state for state in VERDICT_ORDER if state in seen), State.UNKNOWN)
     return states
 

@@ -14,16 +14,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from daemons.cluster import control, history
-from daemons.console.health import heartbeat_state
-from daemons.models import Heartbeat
+from daemons.cluster import history
+from daemons.cluster.instances import cluster_instances
 from daemons.process.exits import State
 
 LABELS = ("daemon", "daemon_instance", "host")
 
 
 class HeartbeatCollector(Collector):
-    """Yields the `daemons_*` families at `now`: three queries (heartbeats, tick counters, pauses)."""
+    """Yields the `daemons_*` families at `now` (a database time): three queries (tick counters, heartbeats, pauses)."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
@@ -42,17 +41,16 @@ class HeartbeatCollector(Collector):
         duration = GaugeMetricFamily("daemons_last_tick_duration_seconds", "How long the last tick took.",
                                      labels=LABELS)
         tick_counts = history.tick_counters()
-        paused_keys = control.paused()
-        for beat in Heartbeat.objects.order_by("name", "instance", "host"):
-            labels = [beat.name, str(beat.instance), beat.host]
-            up.add_metric(labels, 1.0 if heartbeat_state(beat, self.now) == State.RUNNING else 0.0)
-            paused.add_metric(labels, 1.0 if (beat.name, beat.instance) in paused_keys else 0.0)
-            ticks.add_metric(labels, tick_counts.get((beat.name, beat.instance, beat.host), 0))
-            processed.add_metric(labels, beat.processed)
-            errors.add_metric(labels, beat.errors)
-            last_heartbeat.add_metric(labels, beat.last_heartbeat.timestamp())
-            if beat.last_duration_ms is not None:
-                duration.add_metric(labels, beat.last_duration_ms / 1000)
+        for row in cluster_instances(now=self.now):
+            labels = [row.name, str(row.instance), row.host]
+            up.add_metric(labels, 1.0 if row.state == State.RUNNING else 0.0)
+            paused.add_metric(labels, 1.0 if row.paused else 0.0)
+            ticks.add_metric(labels, tick_counts.get((row.name, row.instance, row.host), 0))
+            processed.add_metric(labels, row.processed)
+            errors.add_metric(labels, row.errors)
+            last_heartbeat.add_metric(labels, row.last_heartbeat.timestamp())
+            if row.last_duration_ms is not None:
+                duration.add_metric(labels, row.last_duration_ms / 1000)
         yield from (up, paused, ticks, processed, errors, last_heartbeat, duration)
 
 

@@ -10,9 +10,9 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from daemons import registry
-from daemons.cluster import control
 from daemons.cluster.control import is_paused
-from daemons.cluster.heartbeat import beat_hung, db_now, heartbeat_period, instance_state, live_duplicate
+from daemons.cluster.heartbeat import beat_hung, heartbeat_period, live_duplicate
+from daemons.cluster.instances import Instance, cluster_instances
 from daemons.process import pidfile, procfs, supervision
 from daemons.process.exits import STATE_EXIT_CODES, Outcome, State, Status
 from daemons.process.paths import RunPaths, instances
@@ -201,37 +201,28 @@ def read_statuses(names: list[str] | None = None) -> list[DaemonStatus]:
 def cluster_statuses(names: list[str] | None = None, now: datetime | None = None) -> list[DaemonStatus]:
     """Every instance of every daemon (or of `names`) on every host, from the heartbeat rows alone.
 
-    By host, then name and instance. The state follows `heartbeat.instance_state`: running,
-    stopped, or dead (no heartbeat for three heartbeat periods). Two queries; no PID file is read,
-    so it answers the same on every host. Raises DatabaseError.
+    By host, then name and instance. The state follows `daemons.cluster.instances`: running,
+    stopped, or dead (no heartbeat for three heartbeat periods). No PID file is read, so it
+    answers the same on every host. Raises DatabaseError.
     """
-    from daemons.models import Heartbeat
+    return [_from_instance(row) for row in cluster_instances(now=now, names=names, by_host=True)]
 
-    now = now or db_now()  # the heartbeats' clock, whatever this host's says
-    paused = control.paused()
-    beats = Heartbeat.objects.order_by("host", "name", "instance")
-    if names:
-        beats = beats.filter(name__in=names)
-    rows = []
-    for beat in beats:
-        try:
-            interval: float | None = registry.get(beat.name).interval_seconds()
-        except registry.UnknownDaemon:  # registered only on another host
-            interval = None
-        state = instance_state(name=beat.name, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat,
-                               now=now)
-        row = DaemonStatus(
-            name=beat.name, instance=beat.instance, host=beat.host, state=state, pid=beat.pid, interval=interval,
-            started_at=beat.started_at, stopped_at=beat.stopped_at, last_heartbeat=beat.last_heartbeat,
-            last_tick_at=beat.last_tick_at, last_outcome=beat.last_outcome, last_duration_ms=beat.last_duration_ms,
-            processed=beat.processed, errors=beat.errors, last_error=beat.last_error, status_text=beat.status_text,
-            paused=state == State.RUNNING and (beat.name, beat.instance) in paused,
-        )
-        if state == State.RUNNING:
-            row.uptime_seconds = (now - beat.started_at).total_seconds()
-        row.info = "; ".join(note for note in ("paused" if row.paused else "", beat.status_text) if note)
-        rows.append(row)
-    return rows
+
+def _from_instance(row: Instance) -> DaemonStatus:
+    """`row` as `daemonstatus --all-hosts` shows it: "paused" counts only for a running instance."""
+    try:
+        interval: float | None = registry.get(row.name).interval_seconds()
+    except registry.UnknownDaemon:  # registered only on another host
+        interval = None
+    paused = row.verdict == State.PAUSED
+    return DaemonStatus(
+        name=row.name, instance=row.instance, host=row.host, state=row.state, pid=row.pid, interval=interval,
+        started_at=row.started_at, stopped_at=row.stopped_at, uptime_seconds=row.uptime_seconds,
+        last_heartbeat=row.last_heartbeat, last_tick_at=row.last_tick_at, last_outcome=row.last_outcome,
+        last_duration_ms=row.last_duration_ms, processed=row.processed, errors=row.errors,
+        last_error=row.last_error, status_text=row.status_text, paused=paused,
+        info="; ".join(note for note in ("paused" if paused else "", row.status_text) if note),
+    )
 
 
 def worst_exit_code(rows: list[DaemonStatus]) -> int:

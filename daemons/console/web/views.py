@@ -21,8 +21,9 @@ from django.views.decorators.http import require_GET
 from daemons import conf, registry
 from daemons.cluster import control, history
 from daemons.cluster.heartbeat import db_now
+from daemons.cluster.instances import cluster_instances
 from daemons.console import metrics as metrics_module
-from daemons.console.health import all_healthy, cluster_health, daemon_states, expected_daemons
+from daemons.console.health import all_healthy, daemon_states, expected_daemons
 from daemons.console.web.chart import Chart, Series, bar_chart
 from daemons.models import Heartbeat, JobRun
 from daemons.scheduling.jobs import ScheduledDaemon
@@ -160,7 +161,7 @@ def last_errors(limit: int = 10) -> list[ErrorRow]:
 def dashboard(request: HttpRequest, site: AdminSite, *, can_control: bool) -> HttpResponse:
     """The staff dashboard (served by daemons.admin under the admin's URLs and login)."""
     now = db_now()  # heartbeats are in the database's time; so is every age on the page
-    rows = cluster_health(now=now)
+    rows = cluster_instances(now=now)
     reported = {row.name for row in rows}
     context = {
         **site.each_context(request),
