@@ -41,7 +41,7 @@ import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.db import DatabaseError, connection, connections
 
@@ -55,8 +55,10 @@ from daemons.process.paths import RunPaths
 from daemons.process.pidfile import PidFile, PidFileError
 from daemons.process.privileges import Credentials, PrivilegeError
 from daemons.process.readiness import Readiness, Report
-from daemons.process.runner import Pulse, Runner
-from daemons.process.watch import Watch
+
+if TYPE_CHECKING:
+    from daemons.process.runner import Runner
+    from daemons.process.watch import Watch
 
 
 class StartupError(Exception):
@@ -296,6 +298,10 @@ class DaemonService:
           its `Control`) when work is done;
         - the daemon reads the stop through its `Control`; the runner waits on it.
         """
+        # Imported here, in the daemon: the operator's shell that detaches it never ticks.
+        from daemons.process.runner import Pulse, Runner
+        from daemons.process.watch import Watch
+
         stop, notifier = serving.stop, serving.notifier
         pulse = Pulse(notifier, self.daemon_cls.progress_limit, ring=serving.bell.ring)
         daemon = self.daemon_cls(self.instance, Control(stop, on_progress=pulse.progress))
