@@ -286,17 +286,11 @@ class DaemonService:
     def wire(self, serving: Serving) -> tuple[Daemon, Runner, Watch]:
         """Build the daemon, its runner and its watch thread, each handed its collaborators.
 
-        Who tells whom, across the two threads and the signal handlers:
-
-        - a SIGTERM's handler sets the stop (`serving.stop`) and rings `serving.bell`
-          (both built by `Lifecycle._signalled`, before the PID file names us);
-        - the watch thread sleeps on the bell and reads the `pulse`: it pings systemd and
-          writes busy heartbeats while a tick is alive, and ends the process once the stop's
-          deadline has passed;
-        - the pulse rings the bell when a tick begins and when a stalled tick moves again;
-          the runner tells it when ticks begin and end, the daemon's `progress()` (through
-          its `Control`) when work is done;
-        - the daemon reads the stop through its `Control`; the runner waits on it.
+        Who tells whom (drawn in docs/design.md): a stop signal's handler sets `serving.stop`
+        and rings `serving.bell`, both built by `Lifecycle._signalled`; the watch thread sleeps
+        on the bell and reads the `pulse` (pings, busy heartbeats, the stop deadline); the
+        pulse rings the bell when a tick begins and when a stalled tick moves again, told by
+        the runner (ticks) and the daemon's `Control` (progress); the runner waits on the stop.
         """
         # Imported here, in the daemon: the operator's shell that detaches it never ticks.
         from daemons.process.runner import Pulse, Runner
