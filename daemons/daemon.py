@@ -38,17 +38,19 @@ class Control:
     """The stop and progress API the framework hands a daemon.
 
     `stop_requested()` reads the process's stop event. `progress(units)` counts units of
-    work and stamps the time of the last one, then calls `on_progress` (the runner's hook
-    that keeps systemd's watchdog and the heartbeat current). A daemon built without one
-    (in a test or a shell) gets a Control with its own event, which nothing sets.
+    work and stamps the time of the last one, then calls `on_progress` (in a process, the
+    runner's `Pulse`, which keeps systemd's watchdog and the heartbeat current). A daemon
+    built without one (in a test or a shell) gets a Control with its own event, which
+    nothing sets.
     """
 
-    def __init__(self, stop: StopEvent | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, stop: StopEvent | None = None, clock: Callable[[], float] = time.monotonic, *,
+                 on_progress: Callable[[], None] | None = None) -> None:
         self.stop: StopEvent = stop if stop is not None else threading.Event()
         self.clock = clock
         self.units = 0
         self.last_progress: float | None = None
-        self.on_progress: Callable[[], None] | None = None
+        self.on_progress = on_progress
 
     def stop_requested(self) -> bool:
         return self.stop.is_set()

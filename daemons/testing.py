@@ -111,11 +111,13 @@ class DaemonHarness:
 
     @stopping.setter
     def stopping(self, value: bool) -> None:
+        # A daemon built without a stop event has a threading.Event; one handed another kind may not be settable.
         stop = self.daemon.control.stop
-        if value:
-            stop.set()  # type: ignore[attr-defined]
-        else:
-            stop.clear()  # type: ignore[attr-defined]
+        verb = "set" if value else "clear"
+        change = getattr(stop, verb, None)
+        if change is None:
+            raise TypeError(f"cannot {verb} the daemon's stop event, a {type(stop).__name__}")
+        change()
 
     def tick(self, now: datetime) -> TickResult:
         """Run one tick at `now` and return its result (an empty result for None)."""

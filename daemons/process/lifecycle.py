@@ -23,8 +23,10 @@ The entry points:
   exit code (`daemons.process.exits.Exit`). A supervisor's forked child calls it this way and
   passes the `readiness` pipe its supervisor reads.
 - "ready" is reported once the process holds its lock, logs, and (a daemon) reached the
-  database and set up, right before the first tick: to systemd (READY=1), to the
-  readiness pipe, and to `on_ready`.
+  database and set up, right before the first tick: to systemd (READY=1) and to the
+  readiness pipe.
+- Every object is handed its collaborators when it is built, never patched afterwards:
+  the signal handlers in `Lifecycle._signalled`, a daemon's graph in `DaemonService.wire`.
 
 Startup failures raise `StartupError` with one line for the operator (or, with a
 readiness pipe, send it there); nothing is left behind: no PID file, no socket, the
@@ -34,11 +36,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.db import DatabaseError, connection, connections
 
@@ -52,8 +55,10 @@ from daemons.process.paths import RunPaths
 from daemons.process.pidfile import PidFile, PidFileError
 from daemons.process.privileges import Credentials, PrivilegeError
 from daemons.process.readiness import Readiness, Report
-from daemons.process.runner import Runner
-from daemons.process.watch import Watch
+
+if TYPE_CHECKING:
+    from daemons.process.runner import Runner
+    from daemons.process.watch import Watch
 
 
 class StartupError(Exception):
@@ -65,6 +70,7 @@ class Serving:
     """What the life cycle hands to `serve`: the stop event and the ways to report and to end."""
 
     stop: signals.SignalStop
+    bell: signals.SelfPipe  # rung by a stop signal's handler: a daemon's watch thread sleeps on it
     notifier: Notifier
     paths: RunPaths
     credentials: Credentials | None
@@ -92,14 +98,13 @@ class Lifecycle:
 
     def __init__(self, service: Service, *, paths: RunPaths, detach: bool = False, log_to_file: bool | None = None,
                  credentials: Credentials | None = None, readiness: Readiness | None = None,
-                 on_ready: Callable[[], None] | None = None, debug: bool = False) -> None:
+                 debug: bool = False) -> None:
         self.service = service
         self.paths = paths
         self.detach = detach
         self.log_to_file = detach if log_to_file is None else log_to_file
         self.credentials = credentials
-        self.readiness = readiness
-        self.on_ready = on_ready
+        self.readiness = readiness  # a supervisor's child reports to its supervisor through it
         self.debug = debug  # start at DEBUG: a supervisor's debug toggle, passed on to a child it starts
         self.log = logging.getLogger(f"daemons.{service.name}")
         self.pidfile = PidFile(paths.pid)
@@ -143,21 +148,28 @@ class Lifecycle:
 
     def _live(self, readiness: Readiness | None) -> int:
         """Everything in the process's own life, with one exit path that releases the PID file."""
-        self.readiness = readiness
         try:
-            return self._signalled()
+            return self._signalled(readiness)
         except StartupError as exc:
             if readiness is None:
                 raise
             readiness.failed(str(exc))
             return Exit.FAILED
 
-    def _signalled(self) -> int:
+    def _signalled(self, readiness: Readiness | None) -> int:
         self.pid = os.getpid()
         service = self.service
         force_exit = (lambda: self.exit_now(Exit.FORCED)) if service.forced_exit else None
-        # Handlers first: from the moment the PID file names us, a stop must be a clean stop.
-        with signals.installed(force_exit, extra=service.extra_signals, on_signal=service.on_signal) as stop:
+
+        def ready(notes: list[str]) -> None:
+            self.log.info("started", extra={"action": "started"})
+            if readiness is not None:
+                readiness.ready(notes)
+
+        # Handlers first: from the moment the PID file names us, a stop must be a clean stop. The
+        # bell outlives them (closed last), since a handler may ring it until they are restored.
+        with signals.SelfPipe() as bell, signals.installed(force_exit, extra=service.extra_signals,
+                                                           on_signal=service.on_signal, on_stop=bell.ring) as stop:
             try:
                 try:
                     self.pidfile.write()
@@ -165,7 +177,7 @@ class Lifecycle:
                     raise StartupError(f"cannot write PID file {self.paths.pid}: {exc.strerror}") from None
                 self._open_logs()
                 notifier = Notifier()
-                serving = Serving(stop, notifier, self.paths, self.credentials, self._ready, self.exit_now)
+                serving = Serving(stop, bell, notifier, self.paths, self.credentials, ready, self.exit_now)
                 try:
                     return self._serve(serving)
                 finally:
@@ -188,13 +200,6 @@ class Lifecycle:
             return Exit.CRASHED
         reporting.flush()
         return code
-
-    def _ready(self, notes: list[str]) -> None:
-        self.log.info("started", extra={"action": "started"})
-        if self.readiness is not None:
-            self.readiness.ready(notes)
-        if self.on_ready is not None:
-            self.on_ready()
 
     # --- the steps ----------------------------------------------------------------------
 
@@ -243,9 +248,12 @@ class DaemonService:
         self.once = once
         self.log = logging.getLogger(f"daemons.{daemon_cls.name}")
         self.last_result_line = ""  # what the last tick did, for --once
+        self.daemon_logger: logging.Logger | None = None  # once the daemon is built
 
     def on_signal(self, signum: int) -> None:
-        pass  # SignalStop itself reopens the logs and toggles DEBUG
+        """After SignalStop toggled the framework's DEBUG (SIGUSR1), the daemon's own logger follows it."""
+        if signum == signal.SIGUSR1 and self.daemon_logger is not None:
+            self.daemon_logger.setLevel(logging.getLogger("daemons").getEffectiveLevel())
 
     def serve(self, serving: Serving) -> int:
         stop = serving.stop
@@ -262,11 +270,11 @@ class DaemonService:
                 # Before the first tick, so a signup committed after that tick's claim pass still wakes us.
                 listener = listen.for_daemon(self.name)
                 stop.attach_listener(listener)
-            daemon = self.daemon_cls(self.instance, Control(stop))
+            daemon, runner, watch = self.wire(serving)
             self._adopt_logger(daemon)
-            stop.debug_loggers.append(daemon.logger.name)
+            self.daemon_logger = daemon.logger
             self._setup(daemon)
-            return self._loop(daemon, serving)
+            return self._loop(daemon, runner, watch, serving)
         finally:
             if listener is not None:
                 listener.close()
@@ -275,10 +283,23 @@ class DaemonService:
                 _unlink_socket(serving.paths.socket)
             connections.close_all()
 
-    def _loop(self, daemon: Daemon, serving: Serving) -> int:
-        """Ready, then tick until a stop, then teardown."""
+    def wire(self, serving: Serving) -> tuple[Daemon, Runner, Watch]:
+        """Build the daemon, its runner and its watch thread, each handed its collaborators.
+
+        Who tells whom (drawn in docs/design.md): a stop signal's handler sets `serving.stop`
+        and rings `serving.bell`, both built by `Lifecycle._signalled`; the watch thread sleeps
+        on the bell and reads the `pulse` (pings, busy heartbeats, the stop deadline); the
+        pulse rings the bell when a tick begins and when a stalled tick moves again, told by
+        the runner (ticks) and the daemon's `Control` (progress); the runner waits on the stop.
+        """
+        # Imported here, in the daemon: the operator's shell that detaches it never ticks.
+        from daemons.process.runner import Pulse, Runner
+        from daemons.process.watch import Watch
+
         stop, notifier = serving.stop, serving.notifier
-        runner = Runner(daemon, instance=self.instance, notifier=notifier)
+        pulse = Pulse(notifier, self.daemon_cls.progress_limit, ring=serving.bell.ring)
+        daemon = self.daemon_cls(self.instance, Control(stop, on_progress=pulse.progress))
+        runner = Runner(daemon, instance=self.instance, notifier=notifier, pulse=pulse)
         timeout = conf.stop_timeout()
 
         def abandon(what: str) -> None:
@@ -286,8 +307,13 @@ class DaemonService:
                            extra={"action": "stop_abandoned"})
             serving.exit_now(Exit.ABANDONED)
 
-        watch = Watch(runner, stop_requested_at=lambda: stop.stop_requested_at, stop_timeout=timeout, abandon=abandon)
-        stop.on_stop = watch.poke
+        watch = Watch(runner, pulse=pulse, bell=serving.bell, stop_requested_at=lambda: stop.stop_requested_at,
+                      stop_timeout=timeout, abandon=abandon)
+        return daemon, runner, watch
+
+    def _loop(self, daemon: Daemon, runner: Runner, watch: Watch, serving: Serving) -> int:
+        """Ready, then tick until a stop, then teardown."""
+        stop, notifier = serving.stop, serving.notifier
         notifier.ready()
         serving.ready([])
         watch.start()
@@ -303,7 +329,6 @@ class DaemonService:
             daemon.teardown()
             runner.write_heartbeat(stopped=True)
         finally:
-            stop.on_stop = None
             watch.finish()
         self.log.info("stopped", extra={"action": "stopped"})
         return code

@@ -6,7 +6,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, reset_queries
@@ -55,6 +55,63 @@ class Outage:
         return backoff(self.failures, base=1.0, cap=OUTAGE_BACKOFF_CAP)
 
 
+class Pulse:
+    """Whether the tick in progress is alive, and when systemd's watchdog is pinged.
+
+    Shared by three parties, each handed it when built: the loop (a tick
+    begins and ends), the daemon's `progress()` (through its `Control`) and the watch
+    thread (it pings and writes busy heartbeats while the tick is alive). `ring` makes
+    the watch thread look again: when a tick begins and when a stalled tick moves again.
+    """
+
+    def __init__(self, notifier: Notifier, progress_limit: float, *, ring: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.notifier = notifier
+        self.progress_limit = progress_limit
+        self.ring = ring
+        self.clock = clock
+        self.tick_started: float | None = None  # clock() while a tick runs, read by the watch thread
+        self.last_progress: float | None = None  # clock() of the tick's start or its last progress()
+        self.last_ping: float | None = None
+        self.ping_lock = threading.Lock()
+
+    def tick_began(self, began: float) -> None:
+        self.last_progress = began
+        self.tick_started = began
+        self.ring()
+
+    def tick_ended(self) -> None:
+        self.tick_started = None
+
+    def progress(self) -> None:
+        """Called by the daemon's `progress()`: the tick is alive; ping now if a ping is due."""
+        now = self.clock()
+        stalled = self.last_progress is not None and now - self.last_progress > self.progress_limit
+        self.last_progress = now
+        self.ping_if_due()
+        if stalled:
+            # The watch thread stopped scheduling pings for this tick; it must start again.
+            self.ring()
+
+    def making_progress(self) -> bool:
+        """False while a tick has gone `progress_limit` seconds without progress: a hung tick."""
+        if self.tick_started is None or self.last_progress is None:
+            return True
+        return self.clock() - self.last_progress <= self.progress_limit
+
+    def ping_if_due(self) -> None:
+        """Send WATCHDOG=1 if a ping period has passed since the last one and the daemon is not hung."""
+        period = self.notifier.ping_period
+        if period is None:
+            return
+        with self.ping_lock:
+            now = self.clock()
+            if self.last_ping is not None and now - self.last_ping < period or not self.making_progress():
+                return
+            self.last_ping = now
+        self.notifier.watchdog()
+
+
 @dataclass
 class Runner:
     """Runs one daemon's ticks with the guard every tick needs.
@@ -69,7 +126,9 @@ class Runner:
     systemd's watchdog is pinged (WATCHDOG=1) every `notifier.ping_period` while the daemon
     waits between ticks and, during a tick, as long as the tick makes progress: it started,
     or called `progress()`, less than `daemon.progress_limit` seconds ago. The loop pings
-    between ticks; the watch thread pings and writes busy heartbeats during a tick.
+    between ticks; the watch thread pings and writes busy heartbeats during a tick. That
+    state lives in `pulse`; a process hands the runner the one its daemon's `Control`
+    reports progress to (see `daemons.process.lifecycle.DaemonService.wire`).
     """
 
     daemon: Daemon
@@ -80,20 +139,16 @@ class Runner:
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
     counters: Counters = field(default_factory=Counters)
     started_at: datetime | None = None
+    pulse: InitVar[Pulse | None] = None  # the one the daemon's Control reports to; a private one if None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, pulse: Pulse | None) -> None:
         self.logger = logging.getLogger(f"daemons.{self.daemon.name}")
-        self.tick_started: float | None = None  # clock() while a tick runs, read by the watch thread
+        self._pulse = pulse or Pulse(self.notifier, self.daemon.progress_limit, clock=self.clock)
         self.units_before_tick = 0
         self.outage: Outage | None = None
         self.repeated: RepeatedError | None = None
         self.last_heartbeat_write: float | None = None
         self.heartbeat_lock = threading.Lock()
-        self.last_progress: float | None = None  # clock() of the tick's start or its last progress()
-        self.last_ping: float | None = None
-        self.ping_lock = threading.Lock()
-        self.wake_watch: Callable[[], None] = lambda: None  # set by the watch thread
-        self.daemon.control.on_progress = self.on_progress
         self.history = history.Recorder(self.daemon.name, self.instance)
         self.pause_checked: float | None = None
         self.is_paused = False
@@ -125,10 +180,11 @@ class Runner:
                 if once:
                     return result
                 next_tick = (self.clock() + self.outage.delay()) if self.outage else (began + interval)
-            self.ping_if_due()
+            self._pulse.ping_if_due()
             timeout = next_tick - self.clock()
-            if self.last_ping is not None and period is not None:
-                timeout = min(timeout, self.last_ping + period - self.clock())
+            last_ping = self._pulse.last_ping
+            if last_ping is not None and period is not None:
+                timeout = min(timeout, last_ping + period - self.clock())
             if stop.wait(max(0.0, timeout)):
                 return result
 
@@ -150,21 +206,19 @@ class Runner:
         now = self.now()
         began = self.clock()
         self.units_before_tick = self.daemon.control.units
-        self.last_progress = began
-        self.tick_started = began
-        self.wake_watch()
+        self._pulse.tick_began(began)
         result: TickResult | None = None
         try:
             result = self.daemon.tick(now)
         except Exception as exc:  # noqa: BLE001 - the tick guard: any error is logged, counted, reported
-            self.tick_started = None
+            self._pulse.tick_ended()
             self.counters.errors += 1
             self.counters.last_outcome = Outcome.ERROR
             self.counters.last_error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
             duration_ms = int((self.clock() - began) * 1000)
             self.on_error(exc, duration_ms)
         else:
-            self.tick_started = None
+            self._pulse.tick_ended()
             duration_ms = int((self.clock() - began) * 1000)
             result = result or TickResult()
             self.on_success(result, duration_ms)
@@ -229,41 +283,11 @@ class Runner:
         self.logger.exception("tick failed after %d ms", duration_ms, extra={"action": "tick_error"})
         reporting.capture(exc, daemon=self.daemon.name)
 
-    # --- progress and the watchdog -----------------------------------------------------
-
-    def on_progress(self) -> None:
-        """Called by the daemon's `progress()`: the tick is alive; ping now if a ping is due."""
-        now = self.clock()
-        stalled = self.last_progress is not None and now - self.last_progress > self.daemon.progress_limit
-        self.last_progress = now
-        self.ping_if_due()
-        if stalled:
-            # The watch thread stopped scheduling pings for this tick; it must start again.
-            self.wake_watch()
-
-    def making_progress(self) -> bool:
-        """False while a tick has gone `progress_limit` seconds without progress: a hung tick."""
-        if self.tick_started is None or self.last_progress is None:
-            return True
-        return self.clock() - self.last_progress <= self.daemon.progress_limit
-
-    def ping_if_due(self) -> None:
-        """Send WATCHDOG=1 if a ping period has passed since the last one and the daemon is not hung."""
-        period = self.notifier.ping_period
-        if period is None:
-            return
-        with self.ping_lock:
-            now = self.clock()
-            if self.last_ping is not None and now - self.last_ping < period or not self.making_progress():
-                return
-            self.last_ping = now
-        self.notifier.watchdog()
-
     # --- heartbeat and status ---------------------------------------------------------
 
     def tick_units(self) -> int:
         """Units of work the tick in progress reported through `progress()` so far."""
-        return self.daemon.control.units - self.units_before_tick if self.tick_started is not None else 0
+        return self.daemon.control.units - self.units_before_tick if self._pulse.tick_started is not None else 0
 
     def heartbeat_due(self, *, worked: bool) -> bool:
         if self.last_heartbeat_write is None or worked:
@@ -287,7 +311,7 @@ class Runner:
         """Record this instance's state in its heartbeat row; a DB error is logged, not raised."""
         name, instance = self.daemon.name, self.instance
         with self.heartbeat_lock:
-            if in_thread and self.tick_started is None:
+            if in_thread and self._pulse.tick_started is None:
                 return  # the tick ended meanwhile; the loop writes the full row
             self.last_heartbeat_write = self.clock()
             try:

@@ -19,15 +19,52 @@ if TYPE_CHECKING:
 logger = logging.getLogger("daemons.signals")
 
 
+class SelfPipe:
+    """A doorbell another thread sleeps on: `ring()` is safe from a signal handler, where a lock could deadlock.
+
+    Rings that pile up before the sleeper looks are one ring. Use it as a context manager
+    to close both ends on the way out.
+    """
+
+    def __init__(self) -> None:
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def ring(self) -> None:
+        try:
+            os.write(self._wfd, b"\0")
+        except OSError:
+            pass  # a full pipe already holds a ring
+
+    def fileno(self) -> int:
+        """The end to wait on (readable once rung)."""
+        return self._rfd
+
+    def drain(self) -> None:
+        """Forget the rings so far, after a wait saw them."""
+        _drain(lambda: os.read(self._rfd, 512))
+
+    def close(self) -> None:
+        os.close(self._rfd)
+        os.close(self._wfd)
+
+    def __enter__(self) -> SelfPipe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class SignalStop:
     """The stop event of a real process, driven by signals and wake-up datagrams.
 
     Handlers only set flags; `signal.set_wakeup_fd` makes a signal end `wait()` at once.
     SIGHUP (reopen logs) and SIGUSR1 (toggle DEBUG) are acted on inside `wait()`, that is
-    in the main loop, never in the handler. A second SIGTERM or SIGINT during a graceful
-    stop calls `force_exit`, the one thing a handler does beyond setting a flag, unless it
-    comes within `REPEAT_WINDOW` of the first: that is one request delivered twice.
-    Create it with `installed()`, which puts the previous handlers back.
+    in the main loop, never in the handler, and then passed to `on_signal`. A stop
+    calls `on_stop` at once, from the handler (a daemon's watch thread must start its stop
+    deadline even while the main thread is stuck in a tick); a second SIGTERM or SIGINT
+    during a graceful stop calls `force_exit`, unless it comes within `REPEAT_WINDOW` of
+    the first: that is one request delivered twice. Those two are all a handler does beyond
+    setting a flag. Create it with `installed()`, which puts the previous handlers back.
     """
 
     HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
@@ -37,13 +74,13 @@ class SignalStop:
     REPEAT_WINDOW = 0.5
 
     def __init__(self, force_exit: Callable[[], None] | None = None,
-                 on_signal: Callable[[int], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 on_signal: Callable[[int], None] | None = None, on_stop: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.stop_requested_at: float | None = None
         self.force_exit = force_exit
-        self.on_signal = on_signal  # called from the main loop after SIGHUP, SIGUSR1 and any extra signal
-        self.on_stop: Callable[[], None] | None = None  # told at once, from the handler (the watch thread)
-        self.debug_loggers: list[str] = ["daemons"]
+        self.on_signal = on_signal
+        self.on_stop = on_stop
         self._pending: set[int] = set()
         self._woken = False
         self._wake_socket: socket.socket | None = None
@@ -138,8 +175,6 @@ class SignalStop:
                     logger.info("reopened log files on SIGHUP", extra={"action": "logs_reopened"})
             elif signum == signal.SIGUSR1:
                 level = logs.toggle_debug()
-                for name in self.debug_loggers[1:]:
-                    logging.getLogger(name).setLevel(level)
                 logger.warning("log level is now %s", logging.getLevelName(level), extra={"action": "log_level"})
             if self.on_signal is not None:
                 self.on_signal(signum)
@@ -155,14 +190,15 @@ def _drain(read: Callable[[], bytes]) -> None:
 
 @contextmanager
 def installed(force_exit: Callable[[], None] | None = None, *, extra: tuple[int, ...] = (),
-              on_signal: Callable[[int], None] | None = None) -> Iterator[SignalStop]:
+              on_signal: Callable[[int], None] | None = None,
+              on_stop: Callable[[], None] | None = None) -> Iterator[SignalStop]:
     """Install the handlers of a `SignalStop` for the duration of the block.
 
     `extra` signals (a supervisor's SIGCHLD) only end the wait and reach `on_signal`.
     On the way out the previous handlers and the previous wakeup fd are restored, so a
     process that runs a daemon (a supervisor's child, a test) gets its own back.
     """
-    stop = SignalStop(force_exit=force_exit, on_signal=on_signal)
+    stop = SignalStop(force_exit=force_exit, on_signal=on_signal, on_stop=on_stop)
     old_wakeup_fd = signal.set_wakeup_fd(stop._wfd, warn_on_full_buffer=False)
     old_handlers = {}
     try:

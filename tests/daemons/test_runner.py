@@ -136,3 +136,25 @@ def test_the_daemon_is_handed_its_stop_and_progress_api(stop_event) -> None:
     # A daemon built without one (a test, a shell) gets a Control that never stops.
     assert not Worker().stop_requested()
     assert Worker().logger.name == "tests.daemons.worker"
+
+
+def test_progress_reaches_the_pulse_which_rings_the_watch_when_a_stalled_tick_moves_again(clock) -> None:
+    """The wiring a process builds (`DaemonService.wire`): Control -> Pulse -> the watch thread's bell."""
+    from daemons.daemon import Control
+    from daemons.process.notify import Notifier
+    from daemons.process.runner import Pulse
+
+    rings: list[str] = []
+    pulse = Pulse(Notifier({}), 10.0, ring=lambda: rings.append("ring"), clock=clock)
+    control = Control(clock=clock, on_progress=pulse.progress)
+    pulse.tick_began(clock())
+    assert rings == ["ring"]  # a tick began: the watch schedules its pings
+    clock.advance(5)
+    control.progress()
+    assert rings == ["ring"] and pulse.making_progress()
+    clock.advance(11)
+    assert not pulse.making_progress()  # hung: the watch stopped pinging
+    control.progress()
+    assert rings == ["ring", "ring"] and pulse.making_progress()
+    pulse.tick_ended()
+    assert pulse.tick_started is None

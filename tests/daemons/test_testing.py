@@ -56,6 +56,39 @@ def test_harness_ticks_at_given_times_with_setup_status_and_logs(daemon_harness)
     assert harness.daemon.events == ["setup", "teardown"]
 
 
+def test_stopping_sets_and_clears_the_stop_a_tick_reads() -> None:
+    from daemons.daemon import Control
+
+    harness = DaemonHarness(Echo())
+    harness.stopping = True
+    assert harness.daemon.stop_requested() and harness.stopping
+    harness.stopping = False
+    assert not harness.daemon.stop_requested()
+
+    class SetOnly:
+        """A stop event that can be set but never cleared, as a real process's is."""
+
+        def __init__(self) -> None:
+            self.flag = False
+
+        def wait(self, timeout: float | None = None) -> bool:
+            return self.flag
+
+        def is_set(self) -> bool:
+            return self.flag
+
+        def set(self) -> None:
+            self.flag = True
+
+    daemon = Echo()
+    daemon.control = Control(SetOnly())
+    held = DaemonHarness(daemon)
+    held.stopping = True
+    assert daemon.stop_requested()
+    with pytest.raises(TypeError, match="cannot clear"):
+        held.stopping = False
+
+
 def test_an_exception_in_a_tick_reaches_the_test() -> None:
     harness = DaemonHarness(Echo())
     with pytest.raises(ValueError, match="bad minute"):

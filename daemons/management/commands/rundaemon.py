@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import CommandError
 
@@ -11,13 +11,15 @@ from daemons import registry
 from daemons.console import operations
 from daemons.console.operations import SupervisorStarted
 from daemons.daemon import Daemon
-from daemons.process import children, reload, supervision
-from daemons.process.children import ChildSpec
+from daemons.process import supervision
 from daemons.process.exits import Exit
 from daemons.process.lifecycle import Lifecycle, StartupError
 from daemons.process.privileges import Credentials, PrivilegeError
 
 from ._base import DaemonCommand, registered_names
+
+if TYPE_CHECKING:
+    from daemons.process.children import ChildSpec
 
 
 def supervised(names: list[str], all_daemons: bool) -> bool:
@@ -88,6 +90,8 @@ class Command(DaemonCommand):
 
     def run_reloading(self, lifecycle: Lifecycle) -> int:
         """Run under `daemons.process.reload`; the child ends here with its own status (3 asks for a new one)."""
+        from daemons.process import reload  # development only: Django's autoreloader stays out of the other paths
+
         code = reload.run_with_reloader(lifecycle.run)
         if reload.is_child():
             sys.exit(code)
@@ -103,6 +107,8 @@ class Command(DaemonCommand):
         self.report_supervised(done, detach=detach)
 
     def supervised_specs(self, names: list[str], *, every: bool, single: bool) -> list[ChildSpec]:
+        from daemons.process import children  # the supervisor's path only
+
         if every and names:
             raise CommandError("give daemon names or --all, not both", returncode=Exit.USAGE)
         if not every and not names:
