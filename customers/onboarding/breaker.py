@@ -67,14 +67,15 @@ class Breaker:
         held, self.held = self.held, []
         ids = [customer.pk for customer, _ in held]
         last_error = error_describe(held[-1][1])
+        # Unless a policy reply put the blame on the server, whose refusal it was is unknown: counted as an
+        # unknown outcome, so customers refused trip after trip with nobody else to prove the server (the last
+        # few of a queue, say) are not held for ever.
+        unknown = 0 if server_to_blame else 1
         with transaction.atomic():
             for customer, exc in held:
-                # Unless a policy reply put the blame on the server, whose refusal it was is unknown: counted as
-                # an unknown outcome, so customers refused trip after trip with nobody else to prove the server
-                # (the last few of a queue, say) are not held for ever.
-                Customer.objects.filter(pk=customer.pk, claimed_by=str(self.owner), onboarded_at__isnull=True).update(
+                Customer.objects.held_by(self.owner).filter(pk=customer.pk).update(
                     claimed_by="", claim_expires_at=None, next_attempt_at=now + retry_delay(1),
-                    last_error=error_describe(exc), unknown_outcomes=F("unknown_outcomes") + (0 if server_to_blame else 1))
+                    last_error=error_describe(exc), unknown_outcomes=F("unknown_outcomes") + unknown)
             Customer.objects.filter(pk__in=ids, unknown_outcomes__gte=settings.ONBOARDING_MAX_UNKNOWN_OUTCOMES,
                                     claimed_by="", onboarded_at__isnull=True, attention_at__isnull=True).update(
                 attention_at=now, next_attempt_at=None, attention_reason=(

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet
+from django.db.models import DateTimeField, ExpressionWrapper, QuerySet
 from django.db.models.functions import Now
 
 from daemons.cluster import heartbeat
@@ -17,21 +17,15 @@ from ..models import Customer
 from .owner import DAEMON_NAME, Owner, process_marker
 
 
-def held_by_gone_processes(now: datetime | None = None) -> Q | None:
-    """Claims held by onboarding processes whose heartbeat says they stopped or are dead, or None if none is.
+def gone_markers(now: datetime | None = None) -> list[str]:
+    """The `process_marker`s of the onboarding processes whose heartbeat says they stopped or are dead.
 
     A dead instance (no heartbeat for three heartbeat periods: `daemons.heartbeat.instance_state`)
     crashed, hangs or is cut off: its claims are free at once rather than when their leases
     end. Should it come back, it can record nothing for them, having lost the claims.
     """
     gone = heartbeat.gone(DAEMON_NAME, now).values_list("host", "instance", "pid")
-    markers = [process_marker(host, instance, pid) for host, instance, pid in gone]
-    if not markers:
-        return None
-    held = Q()
-    for marker in markers:
-        held |= Q(claimed_by__contains=marker)
-    return held
+    return [process_marker(host, instance, pid) for host, instance, pid in gone]
 
 
 def lease_duration() -> timedelta:
@@ -53,7 +47,7 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     A customer is claimable when nobody holds it, its lease has ended by the database's
     clock, it is held under `owner`'s lock key (a dead predecessor: holding the PID lock
     proves it dead), or it is held by a process whose heartbeat says it is dead or stopped
-    (`held_by_gone_processes`). Each claim records `owner` and a lease ending `lease_end()`.
+    (`gone_markers`). Each claim records `owner` and a lease ending `lease_end()`.
 
     On PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
     claimers take disjoint rows without waiting for each other. On SQLite the transaction
@@ -66,11 +60,9 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     # heartbeats' read, SQLite's write lock or PostgreSQL row locks.
     if not due.exists():
         return []
-    free = Q(claimed_by="") | Q(claim_expires_at__lt=Now()) | Q(claimed_by__startswith=owner.prefix)
 
     def claimable() -> QuerySet[Customer]:
-        gone = held_by_gone_processes()
-        return due.filter(free | gone if gone is not None else free)
+        return due.claimable(owner.prefix, gone_markers())
 
     # Customers due but all held by live others: find that out without locking anything either.
     seen = claimable()
@@ -101,7 +93,7 @@ def claims_confirm(*, owner: Owner) -> set[int]:
     """
     with transaction.atomic():
         owner.touch_heartbeat()
-        held = Customer.objects.filter(claimed_by=str(owner), onboarded_at__isnull=True)
+        held = Customer.objects.held_by(owner)
         ids = set(held.select_for_update().values_list("id", flat=True))
         Customer.objects.filter(id__in=ids).update(claim_expires_at=lease_end())
         return ids
@@ -115,9 +107,7 @@ def claims_renew(*, owner: Owner) -> int:
     finished meanwhile, so it is not renewed but left to be claimed again.
     """
     with transaction.atomic():
-        return Customer.objects.filter(
-            claimed_by=str(owner), onboarded_at__isnull=True, claim_expires_at__gte=Now()
-        ).update(claim_expires_at=lease_end())
+        return Customer.objects.held_by(owner).lease_live().update(claim_expires_at=lease_end())
 
 
 class ClaimKeeper:
@@ -175,7 +165,7 @@ def claims_release_predecessors(*, owner: Owner) -> int:
     """
     with transaction.atomic():
         return (
-            Customer.objects.filter(claimed_by__startswith=owner.prefix, onboarded_at__isnull=True)
+            Customer.objects.held_under(owner.prefix)
             .exclude(claimed_by=str(owner))
             .update(claimed_by="", claim_expires_at=None)
         )

@@ -46,7 +46,9 @@ def customer_onboard(
         if mail is None:
             mail = mail_connection()
         welcome_send(customer, mail, keepalive=keepalive)
-    except Exception as exc:
+    # Everything: a failure to send is recorded, never raised, and `send_record` is the one place that says
+    # whose it is (the customer's, like a refused address or a template's error, or the mail server's).
+    except Exception as exc:  # noqa: BLE001
         error = exc
     finally:
         if own_mail and mail is not None:

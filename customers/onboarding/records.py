@@ -95,7 +95,7 @@ def customer_onboarding_failed(
     """
     with transaction.atomic():
         # A lease that ended (by the database's clock) is lost, as in `customer_onboarding_complete`.
-        row = Customer.objects.select_for_update().filter(pk=customer.pk, claim_expires_at__gte=Now()).first()
+        row = Customer.objects.select_for_update().filter(pk=customer.pk).lease_live().first()
         if row is None or row.onboarded_at is not None or row.claimed_by != str(owner):
             return None
         row.attempts += 1

@@ -6,8 +6,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Q
-from django.db.models.functions import Now
 
 from ..models import Customer, OnboardingState
 from .owner import onboarding_wake
@@ -43,7 +41,7 @@ def customers_retry_onboarding(*, ids: Iterable[int]) -> RetryReport:
     """
     chosen = Customer.objects.filter(pk__in=list(ids))
     stopped = chosen.failed() | chosen.needing_attention()
-    retryable = stopped.filter(Q(claimed_by="") | Q(claim_expires_at__lt=Now()))
+    retryable = stopped.unclaimed()
     if connection.features.has_select_for_update:
         retryable = retryable.select_for_update()
     retry_ids = list(retryable.values_list("pk", flat=True))
