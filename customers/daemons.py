@@ -14,10 +14,15 @@ from django.utils import timezone
 from daemons import Daemon, TickResult, register, reporting
 from daemons.jobs import ScheduledDaemon, job
 
-from . import onboarding, selectors
+from . import selectors
 from .digest import digest_send
 from .models import Customer
-from .onboarding import Outcome
+from .onboarding import claims, mail, onboard
+from .onboarding.breaker import Breaker
+from .onboarding.failures import MailServerUnavailable
+from .onboarding.owner import DAEMON_NAME, Owner
+from .onboarding.records import OnboardResult, Outcome
+from .onboarding.retry import mail_outage_delay
 
 # Outcomes that are failures to onboard this time: logged, reported, and the SMTP session not reused.
 FAILURES = (Outcome.RETRY, Outcome.FAILED, Outcome.UNKNOWN, Outcome.ATTENTION)
@@ -54,22 +59,24 @@ class MailLane:
         """Send `customer` the welcome email; return what the send raised, or None if the server took it."""
         try:
             if self.mail is None:
-                self.mail = onboarding.mail_connection()
+                self.mail = mail.mail_connection()
                 # A daemon dropped without teardown (a test's, say) still ends its session.
-                self.closer = weakref.finalize(self, onboarding.mail_close, self.mail)
-            elif not self.checked and not onboarding.mail_alive(self.mail):
+                self.closer = weakref.finalize(self, mail.mail_close, self.mail)
+            elif not self.checked and not mail.mail_alive(self.mail):
                 # The server dropped it while we were idle: the send opens a new session.
-                onboarding.mail_close(self.mail)
+                mail.mail_close(self.mail)
             self.checked = True
-            onboarding.welcome_send(customer, self.mail, keepalive=keepalive)
-        except Exception as exc:
+            onboard.welcome_send(customer, self.mail, keepalive=keepalive)
+        # Everything: whatever a send raises (SMTP, socket, a template's error) is classified by
+        # `send_record` in the daemon's thread, and a lane's thread must hand it over, not die of it.
+        except Exception as exc:  # noqa: BLE001
             return exc
         return None
 
     def close(self) -> None:
         """Close the connection, if any; never raises."""
         self.mail = None
-        self.closer()  # runs onboarding.mail_close once, then does nothing
+        self.closer()  # runs mail.mail_close once, then does nothing
 
 
 @register
@@ -93,7 +100,7 @@ class OnboardingDaemon(Daemon):
     any failed send (its session may be in any state), and at teardown.
     """
 
-    name = onboarding.DAEMON_NAME
+    name = DAEMON_NAME
     interval = settings.ONBOARDING_INTERVAL_SECONDS
     # Seconds without mail after which an SMTP connection is closed; a server drops idle sessions anyway.
     mail_keep_alive = 60.0
@@ -104,75 +111,95 @@ class OnboardingDaemon(Daemon):
         self.executor = (ThreadPoolExecutor(concurrency, thread_name_prefix="onboarding-send")
                          if concurrency > 1 else None)
         self.sending: dict[Future[Exception | None], MailLane] = {}
-        self.outage: onboarding.MailServerUnavailable | None = None  # met in this tick
-        self.owner = onboarding.Owner.current(self.instance)
-        self.breaker = onboarding.Breaker(self.owner)
+        self.outage: MailServerUnavailable | None = None  # met in this tick
+        self.claimed_any = False  # this tick claimed someone: what is left is given back at its end
+        self.owner = Owner.current(self.instance)
+        self.breaker = Breaker(self.owner)
         self.mail_failures = 0  # failed tries of the mail server in a row
         self.mail_retry_at = 0.0  # time.monotonic() before which the server is left alone
         # Holding our PID lock proves any predecessor under our lock key is dead.
-        released = onboarding.claims_release_predecessors(owner=self.owner)
+        released = claims.claims_release_predecessors(owner=self.owner)
         if released:
             self.logger.info("took back %d claims of a dead predecessor", released,
                              extra={"action": "claims_reclaimed"})
 
     def tick(self, now: datetime) -> TickResult:
         counts = {outcome: 0 for outcome in Outcome}
-        for lane in self.lanes:
-            if lane.mail is not None and time.monotonic() - lane.used_at >= self.mail_keep_alive:
-                lane.close()
-            lane.checked = False
+        self.lanes_refresh()
         if self.mail_failures and time.monotonic() < self.mail_retry_at:
             return self.summary(counts, suffix="mail server unavailable, waiting to try again")
-        owner = self.owner
-        batch_size = settings.ONBOARDING_BATCH_SIZE
-        claimed_any = False
+        self.claimed_any = False
         self.outage = None
         try:
-            while not self.stop_requested() and self.outage is None:
-                batch = onboarding.customers_claim(owner=owner, now=now, limit=batch_size)
-                if not batch:
-                    break
-                claimed_any = True
-                # While replies are awaited, the claims stay ours and the tick alive.
-                keeper = onboarding.ClaimKeeper(owner, progress=lambda: self.progress(0))
-                free = list(self.lanes)
-                for customer in batch:
-                    while not free and self.outage is None:
-                        free += self.sends_collect(keeper, counts)
-                    if self.stop_requested() or self.outage is not None:
-                        break
-                    if not keeper.holds(customer):
-                        self.logger.warning("customer %s was taken over while this process was stalled; "
-                                            "not sending", customer.pk, extra={"action": "claim_lost"})
-                        continue
-                    keeper.renew_if_due()
-                    # A batch of one (a signup's wake-up) is sent from here: handing it to a thread only adds
-                    # two thread switches to its latency.
-                    self.send_start(free.pop(), customer, keeper, inline=len(batch) == 1)
-                while self.sending:  # what went out is recorded before anything else is claimed
-                    self.sends_collect(keeper, counts)
-                now = timezone.now()
+            self.backlog_send(now, counts)
             if self.outage is not None:
-                self.breaker.held.clear()  # given back below with every other claim
-                self.mail_close()
-                self.mail_unavailable(self.outage)
+                self.outage_begin(self.outage)
                 return self.summary(counts, suffix="mail server unavailable")
             if not self.stop_requested():
                 self.settle(counts)  # nobody else to try: the refusals held back were the customers' own
         except BaseException:
-            # Sends still going out end within their deadline; unrecorded, they are sent again later.
-            wait(self.sending)
-            self.sending.clear()
-            self.mail_close()  # interrupted in the middle of a session: don't reuse it
+            self.sends_abandon()
             raise
         finally:
             self.breaker.held.clear()  # whatever is left was interrupted: its claim goes back below
             # Whatever a stop or an outage interrupted goes back at once, not after the lease.
-            if claimed_any:
-                onboarding.claims_release(owner=owner)
+            if self.claimed_any:
+                claims.claims_release(owner=self.owner)
         return self.summary(counts)
 
-    def send_start(self, lane: MailLane, customer: Customer, keeper: onboarding.ClaimKeeper, *,
+    def lanes_refresh(self) -> None:
+        """Close the lanes' connections idle for `mail_keep_alive` seconds; the others are checked again."""
+        for lane in self.lanes:
+            if lane.mail is not None and time.monotonic() - lane.used_at >= self.mail_keep_alive:
+                lane.close()
+            lane.checked = False
+
+    def backlog_send(self, now: datetime, counts: dict[Outcome, int]) -> None:
+        """Claim batch after batch and send each, until nobody is due, a stop is asked for or an outage met."""
+        batch_size = settings.ONBOARDING_BATCH_SIZE
+        while not self.stop_requested() and self.outage is None:
+            batch = claims.customers_claim(owner=self.owner, now=now, limit=batch_size)
+            if not batch:
+                break
+            self.claimed_any = True
+            self.batch_send(batch, counts)
+            now = timezone.now()
+
+    def batch_send(self, batch: list[Customer], counts: dict[Outcome, int]) -> None:
+        """Send to every customer of `batch` that is still ours, and record each before returning."""
+        # While replies are awaited, the claims stay ours and the tick alive.
+        keeper = claims.ClaimKeeper(self.owner, progress=lambda: self.progress(0))
+        free = list(self.lanes)
+        for customer in batch:
+            while not free and self.outage is None:
+                free += self.sends_collect(keeper, counts)
+            if self.stop_requested() or self.outage is not None:
+                break
+            if not keeper.holds(customer):
+                self.logger.warning("customer %s was taken over while this process was stalled; "
+                                    "not sending", customer.pk, extra={"action": "claim_lost"})
+                continue
+            keeper.renew_if_due()
+            # A batch of one (a signup's wake-up) is sent from here: handing it to a thread only adds
+            # two thread switches to its latency.
+            self.send_start(free.pop(), customer, keeper, inline=len(batch) == 1)
+        while self.sending:  # what went out is recorded before anything else is claimed
+            self.sends_collect(keeper, counts)
+
+    def outage_begin(self, exc: MailServerUnavailable) -> None:
+        """End the tick on a mail outage: drop the held refusals (their claims go back) and every session."""
+        self.breaker.held.clear()  # given back with every other claim
+        self.mail_close()
+        self.mail_unavailable(exc)
+
+    def sends_abandon(self) -> None:
+        """After an interruption: wait for the sends still going out, and drop every session."""
+        # Sends still going out end within their deadline; unrecorded, they are sent again later.
+        wait(self.sending)
+        self.sending.clear()
+        self.mail_close()  # interrupted in the middle of a session: don't reuse it
+
+    def send_start(self, lane: MailLane, customer: Customer, keeper: claims.ClaimKeeper, *,
                    inline: bool = False) -> None:
         """Start sending `customer` the welcome email through `lane` (`inline`: send it now, from this thread);
         `sends_collect` records it."""
@@ -185,7 +212,7 @@ class OnboardingDaemon(Daemon):
             future = self.executor.submit(lane.send, customer, None)
         self.sending[future] = lane
 
-    def sends_collect(self, keeper: onboarding.ClaimKeeper, counts: dict[Outcome, int]) -> list[MailLane]:
+    def sends_collect(self, keeper: claims.ClaimKeeper, counts: dict[Outcome, int]) -> list[MailLane]:
         """Wait until a send ends (the claims kept alive meanwhile), record each that ended; return their lanes."""
         done: set[Future[Exception | None]] = set()
         while not done:
@@ -206,9 +233,9 @@ class OnboardingDaemon(Daemon):
         lane.used_at = time.monotonic()
         self.progress()
         try:
-            result = onboarding.send_record(customer=customer, owner=self.owner, error=error,
+            result = onboard.send_record(customer=customer, owner=self.owner, error=error,
                                             breaker=self.breaker)
-        except onboarding.MailServerUnavailable as exc:
+        except MailServerUnavailable as exc:
             lane.close()
             self.outage = self.outage or exc
             return
@@ -252,7 +279,7 @@ class OnboardingDaemon(Daemon):
             text += f"; {suffix}"
         return TickResult(processed=onboarded + failed + unknown, summary=text)
 
-    def record_failure(self, result: onboarding.OnboardResult) -> None:
+    def record_failure(self, result: OnboardResult) -> None:
         customer = result.customer
         action, next_step = FAILURE_ACTIONS[result.outcome]
         self.logger.warning(
@@ -264,13 +291,13 @@ class OnboardingDaemon(Daemon):
         reporting.capture(OnboardingFailure(f"customer {customer.pk}: {result.error}"),
                           daemon=self.name, customer_id=customer.pk)
 
-    def mail_unavailable(self, exc: onboarding.MailServerUnavailable) -> None:
+    def mail_unavailable(self, exc: MailServerUnavailable) -> None:
         self.mail_failures += 1
-        self.mail_retry_at = time.monotonic() + onboarding.mail_outage_delay(self.mail_failures)
+        self.mail_retry_at = time.monotonic() + mail_outage_delay(self.mail_failures)
         if self.mail_failures == 1:
             self.logger.warning("mail server unavailable, will retry: %s", exc, extra={"action": "mail_unavailable"})
             # A fresh exception: the original's chain has frames that hold addresses.
-            reporting.capture(onboarding.MailServerUnavailable(str(exc)), daemon=self.name)
+            reporting.capture(MailServerUnavailable(str(exc)), daemon=self.name)
 
     def mail_available(self) -> None:
         if self.mail_failures:

@@ -1,12 +1,13 @@
 """Customers who signed up, and the record of each one's onboarding."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from django.db import models
 from django.db.models import Count, Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Now
 
 
 class OnboardingState(models.TextChoices):
@@ -32,6 +33,11 @@ STATE_LOOKUPS: dict[OnboardingState, dict[str, Any]] = {
     OnboardingState.RETRYING: {**PENDING_LOOKUPS, "attempts__gt": 0},
     OnboardingState.WAITING: {**PENDING_LOOKUPS, "attempts": 0},
 }
+
+
+def _unclaimed() -> Q:
+    """Held by nobody: never claimed, given back, or with a lease that ended by the database's clock."""
+    return Q(claimed_by="") | Q(claim_expires_at__lt=Now())
 
 
 def _matches(obj: models.Model, lookups: dict[str, Any]) -> bool:
@@ -84,6 +90,38 @@ class CustomerQuerySet(models.QuerySet):
     def due(self, now: datetime) -> CustomerQuerySet:
         """Pending customers whose next attempt is not after `now` (claims aside)."""
         return self.pending().filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+    # Onboarding claims. A claim is `claimed_by` (an onboarding `Owner`'s str: its lock key's prefix, host,
+    # instance and process) with a lease to `claim_expires_at`, read by the database's clock so that hosts whose
+    # clocks disagree still agree on whose claim is live.
+
+    def unclaimed(self) -> CustomerQuerySet:
+        """Held by nobody: never claimed, given back, or with a lease that ended by the database's clock."""
+        return self.filter(_unclaimed())
+
+    def claimable(self, owner_prefix: str, gone_markers: Iterable[str] = ()) -> CustomerQuerySet:
+        """Free for the owner whose lock key prefix is `owner_prefix` to claim.
+
+        That is: unclaimed, held under that lock key (a dead predecessor's: holding the PID
+        lock proves it dead), or held by a process whose heartbeat marker is in
+        `gone_markers` (stopped or dead; see `customers.onboarding.claims`).
+        """
+        free = _unclaimed() | Q(claimed_by__startswith=owner_prefix)
+        for marker in gone_markers:
+            free |= Q(claimed_by__contains=marker)
+        return self.filter(free)
+
+    def held_by(self, owner: object) -> CustomerQuerySet:
+        """Not onboarded yet and claimed by `owner` (an onboarding `Owner`, or its str), whatever its lease."""
+        return self.filter(claimed_by=str(owner), onboarded_at__isnull=True)
+
+    def held_under(self, owner_prefix: str) -> CustomerQuerySet:
+        """Not onboarded yet and claimed by any process under the lock key whose prefix is `owner_prefix`."""
+        return self.filter(claimed_by__startswith=owner_prefix, onboarded_at__isnull=True)
+
+    def lease_live(self) -> CustomerQuerySet:
+        """Whose claim's lease has not ended by the database's clock: only such a claim may be renewed or recorded."""
+        return self.filter(claim_expires_at__gte=Now())
 
     def onboarding_counts(self) -> dict[OnboardingState, int]:
         """How many customers are in each state, in one query."""

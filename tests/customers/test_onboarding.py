@@ -15,7 +15,7 @@ from django.utils import timezone
 from customers import onboarding
 from customers.daemons import OnboardingDaemon
 from customers.models import Customer, Onboarding, OnboardingState
-from customers.onboarding import Outcome, Owner
+from customers.onboarding import Outcome, Owner, claims
 from customers.signup import customer_create
 
 A = Owner("host-a", 0, "key-a", "100-aa")
@@ -321,14 +321,15 @@ def test_a_tick_claims_batch_after_batch_until_nobody_waits(db, fixed_now, setti
     settings.ONBOARDING_BATCH_SIZE = 3
     make_customers(7, fixed_now - timedelta(hours=1))
     batches: list[int] = []
-    claim = onboarding.customers_claim
+    claim = claims.customers_claim
 
     def recording_claim(**kwargs):
         claimed = claim(**kwargs)
         batches.append(len(claimed))
         return claimed
 
-    monkeypatch.setattr(onboarding, "customers_claim", recording_claim)
+    # The daemon looks it up in the claims module, not in the package that re-exports it.
+    monkeypatch.setattr(claims, "customers_claim", recording_claim)
     result = ready_daemon().tick(fixed_now)
     assert batches == [3, 3, 1, 0]
     assert result.processed == 7 and result.summary == "onboarded 7 customers"
