@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.harness import procstat
 from bench.harness.customers import pending, seed
 from tests.support.processes import terminate
 from tests.support.waiting import wait_for
@@ -64,12 +65,8 @@ class Memory:
 
 
 def memory(pid: int) -> Memory:
-    """RSS and PSS of `pid` from /proc/PID/smaps_rollup, in KiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, value, *_ = line.split()
-        fields[key.rstrip(":")] = int(value)
-    return Memory(fields["Rss"], fields["Pss"])
+    """RSS and PSS of `pid`, in KiB; a daemon gone before it is measured is an error, not a zero."""
+    return Memory(*procstat.rollup_kib(pid))
 
 
 def total(pids: list[int]) -> Memory:
