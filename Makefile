@@ -76,17 +76,17 @@ test-adopter: export ADOPTER_DJANGO ?=
 test-adopter: install-dev
 	$(PY) scripts/test-env.d/run.py $(PY) -m pytest -p no:cacheprovider tests/test_adopter.py
 
-# Ours against the peers (bench/run.py). The peers are installed for the benchmark only.
+# Ours against the peers (python -m bench.run). The peers are installed for the benchmark only.
 $(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--customers 1000 --runs 5".
 bench: $(VENV)/.installed-bench
-	$(PY) bench/run.py --docs $(BENCH_ARGS)
+	$(PY) -m bench.run --docs $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.installed-bench
-	$(PY) bench/run.py --quick $(BENCH_ARGS)
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 # A chaos run (bench/chaos.py, docs/reliability.md): daemons on two hosts, signups through gunicorn, a fault
 # every few seconds for CHAOS_MINUTES, then the onboarding promise checked; report in var/chaos/.

@@ -12,7 +12,6 @@ docs/reliability.md says what each fault tests.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -26,28 +25,19 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from tests.support.env_runner import run_py
 
 if TYPE_CHECKING:
     from bench.chaos_faults import Fault
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
 RATE = 20.0  # signups a second
 FAULT_GAP = (3.0, 8.0)  # seconds between two faults
 RESTART_DELAY = (1.0, 3.0)  # seconds before a killed process is started again, as systemd's RestartSec
 ONBOARDING_INTERVAL = 2.0
 PROGRESS_EVERY = 30.0  # seconds between two lines of progress.log
-
-
-def run_py() -> ModuleType:
-    """scripts/test-env.d/run.py (its directory is no package): its subreaper and leftover-stopping code."""
-    spec = importlib.util.spec_from_file_location("test_env_run", RUN_PY)
-    assert spec is not None and spec.loader is not None, RUN_PY
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def say(message: str) -> None:

@@ -32,7 +32,7 @@ FAKETIME_GLOB = "/usr/lib/*/faketime/libfaketimeMT.so.1"
 
 def faketime_library() -> str:
     """libfaketime's path, installing Debian's `faketime` package first when it is missing."""
-    from bench.servers import apt_install
+    from bench.harness.servers import apt_install
 
     found = sorted(glob.glob(FAKETIME_GLOB))
     if not found:

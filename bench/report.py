@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.systems import OURS, ROOT
+from bench.harness.systems import OURS, ROOT
 
 DOCS = ROOT / "docs" / "performance.md"
 DOCS_IMG = ROOT / "docs" / "img"

@@ -1,7 +1,7 @@
 """Ours against the peers, side by side in one run: drain, latency, memory, idle cost.
 
-    .venv/bin/python bench/run.py            the full run (`make bench`)
-    .venv/bin/python bench/run.py --quick    about 3 minutes, small N, 1 repetition (`make bench-quick`)
+    .venv/bin/python -m bench.run            the full run (`make bench`)
+    .venv/bin/python -m bench.run --quick    about 3 minutes, small N, 1 repetition (`make bench-quick`)
 
 Starts its own Redis, PostgreSQL cluster and SMTP sink on free loopback ports and stops
 only those, also on Ctrl-C. Repetitions interleave the systems, in a rotated order. See
@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import procstat, report, servers
+from bench import report
+from bench.harness import procstat, servers
+from bench.harness.servers import ServerError, ServerSet
+from bench.harness.systems import BY_KEY, FLOOR_CONNECTIONS, OURS, ROOT, SYSTEMS, System, unavailable
 from bench.peers.counter import total as counted_queries
-from bench.servers import ServerError, ServerSet
-from bench.systems import BY_KEY, FLOOR_CONNECTIONS, OURS, ROOT, SYSTEMS, System, unavailable
 
 PY = sys.executable
 SECRET_KEY = "bench-" + "k7Qz9vX2pL" * 6
@@ -129,7 +128,7 @@ class Bench:
     def base_env(self, system: System, directory: Path, database_url: str) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DAEMONS_"))}
         env.update({
-            "DJANGO_SETTINGS_MODULE": "bench.settings", "PYTHONPATH": str(ROOT), "DEBUG": "false",
+            "DJANGO_SETTINGS_MODULE": "bench.harness.settings", "PYTHONPATH": str(ROOT), "DEBUG": "false",
             "SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url,
             "EMAIL_URL": f"smtp://127.0.0.1:{self.smtp.port if self.smtp else 25}",
             "DAEMONS_RUN_DIR": str(directory / "run"), "DAEMONS_LOG_DIR": str(directory / "log"),
@@ -172,7 +171,7 @@ class Bench:
         return f"sqlite:///{path}"
 
     def driver(self, env: dict[str, str], *argv: str, timeout: float) -> dict[str, Any]:
-        run = subprocess.run([PY, str(ROOT / "bench" / "driver.py"), *argv], cwd=ROOT, env=env,
+        run = subprocess.run([PY, "-m", "bench.harness.driver", *argv], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=timeout)
         if run.returncode != 0:
             raise BenchError(f"driver {' '.join(argv)} failed: {(run.stderr or run.stdout).strip()[-800:]}")

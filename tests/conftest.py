@@ -7,22 +7,20 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from django.conf import settings
+
+from tests.support.waiting import wait_for as wait_for  # re-exported: tests import it from here
 
 pytest_plugins = ["daemons.testing", "tests.pg", "tests.sentry_sink", "tests.other_user", "tests.distribution"]
 
 BASE_DIR = Path(settings.BASE_DIR)
 
-
-T = TypeVar("T")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -35,19 +33,6 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if config.option.basetemp is None and os.environ.get("TEST_ENV_DIR"):
         config.option.basetemp = os.path.join(os.environ["TEST_ENV_DIR"], "t")
-
-
-def wait_for(predicate: Callable[..., T | None], timeout: float = 10.0, message: str = "condition") -> T:
-    """Poll `predicate()` until it returns something truthy, and return that; fail the test at the deadline."""
-    # Callable[..., ]: mypy infers no type for a lambda that binds a loop variable (`lambda x=x: ...`) otherwise.
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(0.02)
 
 
 def matched(pattern: str, text: str, flags: int = 0, *, group: int = 0) -> str:

@@ -1,7 +1,6 @@
 """PostgreSQL fixtures: this run's test cluster (scripts/test-env.d/postgres.sh), and fresh databases on it."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,10 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.prerequisites import missing
+from tests.support.env_runner import run_py
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 POSTGRES_SH = BASE_DIR / "scripts" / "test-env.d" / "postgres.sh"
-RUN_PY = BASE_DIR / "scripts" / "test-env.d" / "run.py"
 
 
 @dataclass(frozen=True)
@@ -74,11 +73,7 @@ def own_cluster() -> Iterator[Cluster]:
 
 def read_env(env_file: Path) -> dict[str, str]:
     """What the test-env.d scripts recorded, read by run.py's own reader (its directory is no package)."""
-    spec = importlib.util.spec_from_file_location("test_env_run", RUN_PY)
-    assert spec is not None and spec.loader is not None, RUN_PY
-    run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run)
-    return run.read_env(env_file)
+    return run_py().read_env(env_file)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

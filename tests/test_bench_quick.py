@@ -1,4 +1,4 @@
-"""bench/run.py, the harness of `make bench-quick`, on a tiny N: ours (SQLite, and PostgreSQL when it is
+"""bench.run, the harness of `make bench-quick`, on a tiny N: ours (SQLite, and PostgreSQL when it is
 installed) and the stdlib floor, the systems whose dependencies `make test` installs."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def processes_using(paths: list[str]) -> list[int]:
 def test_quick_harness_measures_every_figure_and_stops_what_it_started(tmp_path: Path) -> None:
     systems = ["ours-sqlite", "floor", "floor-2"] + (["ours-pg"] if (PG_BIN / "initdb").exists() else [])
     result = subprocess.run(
-        [sys.executable, "bench/run.py", "--quick", "--customers", "40", "--rate", "10", "--latency-seconds", "2",
+        [sys.executable, "-m", "bench.run", "--quick", "--customers", "40", "--rate", "10", "--latency-seconds", "2",
          # Longer than one onboarding interval (5 s), so the idle window always holds a tick's read.
          "--idle-seconds", "6", "--systems", ",".join(systems), "--out", str(tmp_path)],
         cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=HARNESS_SECONDS,
@@ -63,7 +63,7 @@ def test_quick_harness_measures_every_figure_and_stops_what_it_started(tmp_path:
 
 
 def test_bad_arguments_get_one_line_and_exit_2() -> None:
-    result = subprocess.run([sys.executable, "bench/run.py", "--systems", "ours-sqlite,rq"],
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--systems", "ours-sqlite,rq"],
                             cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "unknown system rq" in result.stderr and "Traceback" not in result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import urllib.request
@@ -18,16 +17,11 @@ from signup_site.settings import secret_key_weakness
 from tests.conftest import default_signals, wait_for
 from tests.daemons.test_process import alive
 from tests.project_copy import copy_project, terminal_env
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.process
 
 ENV_WRITTEN = "make run: wrote .env for development"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def page(port: int) -> int | None:

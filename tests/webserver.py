@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from tests.conftest import BASE_DIR, default_signals, matched, wait_for
+from tests.conftest import BASE_DIR, default_signals, matched
+from tests.support.processes import terminate
+from tests.support.waiting import wait_for
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
@@ -86,10 +88,5 @@ def gunicorn(env: dict[str, str], log: Path, *, workers: int = 2, threads: int =
                  < 500, timeout=60, message="a gunicorn worker to answer")
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=10)
         handle.close()

@@ -24,7 +24,7 @@ class PeersConfig(AppConfig):
         from .counter import count_queries
 
         connection_created.connect(count_queries)
-        # bench.settings defines BENCH_PEER; the type checker reads the test settings, which don't.
+        # bench.harness.settings defines BENCH_PEER; the type checker reads the test settings, which don't.
         peer = getattr(settings, "BENCH_PEER", "").split("-")[0]
         if peer in TASK_MODULES:
             importlib.import_module(TASK_MODULES[peer])

@@ -7,7 +7,7 @@ Django's dummy backend, so the figure is the framework's and the database's cost
 customer, not a mail server's; `--mail smtp` sends to a real SMTP server (an aiosmtpd
 sink in its own process). `--batch` sets ONBOARDING_BATCH_SIZE.
 
-    .venv/bin/python bench/backlog.py [--customers 2000] [--runs 3] [--mail dummy|smtp] [--batch 50]
+    .venv/bin/python -m bench.scenarios.backlog [--customers 2000] [--runs 3] [--mail dummy|smtp] [--batch 50]
 """
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import argparse
 import os
 import resource
 import shutil
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -24,24 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness.customers import onboarded, seed
+from tests.support.net import free_port, port_open
+from tests.support.processes import terminate
+from tests.support.waiting import wait_for
 
-from bench.latency_pg import free_port  # noqa: E402
-from bench.memory import seed, wait_until  # noqa: E402
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def onboarded(db_path: Path) -> int:
-    db = sqlite3.connect(db_path)
-    try:
-        return db.execute("SELECT count(*) FROM customers_onboarding").fetchone()[0]
-    finally:
-        db.close()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def clear(env: dict[str, str], db_path: Path, customers: int, instances: int) -> tuple[float, float]:
@@ -88,7 +74,7 @@ def main() -> None:
             sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
                                      "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            wait_until(lambda: port_open(port), what="the SMTP sink listening")
+            wait_for(lambda: port_open(port), timeout=120, message="the SMTP sink listening", interval=0.05)
             env.update({"EMAIL_URL": f"smtp://127.0.0.1:{port}", "DEBUG": "false"})
         else:
             # The project refuses a mail backend that discards messages unless DEBUG is on.
@@ -106,8 +92,7 @@ def main() -> None:
                   "start-up included)")
     finally:
         if sink is not None:
-            sink.terminate()
-            sink.wait()
+            terminate(sink)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

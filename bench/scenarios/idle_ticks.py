@@ -6,7 +6,7 @@ number of open descriptors are read after a warm-up and again at the end. The pe
 the same run is a bare loop making the same kind of query through the stdlib sqlite3.
 Exits 1 if RSS grew by 2 MiB or more, or the descriptor count changed.
 
-    .venv/bin/python bench/idle_ticks.py [--ticks 20000] [--runs 3]
+    .venv/bin/python -m bench.scenarios.idle_ticks [--ticks 20000] [--runs 3]
 """
 from __future__ import annotations
 
@@ -18,9 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def rss_kib() -> int:

@@ -1,6 +1,6 @@
 """The floor: the same onboarding with nothing but the stdlib, over one SMTP connection (or several).
 
-    python bench/floor.py DB_PATH SMTP_PORT [CONNECTIONS]
+    python -m bench.peers.floor DB_PATH SMTP_PORT [CONNECTIONS]
 
 Sends every waiting customer of the SQLite file a welcome email (text and HTML, the
 showcase's wording) and records it, one commit per customer as ours does, then prints

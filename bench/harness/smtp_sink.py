@@ -1,4 +1,4 @@
-"""An SMTP server that accepts every message and keeps none: `python bench/smtp_sink.py PORT`.
+"""An SMTP server that accepts every message and keeps none: `python -m bench.harness.smtp_sink PORT`.
 
 It prints "ready" once it listens and counts what it accepted, printing the count on SIGTERM.
 """

@@ -1,6 +1,6 @@
 """Milliseconds per customer in each step of ours, beside the same steps done the floor's way.
 
-    .venv/bin/python bench/breakdown.py [--customers 400]
+    .venv/bin/python -m bench.scenarios.breakdown [--customers 400]
 
 In one process, against the SMTP sink and a fresh SQLite file: ours claims, renders,
 sends through Django's email framework and records, step by step, as the onboarding
@@ -23,9 +23,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import servers
+from bench.harness import servers
 from bench.run import SECRET_KEY
 
 T = TypeVar("T")
@@ -38,7 +36,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-breakdown-"))
     sink = servers.start_smtp_sink()
     try:
-        os.environ.update(DJANGO_SETTINGS_MODULE="bench.settings", DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
+        os.environ.update(DJANGO_SETTINGS_MODULE="bench.harness.settings", DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
                           DEBUG="false", SECRET_KEY=SECRET_KEY, EMAIL_URL=f"smtp://127.0.0.1:{sink.port}")
         import smtplib
 

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-BENCH_DIR = Path(__file__).resolve().parent
+from bench.harness.systems import ROOT
+from tests.support.net import free_port
+from tests.support.processes import terminate
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -28,12 +31,6 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 class ServerError(Exception):
     """A server could not be installed or started; the message says which and why."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None, what: str, timeout: float = 30.0) -> None:
@@ -70,20 +67,10 @@ class Server:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _terminate(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _stop_process(proc: subprocess.Popen, log: IO[str]) -> Callable[[], None]:
     """A `Server.stop` for `proc`: terminate it, then close the log it writes to."""
     def stop() -> None:
-        _terminate(proc)
+        terminate(proc, timeout=10)
         log.close()
 
     return stop
@@ -93,7 +80,7 @@ def start_smtp_sink() -> Server:
     directory = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
     port = free_port()
     log = open(directory / "sink.log", "w")
-    proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "smtp_sink.py"), str(port)], stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "bench.harness.smtp_sink", str(port)], cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     server = Server("smtp sink", port, directory, _stop_process(proc, log), pid=proc.pid)
     try:

@@ -10,7 +10,7 @@ Cases, each measured `--runs` times with the median reported:
 - the onboarding daemon alone after draining `--customers` signups;
 - a bare Python script doing the same drain with the stdlib `sqlite3` module: the floor.
 
-    .venv/bin/python bench/memory.py [--runs 5] [--customers 2000] [--settle 3]
+    .venv/bin/python -m bench.scenarios.memory [--runs 5] [--customers 2000] [--settle 3]
 """
 from __future__ import annotations
 
@@ -18,19 +18,20 @@ import argparse
 import os
 import secrets
 import shutil
-import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.harness import procstat
+from bench.harness.customers import pending, seed
+from tests.support.processes import terminate
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 # The showcase has two daemons; the framework's test app provides the other three of five.
 DAEMONS = ["onboarding", "digest", "counter", "idle", "writer"]
 SETTINGS = "tests.settings"
@@ -64,12 +65,8 @@ class Memory:
 
 
 def memory(pid: int) -> Memory:
-    """RSS and PSS of `pid` from /proc/PID/smaps_rollup, in KiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, value, *_ = line.split()
-        fields[key.rstrip(":")] = int(value)
-    return Memory(fields["Rss"], fields["Pss"])
+    """RSS and PSS of `pid`, in KiB; a daemon gone before it is measured is an error, not a zero."""
+    return Memory(*procstat.rollup_kib(pid))
 
 
 def total(pids: list[int]) -> Memory:
@@ -79,58 +76,10 @@ def total(pids: list[int]) -> Memory:
     return result
 
 
-def seed(db_path: Path, count: int) -> None:
-    db = sqlite3.connect(db_path)
-    db.execute("DELETE FROM customers_onboarding")
-    db.execute("DELETE FROM customers_customer")
-    now = "2026-01-01 00:00:00"
-    db.executemany(
-        "INSERT INTO customers_customer (name, email, created_at, attempts, last_error, claimed_by)"
-        " VALUES (?, ?, ?, 0, '', '')",
-        [(f"Bench {i}", f"bench{i}@example.com", now) for i in range(count)],
-    )
-    db.commit()
-    db.close()
-
-
-def pending(db_path: Path) -> int:
-    db = sqlite3.connect(db_path)
-    try:
-        return db.execute("SELECT count(*) FROM customers_customer WHERE onboarded_at IS NULL").fetchone()[0]
-    finally:
-        db.close()
-
-
-T = TypeVar("T")
-
-
-# Callable[..., ]: mypy infers no type for a lambda that binds a loop variable (`lambda n=n: ...`) otherwise.
-def wait_until(predicate: Callable[..., T | None], timeout: float = 120.0, what: str = "benchmark condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout:g} s")
-        time.sleep(0.05)
-
-
 def holder(run_dir: Path, name: str) -> int | None:
     from daemons.process.pidfile import read_holder
 
     return read_holder(run_dir / f"{name}.pid", wait=0)
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def popen(env: dict[str, str], *args: str) -> subprocess.Popen:
@@ -146,22 +95,23 @@ def measure_group(env: dict[str, str], names: list[str], *, supervised: bool, se
     else:
         procs = [popen(env, "manage.py", "rundaemon", name) for name in names]
     try:
-        pids = [wait_until(lambda n=n: holder(run_dir, n), what=f"{n} running") for n in names]
+        pids = [wait_for(lambda n=n: holder(run_dir, n), timeout=120, message=f"{n} running", interval=0.05)
+                for n in names]
         time.sleep(settle)  # let each daemon run a few ticks before reading its memory
         return total(pids + ([procs[0].pid] if supervised else []))
     finally:
-        stop(procs)
+        terminate(*procs, timeout=30)
 
 
 def measure_drain(env: dict[str, str], db_path: Path, customers: int, settle: float) -> Memory:
     seed(db_path, customers)
     [proc] = procs = [popen(env, "manage.py", "rundaemon", "onboarding")]
     try:
-        wait_until(lambda: pending(db_path) == 0, timeout=600, what="the drain")
+        wait_for(lambda: pending(db_path) == 0, timeout=600, message="the drain", interval=0.05)
         time.sleep(settle)
         return memory(proc.pid)
     finally:
-        stop(procs)
+        terminate(*procs, timeout=30)
 
 
 def measure_bare(db_path: Path, customers: int) -> Memory:
@@ -198,7 +148,6 @@ def main() -> None:
                     "SECRET_KEY": secrets.token_urlsafe(50), "TESTAPP_INTERVAL": "1"})
         os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DAEMONS_RUN_DIR")})
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        sys.path.insert(0, str(ROOT))
         import django
 
         django.setup()

@@ -15,7 +15,7 @@ For 1, 2 and 4 daemon instances, and `--runs` times each:
 Each figure printed is the median over the runs.
 
     bash scripts/test-env.d/postgres.sh        # or pass --url to another server
-    .venv/bin/python bench/latency_pg.py [--instances 1 2 4] [--runs 3] [--rate 20] [--seconds 15] [--pool]
+    .venv/bin/python -m bench.scenarios.latency_pg [--instances 1 2 4] [--runs 3] [--rate 20] [--seconds 15] [--pool]
 
 `--pool` runs every process with Django's psycopg pool (OPTIONS["pool"], CONN_MAX_AGE 0)
 instead of persistent connections.
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,23 +35,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-POOL_SETTINGS = """from signup_site.settings import *  # noqa
-DATABASES["default"]["CONN_MAX_AGE"] = 0
-DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 4}
-"""
+from tests.support.net import free_port
+from tests.support.processes import terminate
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_url() -> str:
     port_file = ROOT / "var" / "pg" / "port"
     port = port_file.read_text().strip() if port_file.exists() else "54329"
     return f"postgres://daemonkit@127.0.0.1:{port}/daemonkit"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def with_database(url: str, name: str, application_name: str | None = None) -> str:
@@ -86,9 +78,7 @@ class Bench:
                          "EMAIL_URL": f"smtp://127.0.0.1:{self.smtp_port}" if args.mail == "smtp" else "dummymail://",
                          "ALLOWED_HOSTS": "localhost"})
         if args.pool:
-            (tmp / "bench_pool_settings.py").write_text(POOL_SETTINGS)
-            self.env.update({"DJANGO_SETTINGS_MODULE": "bench_pool_settings",
-                             "PYTHONPATH": os.pathsep.join([str(tmp), str(ROOT)])})
+            self.env["DJANGO_SETTINGS_MODULE"] = "bench.harness.pool_settings"
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True,
                        env={**self.env, "DATABASE_URL": self.url})
         self.sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.smtp_port}",
@@ -102,9 +92,6 @@ class Bench:
         os.environ.update({**self.env, "DATABASE_URL": with_database(self.args.url, self.name, "bench-site"),
                            "DAEMONS_RUN_DIR": str(self.tmp / "site" / "run"),
                            "DAEMONS_LOG_DIR": str(self.tmp / "site" / "log")})
-        if self.args.pool:
-            sys.path.insert(0, str(self.tmp))
-        sys.path.insert(0, str(ROOT))
         import django
 
         django.setup()
@@ -119,18 +106,12 @@ class Bench:
             self.daemons.append(subprocess.Popen(
                 [sys.executable, "manage.py", "rundaemon", "onboarding", "--instance", str(instance)], cwd=ROOT,
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.wait(lambda: self.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%' "
-                                      "AND datname = current_database()") >= count, "daemons listening")
+        wait_for(lambda: self.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%' "
+                                     "AND datname = current_database()") >= count,
+                 timeout=120, message="daemons listening", interval=0.05)
 
     def stop_daemons(self) -> None:
-        for proc in self.daemons:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.daemons:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(*self.daemons, timeout=30)
         self.daemons = []
 
     # --- helpers ---------------------------------------------------------------------------
@@ -139,13 +120,6 @@ class Bench:
         row = self.db.execute(sql, params).fetchone()
         assert row is not None  # an aggregate always answers one row
         return row[0]
-
-    def wait(self, predicate, what: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out waiting for {what}")
-            time.sleep(0.05)
 
     def reset(self) -> None:
         self.db.execute("TRUNCATE customers_onboarding, customers_customer, daemons_heartbeat, "
@@ -177,9 +151,10 @@ class Bench:
         try:
             for i in range(20):  # warm-up, not counted: first connections, imports, template caches
                 customer_create(name="Warm", email=f"warm{i}@example.com")
-            self.wait(lambda: self.scalar("SELECT count(*) FROM customers_onboarding") == 20, "warm-up")
+            wait_for(lambda: self.scalar("SELECT count(*) FROM customers_onboarding") == 20, timeout=120,
+                     message="warm-up", interval=0.05)
             sampler.start()
-            self.wait(lambda: peaks, "the sampler connected")
+            wait_for(lambda: peaks, timeout=120, message="the sampler connected", interval=0.05)
             sessions_before = self.sessions()
             period, total = 1.0 / self.args.rate, int(self.args.rate * self.args.seconds)
             began = time.monotonic()
@@ -188,7 +163,8 @@ class Bench:
                 if delay > 0:
                     time.sleep(delay)
                 customer_create(name="Bench", email=f"b{i}@example.com")
-            self.wait(lambda: self.scalar("SELECT count(*) FROM customers_onboarding") == total + 20, "onboarded")
+            wait_for(lambda: self.scalar("SELECT count(*) FROM customers_onboarding") == total + 20, timeout=120,
+                     message="onboarded", interval=0.05)
             done.set()
             sampler.join()
             opened = self.sessions() - sessions_before
@@ -215,8 +191,8 @@ class Bench:
                             "FROM generate_series(1, %s) AS i", (self.args.backlog,))
             began = time.monotonic()
             wake("onboarding")
-            self.wait(lambda: self.scalar("SELECT count(*) FROM customers_onboarding") == self.args.backlog,
-                      "the backlog cleared", timeout=600)
+            wait_for(lambda: self.scalar("SELECT count(*) FROM customers_onboarding") == self.args.backlog,
+                     timeout=600, message="the backlog cleared", interval=0.05)
             return self.args.backlog / (time.monotonic() - began)
         finally:
             self.stop_daemons()
@@ -225,8 +201,7 @@ class Bench:
         import psycopg
 
         self.stop_daemons()
-        self.sink.terminate()
-        self.sink.wait()
+        terminate(self.sink)
         self.db.close()
         from django.db import connections
 

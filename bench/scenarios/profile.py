@@ -1,6 +1,6 @@
 """Where ours spends a drain: `rundaemon onboarding --once` under py-spy, on the benchmark's set-up.
 
-    .venv/bin/python bench/profile.py [--customers 2000] [--database sqlite|postgresql] [--idle]
+    .venv/bin/python -m bench.scenarios.profile [--customers 2000] [--database sqlite|postgresql] [--idle]
 
 Seeds N waiting customers, sends through the SMTP sink, samples the daemon's main thread
 with py-spy (wall time: waits on the mail server and the database count, as they do for
@@ -19,10 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.harness.systems import BY_KEY, ROOT
 from bench.run import Bench, parse_args
-from bench.systems import BY_KEY, ROOT
 
 # Inclusive shares: a sample counts for every part with a frame on its stack.
 # Each part: (path fragment, function name pattern matched against the unqualified name).

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 MANAGE = [PY, str(ROOT / "manage.py")]
 
@@ -46,10 +46,10 @@ SYSTEMS = (
     System("celery-c1-reuse", "Celery + Redis, concurrency 1, reused SMTP connection", _celery(1),
            peer="celery-reuse", broker=True, needs=("celery",)),
     System("huey", "Huey, SqliteHuey", (*MANAGE, "run_huey", "--quiet"), peer="huey", needs=("huey",)),
-    System("floor", "floor: stdlib sqlite3 + smtplib, one connection", (PY, str(ROOT / "bench" / "floor.py")),
+    System("floor", "floor: stdlib sqlite3 + smtplib, one connection", (PY, "-m", "bench.peers.floor"),
            latency=False, idle=False, needs=("aiosmtpd",)),
     System("floor-2", "floor: stdlib sqlite3 + smtplib, two connections",
-           (PY, str(ROOT / "bench" / "floor.py")), latency=False, idle=False, needs=("aiosmtpd",)),
+           (PY, "-m", "bench.peers.floor"), latency=False, idle=False, needs=("aiosmtpd",)),
 )
 FLOOR_CONNECTIONS = {"floor": 1, "floor-2": 2}  # the floors, by key: how many SMTP connections each sends over
 BY_KEY = {system.key: system for system in SYSTEMS}

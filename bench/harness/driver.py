@@ -1,7 +1,7 @@
 """The benchmark's Django side, run in a child process with one system's settings and environment.
 
-    python bench/driver.py seed N          create N waiting customers (and the peer's N tasks)
-    python bench/driver.py signups RATE SECONDS
+    python -m bench.harness.driver seed N          create N waiting customers (and the peer's N tasks)
+    python -m bench.harness.driver signups RATE SECONDS
         sign customers up through the real signup service at RATE a second for SECONDS,
         wait until they are onboarded, and print their signup-to-onboarded times (ms) as JSON
 """
@@ -14,10 +14,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.harness.settings")
 
 
 def peer_enqueue() -> Callable[[int], None] | None:

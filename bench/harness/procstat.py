@@ -31,19 +31,27 @@ def tree(root: int) -> list[int]:
     return found
 
 
+def rollup_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB of `pid`, from smaps_rollup; OSError if it is gone."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return rss, pss
+
+
 def memory_kib(pids: list[int]) -> tuple[int, int]:
-    """Summed (RSS, PSS) in KiB of `pids`, from smaps_rollup. RSS counts shared pages once per process."""
+    """Summed (RSS, PSS) in KiB of `pids` still running. RSS counts shared pages once per process."""
     rss = pss = 0
     for pid in pids:
         try:
-            lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            one_rss, one_pss = rollup_kib(pid)
         except OSError:
             continue
-        for line in lines:
-            if line.startswith("Rss:"):
-                rss += int(line.split()[1])
-            elif line.startswith("Pss:"):
-                pss += int(line.split()[1])
+        rss += one_rss
+        pss += one_pss
     return rss, pss
 
 
