@@ -45,8 +45,8 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
     """Claim up to `limit` customers due at `now` for `owner`, oldest first, in one short transaction.
 
     A customer is claimable when nobody holds it, its lease has ended by the database's
-    clock, it is held under `owner`'s lock key (a dead predecessor: holding the PID lock
-    proves it dead), or it is held by a process whose heartbeat says it is dead or stopped
+    clock, it is held under `owner`'s lock key by another process (a dead predecessor:
+    holding the PID lock proves it dead), or it is held by a process whose heartbeat says it is dead or stopped
     (`gone_markers`). Each claim records `owner` and a lease ending `lease_end()`.
 
     On PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
@@ -62,7 +62,9 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
         return []
 
     def claimable() -> QuerySet[Customer]:
-        return due.claimable(owner.prefix, gone_markers())
+        # Never our own live claims: a refusal the breaker holds back is still ours and due, and
+        # claimed again it would be sent again, tick after tick of a loop that never ends.
+        return due.claimable(owner.prefix, gone_markers()).exclude(claimed_by=str(owner))
 
     # Customers due but all held by live others: find that out without locking anything either.
     seen = claimable()

@@ -422,6 +422,19 @@ def test_one_bad_address_among_good_ones_still_fails_at_once(db, fixed_now, smtp
     assert Customer.objects.get(email="c7@example.com").attempts == 1
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_refused_address_last_in_the_queue_is_tried_once_and_fails(db, fixed_now, settings, smtp_settings,
+                                                                    concurrency) -> None:
+    # The refusal is held back until the server proves itself, and nobody comes after it: the tick must
+    # not claim it again (it is still ours and due), or it would send it again in a loop that never ends.
+    settings.ONBOARDING_SEND_CONCURRENCY = concurrency
+    make_customers(1, fixed_now - timedelta(hours=1))
+    smtp_settings.handler.reject["c0@example.com"] = ("550 5.1.1 no such user", None)
+    assert ready_daemon().tick(timezone.now()).summary == "onboarded 0 customers, 1 failed"
+    assert len(smtp_settings.handler.refused) == 1
+    assert list(Customer.objects.failed().values_list("email", flat=True)) == ["c0@example.com"]
+
+
 def test_bad_addresses_next_to_each_other_cannot_stall_the_queue(db, fixed_now, settings, smtp_settings) -> None:
     # One connection: over several, a good address's 250 may land between the three refusals, and whether
     # the breaker trips first would be a race between the connections (either way nothing stalls).
