@@ -34,6 +34,7 @@ caller's signal handlers restored.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -262,6 +263,9 @@ class DaemonService:
             if not self.once:
                 sock = self._bind_wake_socket(serving)
                 stop.attach(sock)
+            # The loop's modules are imported while we may still read the code: the daemon's user may not.
+            importlib.import_module("daemons.process.runner")
+            importlib.import_module("daemons.process.watch")
             self._drop_privileges(serving.credentials)
             reporting.init_sentry(self.name)
             self._check_database()
@@ -292,7 +296,7 @@ class DaemonService:
         pulse rings the bell when a tick begins and when a stalled tick moves again, told by
         the runner (ticks) and the daemon's `Control` (progress); the runner waits on the stop.
         """
-        # Imported here, in the daemon: the operator's shell that detaches it never ticks.
+        # Imported here, in the daemon (first by `serve`): the operator's shell that detaches it never ticks.
         from daemons.process.runner import Pulse, Runner
         from daemons.process.watch import Watch
 
