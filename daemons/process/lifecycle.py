@@ -34,7 +34,6 @@ caller's signal handlers restored.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -263,9 +262,6 @@ class DaemonService:
             if not self.once:
                 sock = self._bind_wake_socket(serving)
                 stop.attach(sock)
-            # The loop's modules are imported while we may still read the code: the daemon's user may not.
-            importlib.import_module("daemons.process.runner")
-            importlib.import_module("daemons.process.watch")
             self._drop_privileges(serving.credentials)
             reporting.init_sentry(self.name)
             self._check_database()
@@ -357,6 +353,8 @@ class DaemonService:
 
     def _drop_privileges(self, credentials: Credentials | None) -> None:
         if credentials is not None:
+            # The loop's modules first, while we may still read the code: the daemon's user may not.
+            from daemons.process import runner, watch  # noqa: F401
             try:
                 credentials.apply()
             except PrivilegeError as exc:
