@@ -20,7 +20,7 @@ from .owner import DAEMON_NAME, Owner, process_marker
 def gone_markers(now: datetime | None = None) -> list[str]:
     """The `process_marker`s of the onboarding processes whose heartbeat says they stopped or are dead.
 
-    A dead instance (no heartbeat for three heartbeat periods: `daemons.heartbeat.instance_state`)
+    A dead instance (no heartbeat for three heartbeat periods: `daemons.cluster.heartbeat.instance_state`)
     crashed, hangs or is cut off: its claims are free at once rather than when their leases
     end. Should it come back, it can record nothing for them, having lost the claims.
     """
