@@ -39,6 +39,10 @@ class SelfPipe:
         """The end to wait on (readable once rung)."""
         return self._rfd
 
+    def write_fileno(self) -> int:
+        """The end a ring writes to: what `signal.set_wakeup_fd` is given."""
+        return self._wfd
+
     def drain(self) -> None:
         """Forget the rings so far, after a wait saw them."""
         _drain(lambda: os.read(self._rfd, 512))
@@ -85,7 +89,7 @@ class SignalStop:
         self._woken = False
         self._wake_socket: socket.socket | None = None
         self._listener: Listener | None = None
-        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipe = SelfPipe()  # rung by every signal (`installed` makes it the wakeup fd) and by `set`
 
     def _handle(self, signum: int, frame: object) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
@@ -105,11 +109,7 @@ class SignalStop:
         self.stop_requested_at = self.stop_requested_at or self.clock()
         if self.on_stop is not None:
             self.on_stop()
-        # Wake a wait() in progress, as a signal would.
-        try:
-            os.write(self._wfd, b"\0")
-        except OSError:
-            pass
+        self._pipe.ring()  # wake a wait() in progress, as a signal would
 
     def attach(self, wake_socket: socket.socket | None) -> None:
         """Also end `wait()` when a datagram arrives on `wake_socket`."""
@@ -146,7 +146,7 @@ class SignalStop:
             # Notifications sent while nobody listened are lost: look for work once now.
             self._woken = True
             return []
-        watched: list[int | socket.socket] = [self._rfd, *(fds or [])]
+        watched: list[int | socket.socket] = [self._pipe.fileno(), *(fds or [])]
         if self._wake_socket is not None:
             watched.append(self._wake_socket)
         listen_fd = listener.fileno() if listener is not None else None
@@ -156,8 +156,8 @@ class SignalStop:
         elif retry_in is not None:
             timeout = retry_in if timeout is None else min(timeout, retry_in)
         ready, _, _ = select.select(watched, [], [], timeout)
-        if self._rfd in ready:
-            _drain(lambda: os.read(self._rfd, 512))
+        if self._pipe.fileno() in ready:
+            self._pipe.drain()
         if self._wake_socket is not None and self._wake_socket in ready:
             wake_socket = self._wake_socket
             _drain(lambda: wake_socket.recv(64))
@@ -199,7 +199,7 @@ def installed(force_exit: Callable[[], None] | None = None, *, extra: tuple[int,
     process that runs a daemon (a supervisor's child, a test) gets its own back.
     """
     stop = SignalStop(force_exit=force_exit, on_signal=on_signal, on_stop=on_stop)
-    old_wakeup_fd = signal.set_wakeup_fd(stop._wfd, warn_on_full_buffer=False)
+    old_wakeup_fd = signal.set_wakeup_fd(stop._pipe.write_fileno(), warn_on_full_buffer=False)
     old_handlers = {}
     try:
         for sig in (*SignalStop.HANDLED, *extra):
@@ -209,5 +209,4 @@ def installed(force_exit: Callable[[], None] | None = None, *, extra: tuple[int,
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(old_wakeup_fd)
-        os.close(stop._rfd)
-        os.close(stop._wfd)
+        stop._pipe.close()

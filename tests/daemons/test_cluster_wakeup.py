@@ -136,22 +136,20 @@ def test_channel_names_are_one_identifier_each_within_postgresqls_limit() -> Non
 def test_every_notification_in_a_burst_makes_one_wake_up(pg_database) -> None:
     """Many NOTIFYs before the daemon looks: one wait returns woken once, so one claim pass follows."""
     from daemons.cluster.listen import Listener
-    from daemons.process.signals import SignalStop
+    from daemons.process import signals
 
     listener = Listener(listen.channel("burst"), {"conninfo": pg_database})
     assert listener.connect()
-    stop = SignalStop()
-    stop.attach_listener(listener)
     try:
-        query(pg_database, "SELECT pg_notify('daemons_burst', i::text) FROM generate_series(1, 50) AS i")
-        assert stop.wait(10) is False
-        assert stop.consume_wakeup() is True
-        assert stop.wait(0.3) is False
-        assert stop.consume_wakeup() is False
+        with signals.installed() as stop:
+            stop.attach_listener(listener)
+            query(pg_database, "SELECT pg_notify('daemons_burst', i::text) FROM generate_series(1, 50) AS i")
+            assert stop.wait(10) is False
+            assert stop.consume_wakeup() is True
+            assert stop.wait(0.3) is False
+            assert stop.consume_wakeup() is False
     finally:
         listener.close()
-        os.close(stop._rfd)
-        os.close(stop._wfd)
 
 
 def test_a_listener_whose_backend_dies_backs_off_then_listens_again(pg_database) -> None:
