@@ -40,10 +40,11 @@ def test_a_multi_line_error_or_info_never_splits_a_row(fixed_now) -> None:
     traceback_text = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad\n  second line\n\n"
     rows = [row(errors=2, last_error=traceback_text, info="line one\nline two"),
             row(name="idle", state="stopped", pid=None, info="database error: could not connect\n\tis it up?")]
-    lines = _table.render(rows, no_style(), fixed_now).splitlines()
-    assert len(lines) == 3
-    assert lines[1].endswith("line one line two; last error: second line")
-    assert lines[2].endswith("database error: could not connect is it up?")
+    for table in (_table.render(rows, no_style(), fixed_now), _table.cluster_table(rows, fixed_now)):
+        lines = table.splitlines()
+        assert len(lines) == 3
+        assert lines[1].endswith("line one line two; last error: second line")
+        assert lines[2].endswith("database error: could not connect is it up?")
 
 
 def test_a_long_info_is_cut_with_an_ellipsis(fixed_now) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.management.color import Style
@@ -40,32 +41,69 @@ def info(row: DaemonStatus) -> str:
     return one_line("; ".join(part for part in parts if part))
 
 
-def render(rows: list[DaemonStatus], style: Style, now: datetime) -> str:
-    """The table, a header line and exactly one line per row."""
-    labels = [operations.label(row.name, row.instance) for row in rows]
-    width = max([len("NAME"), *map(len, labels)])
-    lines = [style.MIGRATE_HEADING(f"{'NAME':<{width}} {'STATE':<14} {'PID':>7} {'UPTIME':>8} {'RSS':>8} "
-                                   f"{'LAST TICK':>10} {'DONE':>7} {'ERRORS':>6}  INFO")]
-    for label, row in zip(labels, rows, strict=True):
-        rss = f"{row.rss_kib / 1024:.1f}M" if row.rss_kib else "-"
-        state = state_style(style, row.state)(f"{STATE_LABELS.get(row.state, row.state):<14}")
-        errors = f"{row.errors:>6}"
-        lines.append(
-            f"{label:<{width}} {state} {row.pid or '-':>7} {format_duration(row.uptime_seconds):>8} {rss:>8} "
-            f"{row.last_tick_label(now):>10} {row.processed:>7} {style.ERROR(errors) if row.errors else errors}  "
-            f"{info(row)}"
-        )
+@dataclass(frozen=True)
+class Column:
+    """A column of a status table: its header, its width (0: its widest cell's) and how a row fills it."""
+
+    header: str
+    width: int
+    cell: Callable[[DaemonStatus], str]
+    right: bool = False
+    paint: Callable[[DaemonStatus], Callable[[str], str]] | None = None  # a colour for the padded cell
+
+    def fit(self, text: str, width: int) -> str:
+        return f"{text:>{width}}" if self.right else f"{text:<{width}}"
+
+
+def table(rows: list[DaemonStatus], columns: list[Column], info: Callable[[DaemonStatus], str],
+          heading: Callable[[str], str] = str) -> str:
+    """The one status table: a header line, then exactly one line per row, INFO last and unpadded."""
+    widths = [column.width or max([len(column.header), *(len(column.cell(row)) for row in rows)])
+              for column in columns]
+    lines = [heading(" ".join(column.fit(column.header, width) for column, width in zip(columns, widths, strict=True))
+                     + "  INFO")]
+    for row in rows:
+        cells = []
+        for column, width in zip(columns, widths, strict=True):
+            cell = column.fit(column.cell(row), width)
+            cells.append(column.paint(row)(cell) if column.paint is not None else cell)
+        lines.append((" ".join(cells) + f"  {info(row)}").rstrip())
     return "\n".join(lines)
+
+
+def _label(row: DaemonStatus) -> str:
+    return operations.label(row.name, row.instance)
+
+
+def render(rows: list[DaemonStatus], style: Style, now: datetime) -> str:
+    """This host's table, coloured by state."""
+    return table(rows, [
+        Column("NAME", 0, _label),
+        Column("STATE", 14, lambda row: STATE_LABELS.get(row.state, row.state), paint=lambda row: state_style(
+            style, row.state)),
+        Column("PID", 7, lambda row: str(row.pid or "-"), right=True),
+        Column("UPTIME", 8, lambda row: format_duration(row.uptime_seconds), right=True),
+        Column("RSS", 8, lambda row: f"{row.rss_kib / 1024:.1f}M" if row.rss_kib else "-", right=True),
+        Column("LAST TICK", 10, lambda row: row.last_tick_label(now), right=True),
+        Column("DONE", 7, lambda row: str(row.processed), right=True),
+        Column("ERRORS", 6, lambda row: str(row.errors), right=True,
+               paint=lambda row: style.ERROR if row.errors else str),
+    ], info, heading=style.MIGRATE_HEADING)
 
 
 def cluster_table(rows: list[DaemonStatus], now: datetime) -> str:
-    """`daemonstatus --all-hosts` as a table: one line per instance, with its host and heartbeat age."""
-    lines = [f"{'HOST':<20} {'NAME':<16} {'STATE':<8} {'PID':>7} {'HEARTBEAT':>10} {'UPTIME':>8} "
-             f"{'DONE':>7} {'ERRORS':>6}  INFO"]
-    for row in rows:
-        label = operations.label(row.name, row.instance)
-        age = f"{format_duration((now - row.last_heartbeat).total_seconds())} ago" if row.last_heartbeat else "-"
-        line = (f"{row.host[:20]:<20} {label:<16} {row.state:<8} {row.pid or '-':>7} {age:>10} "
-                f"{format_duration(row.uptime_seconds):>8} {row.processed:>7} {row.errors:>6}  {row.info}")
-        lines.append(line.rstrip())
-    return "\n".join(lines)
+    """`daemonstatus --all-hosts`: every host's instances, with their host and heartbeat age.
+
+    Its INFO is the same one line as this host's: an instance's multi-line status can't split a row.
+    """
+    return table(rows, [
+        Column("HOST", 20, lambda row: row.host[:20]),
+        Column("NAME", 16, _label),
+        Column("STATE", 8, lambda row: row.state),
+        Column("PID", 7, lambda row: str(row.pid or "-"), right=True),
+        Column("HEARTBEAT", 10, lambda row: f"{format_duration((now - row.last_heartbeat).total_seconds())} ago"
+               if row.last_heartbeat else "-", right=True),
+        Column("UPTIME", 8, lambda row: format_duration(row.uptime_seconds), right=True),
+        Column("DONE", 7, lambda row: str(row.processed), right=True),
+        Column("ERRORS", 6, lambda row: str(row.errors), right=True),
+    ], info)
