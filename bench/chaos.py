@@ -357,7 +357,10 @@ def _run(stack: ExitStack, rng: random.Random, seconds: float, seed: int, out: P
 
     drain_began = time.monotonic()
     backlog = pending_count()
-    drain_deadline += backlog * DRAIN_SECONDS_PER_CUSTOMER
+    while backlog is None and time.monotonic() < drain_began + 60:  # the database is still restarting
+        time.sleep(0.5)
+        backlog = pending_count()
+    drain_deadline += (backlog or 0) * DRAIN_SECONDS_PER_CUSTOMER
     progress_log.write(f"{drain_began - began:7.1f} s  faults stopped, {backlog} pending: {progress()}\n")
     drained = False
     while time.monotonic() < drain_began + drain_deadline:
