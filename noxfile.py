@@ -34,32 +34,32 @@ MATRIX = [
 # settings) nor the repository around them (its Makefile, docs, deploy/ examples, benchmarks).
 FRAMEWORK_TESTS = ["tests/daemons"]
 SHOWCASE_TESTS = [
-    "tests/daemons/test_cluster_status.py",
-    "tests/daemons/test_cluster_wakeup.py",
-    "tests/daemons/test_watchdog_onboarding.py",
-    "tests/daemons/test_makedaemon.py",
+    "tests/daemons/cluster/test_cluster_status.py",
+    "tests/daemons/cluster/test_cluster_wakeup.py",
+    "tests/daemons/process/test_watchdog_onboarding.py",
+    "tests/daemons/console/test_makedaemon.py",
     "tests/daemons/test_registry.py",
 ]
 SHOWCASE_CASES = [
-    "tests/daemons/test_status.py::test_json_gives_each_scheduled_jobs_last_run_and_next_run_as_data",
-    "tests/daemons/test_dashboard.py::test_run_now_records_a_request",
-    "tests/daemons/test_control.py::test_run_now_runs_a_scheduled_job_at_once",
-    "tests/daemons/test_process.py::test_unknown_daemon_lists_registered_ones",
-    "tests/daemons/test_outage.py::test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives",
-    "tests/daemons/test_deployment.py::test_the_examples_in_deploy_are_what_daemonconfig_prints",
-    "tests/daemons/test_deployment.py::test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground",
-    "tests/daemons/test_deployment.py::test_systemd_unit_passes_systemd_analyze_verify",
+    "tests/daemons/console/test_status.py::test_json_gives_each_scheduled_jobs_last_run_and_next_run_as_data",
+    "tests/daemons/console/test_dashboard.py::test_run_now_records_a_request",
+    "tests/daemons/cluster/test_control.py::test_run_now_runs_a_scheduled_job_at_once",
+    "tests/daemons/process/test_process.py::test_unknown_daemon_lists_registered_ones",
+    "tests/daemons/process/test_outage.py::test_postgresql_stopped_and_started_is_an_outage_the_daemon_survives",
+    "tests/daemons/console/test_deployment.py::test_the_examples_in_deploy_are_what_daemonconfig_prints",
+    "tests/daemons/console/test_deployment.py::test_systemd_unit_is_type_notify_and_runs_the_venv_python_in_the_foreground",
+    "tests/daemons/console/test_deployment.py::test_systemd_unit_passes_systemd_analyze_verify",
     "tests/daemons/test_checks.py::test_the_adopting_guide_lists_every_setting_with_its_default_and_meaning",
-    "tests/daemons/test_supervisor.py::test_a_child_killed_during_a_database_outage_comes_back_with_the_database",
+    "tests/daemons/process/test_supervisor.py::test_a_child_killed_during_a_database_outage_comes_back_with_the_database",
 ]
 # Tests that run the session's interpreter as the user nobody. pyenv's interpreters live under /root, which
 # nobody may not enter; where the interpreter also needs its libpython from there (3.12 and 3.13 here), they
 # can't start, and the session says it leaves these cases out.
 AS_NOBODY_CASES = [
-    "tests/daemons/test_stopping.py::test_another_user_sees_roots_daemon_running_and_is_told_it_may_not_stop_it",
-    "tests/daemons/test_stopping.py::test_a_daemon_that_dropped_privileges_is_stopped_by_its_own_user",
-    "tests/daemons/test_stopping.py::test_a_locked_file_still_naming_a_reused_pid_is_not_trusted_by_another_user",
-    "tests/daemons/test_unwritable_dirs.py",
+    "tests/daemons/console/test_stopping.py::test_another_user_sees_roots_daemon_running_and_is_told_it_may_not_stop_it",
+    "tests/daemons/console/test_stopping.py::test_a_daemon_that_dropped_privileges_is_stopped_by_its_own_user",
+    "tests/daemons/console/test_stopping.py::test_a_locked_file_still_naming_a_reused_pid_is_not_trusted_by_another_user",
+    "tests/daemons/process/test_unwritable_dirs.py",
 ]
 # What the copy leaves out of tests/: the showcase's tests and fixtures.
 SHOWCASE_DIRS = ["customers", "browser"]

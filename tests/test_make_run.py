@@ -15,9 +15,9 @@ from daemons.console.stopping import stop
 from daemons.process import pidfile
 from signup_site.settings import secret_key_weakness
 from tests.conftest import default_signals, wait_for
-from tests.daemons.test_process import alive
 from tests.project_copy import copy_project, terminal_env
 from tests.support.net import free_port
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.process
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_DIR, default_signals, wait_for
-from tests.daemons.test_process import alive
+from tests.support.processes import alive
 
 # Two runs, each starting a cluster, and waits of up to 90 s for each suite and 60 s for each end.
 pytestmark = [pytest.mark.process, pytest.mark.timeout(420)]

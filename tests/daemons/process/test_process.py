@@ -15,21 +15,9 @@ import pytest
 from daemons.process import pidfile
 from daemons.process.exits import Exit
 from tests.conftest import wait_for
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.process
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_detach_then_status_running_then_stop(project) -> None:

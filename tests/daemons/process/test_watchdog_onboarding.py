@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.customers.conftest import SinkHandler, SmtpSink, customers_seed, onboarding_env
-from tests.daemons.test_notify import NotifySocket
+from tests.daemons.process.test_notify import NotifySocket
 
 pytestmark = pytest.mark.process
 

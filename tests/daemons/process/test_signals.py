@@ -10,7 +10,7 @@ import pytest
 from daemons.process.exits import Exit
 from daemons.process.signals import SignalStop
 from tests.conftest import wait_for
-from tests.daemons.test_process import alive
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.process
 

@@ -15,7 +15,7 @@ import pytest
 
 from daemons.process import logs
 from tests.conftest import wait_for
-from tests.daemons.test_process import alive
+from tests.support.processes import alive
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from django.conf import settings
 
 from daemons.process.runner import Outage
 from tests.conftest import wait_for
-from tests.daemons.test_process import alive
 from tests.sentry_sink import SentrySink
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.process
 

@@ -148,7 +148,7 @@ def test_a_killed_instance_on_another_host_shows_dead_and_its_claims_go_to_the_l
     """Two "hosts" (run directories) on PostgreSQL; kill -9 one mid-claim: `--all-hosts` says dead, work goes on."""
     import psycopg
 
-    from tests.daemons.test_cluster_wakeup import query
+    from tests.daemons.cluster.test_cluster_wakeup import query
 
     onboarding_env(project, smtp_sink, lease_seconds=600)  # only the dead rule can free its claims in time
     project.env["DATABASE_URL"] = pg_database

@@ -8,7 +8,7 @@ import pytest
 
 from daemons.process import pidfile
 from tests.conftest import wait_for
-from tests.daemons.test_process import alive
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.process
 

@@ -11,8 +11,8 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import wait_for
-from tests.daemons.test_process import alive
 from tests.other_user import UserPython, reachable_temp_dir
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.process
 
