@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 
 from tests.conftest import wait_for
 from tests.customers.conftest import onboarding_env
@@ -99,8 +100,8 @@ def test_three_instances_share_3000_customers_and_a_kill_9_loses_nothing(pg_data
     finally:
         kill_all(procs)
     copies = assert_nothing_lost(pg_database, smtp_sink, CUSTOMERS)
-    # Only what the victim was sending when it died can go out twice.
-    assert copies <= 1, f"{copies} emails sent twice"
+    # Only what the victim was sending when it died can go out twice: one email per connection.
+    assert copies <= settings.ONBOARDING_SEND_CONCURRENCY, f"{copies} emails sent twice"
     spread = onboarded_by_instance(pg_database)
     assert set(spread) == {1, 2, 3} and min(spread.values()) >= 50, f"the work was spread: {spread}"
     assert spread[1] + spread[3] > spread[2], "the living finished the killed instance's share"
