@@ -20,7 +20,9 @@ CUSTOMERS = 12
 def test_a_server_refusing_everyone_trips_the_breaker_without_a_tick_error(
     pg_database, project, smtp_sink, reply
 ) -> None:
-    onboarding_env(project, smtp_sink, batch_size=CUSTOMERS)
+    # Every trip counts an unknown outcome for a "no such user"; a slow machine fits more trips in before the
+    # server is fixed, and customers past the limit would rightly wait for an operator: not this test's subject.
+    onboarding_env(project, smtp_sink, batch_size=CUSTOMERS, max_unknown_outcomes=1000)
     project.env["DATABASE_URL"] = pg_database
     seed(pg_database, CUSTOMERS)
     smtp_sink.handler.reject_all = reply
