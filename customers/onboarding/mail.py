@@ -10,10 +10,11 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.core.mail.backends import smtp
 from django.core.mail.backends.base import BaseEmailBackend
 
@@ -80,12 +81,40 @@ class FinalReplySMTP_SSL(FinalReplySMTP, smtplib.SMTP_SSL):
     """`FinalReplySMTP` over implicit TLS."""
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """A message as SMTP sends it: the envelope's sender and recipients, and the message's bytes."""
+
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+
+@runtime_checkable
+class Enveloped(Protocol):
+    def envelope(self) -> Envelope | None:
+        """The message ready for SMTP, or None to have Django's backend build it."""
+
+
 class SmtpBackend(smtp.EmailBackend):
-    """Django's SMTP backend with `FinalReplySMTP` sessions."""
+    """Django's SMTP backend with `FinalReplySMTP` sessions, sending an `Enveloped` message's own bytes."""
 
     @property
     def connection_class(self) -> type[smtplib.SMTP]:
         return FinalReplySMTP_SSL if self.use_ssl else FinalReplySMTP
+
+    def _send(self, email_message: EmailMessage) -> bool:
+        envelope = email_message.envelope() if isinstance(email_message, Enveloped) else None
+        if envelope is None:
+            return super()._send(email_message)  # type: ignore[misc]  # Django's, not in its stubs
+        assert self.connection is not None, "send_messages opens the connection first"
+        try:
+            self.connection.sendmail(envelope.sender, envelope.recipients, envelope.data)
+        except smtplib.SMTPException:
+            if not self.fail_silently:
+                raise
+            return False
+        return True
 
 
 DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
