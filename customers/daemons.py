@@ -43,35 +43,46 @@ class MailLane:
     """One of the daemon's SMTP connections, kept across ticks, and the customer whose email goes through it now.
 
     Its connection is made only when there is mail to send, so an idle tick touches no
-    server; one left idle since an earlier tick is checked with a NOOP before it is trusted
-    with a message. `send` touches no database, so a lane may send from any thread.
+    server. One left idle since an earlier tick is trusted without asking the server first; if
+    the server had dropped it, the send fails before any of the message went out and is made
+    again on a new session. `send` touches no database, so a lane may send from any thread.
     """
 
     def __init__(self) -> None:
         self.mail: BaseEmailBackend | None = None
         self.closer: Callable[[], object] = lambda: None
         self.used_at = 0.0  # time.monotonic() of the last send through it
-        self.checked = False  # its session was found alive (or made) in this tick
+        self.checked = False  # its session served (or was made) in this tick
         # Whose email is going through it; read by work_in_progress() from another thread.
         self.customer: Customer | None = None
 
     def send(self, customer: Customer, keepalive: Callable[[], object] | None) -> Exception | None:
         """Send `customer` the welcome email; return what the send raised, or None if the server took it."""
+        # A session idle since an earlier tick may have been dropped by the server meanwhile. Rather than
+        # ask first (a NOOP: one more round trip on every wake-up's latency), send, and should the session
+        # prove dead before any of the message went out, send once more on a new one.
+        kept = getattr(self.mail, "connection", None) is not None and not self.checked
+        self.checked = True
         try:
-            if self.mail is None:
-                self.mail = mail.mail_connection()
-                # A daemon dropped without teardown (a test's, say) still ends its session.
-                self.closer = weakref.finalize(self, mail.mail_close, self.mail)
-            elif not self.checked and not mail.mail_alive(self.mail):
-                # The server dropped it while we were idle: the send opens a new session.
+            try:
+                onboard.welcome_send(customer, self.connection(), keepalive=keepalive)
+            except Exception as exc:
+                if not (kept and self.mail is not None and mail.session_dropped(self.mail, exc)):
+                    raise
                 mail.mail_close(self.mail)
-            self.checked = True
-            onboard.welcome_send(customer, self.mail, keepalive=keepalive)
+                onboard.welcome_send(customer, self.mail, keepalive=keepalive)
         # Everything: whatever a send raises (SMTP, socket, a template's error) is classified by
         # `send_record` in the daemon's thread, and a lane's thread must hand it over, not die of it.
         except Exception as exc:  # noqa: BLE001
             return exc
         return None
+
+    def connection(self) -> BaseEmailBackend:
+        if self.mail is None:
+            self.mail = mail.mail_connection()
+            # A daemon dropped without teardown (a test's, say) still ends its session.
+            self.closer = weakref.finalize(self, mail.mail_close, self.mail)
+        return self.mail
 
     def close(self) -> None:
         """Close the connection, if any; never raises."""

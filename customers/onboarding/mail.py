@@ -130,15 +130,16 @@ def mail_connection() -> BaseEmailBackend:
     return get_connection(backend, timeout=settings.ONBOARDING_SMTP_TIMEOUT_SECONDS)
 
 
-def mail_alive(mail: BaseEmailBackend) -> bool:
-    """False if `mail` holds an SMTP session that no longer answers a NOOP; True if it answers or none is open."""
+def session_dropped(mail: BaseEmailBackend, exc: Exception) -> bool:
+    """Whether `exc`, raised by a send through `mail`, says the server had dropped the session before it got any of
+    the message: a hang-up, or the 421 a server sends as it closes an idle session, met before the end of DATA.
+    """
     session = getattr(mail, "connection", None)
-    if session is None:
-        return True
-    try:
-        return session.noop()[0] == 250
-    except (smtplib.SMTPException, OSError):
+    if isinstance(session, FinalReplySMTP) and session.dot_sent:
         return False
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, (smtplib.SMTPServerDisconnected, ConnectionError))
 
 
 def mail_close(mail: BaseEmailBackend) -> None:

@@ -136,7 +136,7 @@ def welcome_templates() -> tuple[Any, ...]:
             get_template("emails/welcome.html"))
 
 
-def welcome_email(customer: Customer) -> EmailMultiAlternatives:
+def welcome_email(customer: Customer) -> WelcomeEmail:
     context = {"customer": customer}
     subject, text, html = welcome_templates()
     message = WelcomeEmail(

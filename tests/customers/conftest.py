@@ -121,8 +121,9 @@ class SmtpSink:
     """A real SMTP server on loopback that can be stopped and started on the same port, which stays reserved
     for it (another test's server can't take it during an outage test) until `close`."""
 
-    def __init__(self, handler: SinkHandler) -> None:
+    def __init__(self, handler: SinkHandler, idle_timeout: float = 300) -> None:
         self.handler = handler
+        self.idle_timeout = idle_timeout  # after which the server says 421 and hangs up, as real servers do
         self._reservation = port_reservation()
         self.port = self._reservation.getsockname()[1]
         self.controller: Controller | None = None
@@ -132,7 +133,8 @@ class SmtpSink:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10,
+                                     timeout=self.idle_timeout)
         self.controller.start()
 
     def stop(self) -> None:

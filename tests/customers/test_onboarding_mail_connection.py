@@ -1,6 +1,7 @@
 """The onboarding daemon's SMTP connection: one session kept across ticks, closed when idle, failed or stopping."""
 from __future__ import annotations
 
+import select
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ class SessionCountingHandler(SinkHandler):
     """The sink's handler, also counting SMTP sessions: smtplib greets each new connection with one EHLO."""
 
     sessions: int = 0
+    noops: int = 0
+    idle_timed_out: bool = False  # the next MAIL is answered as a session the server timed out
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # aiosmtpd calls it by this name
         with self.lock:
@@ -26,15 +29,32 @@ class SessionCountingHandler(SinkHandler):
         session.host_name = hostname
         return responses
 
+    async def handle_NOOP(self, server, session, envelope, arg):  # aiosmtpd calls it by this name
+        with self.lock:
+            self.noops += 1
+        return "250 OK"
 
-@pytest.fixture
-def counting_sink(settings):
-    sink = SmtpSink(SessionCountingHandler())
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # aiosmtpd calls it by this name
+        with self.lock:
+            timed_out, self.idle_timed_out = self.idle_timed_out, False
+        if timed_out:  # what a server that timed the idle session out answers (Postfix: then it hangs up)
+            return "421 4.4.2 Error: timeout exceeded"
+        return await super().handle_MAIL(server, session, envelope, address, mail_options)
+
+
+def counting_sink_start(settings, idle_timeout: float = 300) -> SmtpSink:
+    sink = SmtpSink(SessionCountingHandler(), idle_timeout=idle_timeout)
     sink.start()
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = sink.port
     settings.ONBOARDING_SEND_CONCURRENCY = 1  # one lane: the sessions counted are that lane's
+    return sink
+
+
+@pytest.fixture
+def counting_sink(settings):
+    sink = counting_sink_start(settings)
     try:
         yield sink
     finally:
@@ -53,6 +73,8 @@ def test_one_session_serves_tick_after_tick(db, fixed_now, counting_sink) -> Non
         daemon.tick(fixed_now)
     assert counting_sink.count() == 6 and Onboarding.objects.count() == 6
     assert sessions(counting_sink) == 1
+    with counting_sink.handler.lock:  # a kept session is trusted without a round trip to ask first
+        assert counting_sink.handler.noops == 0
     daemon.teardown()
     assert daemon.lanes[0].mail is None
 
@@ -88,6 +110,34 @@ def test_a_session_the_server_dropped_between_ticks_is_replaced_without_an_outag
     daemon = daemon_after_one_send(fixed_now)
     counting_sink.stop()  # drops the kept session, as a server timing out idle clients does
     counting_sink.start()
+    customers_seed(1, prefix="second")
+    result = daemon.tick(fixed_now)
+    assert result.summary == "onboarded 1 customer"
+    assert daemon.mail_failures == 0
+    assert counting_sink.count() == 2 and sessions(counting_sink) == 2
+    daemon.teardown()
+
+
+def test_a_session_the_server_timed_out_between_ticks_is_replaced_without_an_outage(db, fixed_now, settings) -> None:
+    sink = counting_sink_start(settings, idle_timeout=0.5)
+    try:
+        daemon = daemon_after_one_send(fixed_now)
+        session = daemon.lanes[0].mail.connection  # type: ignore[union-attr]
+        # The server's "421 timeout" and hang-up, waiting in the socket for the next command to read.
+        wait_for(lambda: select.select([session.sock], [], [], 0)[0], timeout=10, message="the server's 421")
+        customers_seed(1, prefix="second")
+        result = daemon.tick(fixed_now)
+        assert result.summary == "onboarded 1 customer"
+        assert daemon.mail_failures == 0
+        assert sink.count() == 2 and sessions(sink) == 2
+        daemon.teardown()
+    finally:
+        sink.close()
+
+
+def test_a_session_answered_with_421_after_idling_is_replaced_without_an_outage(db, fixed_now, counting_sink) -> None:
+    daemon = daemon_after_one_send(fixed_now)
+    counting_sink.handler.idle_timed_out = True
     customers_seed(1, prefix="second")
     result = daemon.tick(fixed_now)
     assert result.summary == "onboarded 1 customer"

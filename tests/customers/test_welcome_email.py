@@ -41,7 +41,10 @@ def django_sends(message: EmailMultiAlternatives) -> tuple[str, list[str], bytes
     plain = EmailMultiAlternatives(subject=message.subject, body=message.body, from_email=message.from_email,
                                    to=message.to, headers=message.extra_headers, alternatives=message.alternatives)
     flat = plain.message()
-    data = normalized(flat.as_bytes(linesep="\r\n"), flat.get_boundary())
+    data = flat.as_bytes(linesep="\r\n")  # type: ignore[call-arg]  # Django's MIMEMixin takes it
+    boundary = flat.get_boundary()  # chosen as the message is flattened
+    assert boundary is not None
+    data = normalized(data, boundary)
     return (sanitize_address(plain.from_email, "utf-8"), [sanitize_address(to, "utf-8") for to in plain.to], data)
 
 
