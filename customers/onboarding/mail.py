@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import smtplib
 import socket
 import ssl
@@ -39,6 +39,8 @@ class FinalReplySMTP(smtplib.SMTP):
     awaiting_final_reply = False
     reply_deadline: float | None = None  # time.monotonic() past which the final reply is given up on
     keepalive: Callable[[], object] | None = None
+    poller: select.poll
+    poller_sock: socket.socket | None = None
 
     def sendmail(self, *args, **kwargs):
         self.dot_sent = self.awaiting_final_reply = False
@@ -63,18 +65,20 @@ class FinalReplySMTP(smtplib.SMTP):
         sock, deadline = self.sock, self.reply_deadline
         if sock is None or deadline is None:
             return
-        with selectors.DefaultSelector() as selector:
-            selector.register(sock, selectors.EVENT_READ)
-            while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self.close()
-                    raise smtplib.SMTPServerDisconnected(
-                        f"no reply to the end of DATA within {settings.ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS:g} s")
-                if selector.select(min(remaining, 1.0)):
-                    return
-                if self.keepalive is not None:
-                    self.keepalive()
+        # One poll object per socket, not a selector per message: this runs once for every email.
+        if self.poller_sock is not sock:
+            self.poller, self.poller_sock = select.poll(), sock
+            self.poller.register(sock, select.POLLIN)
+        while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(
+                    f"no reply to the end of DATA within {settings.ONBOARDING_FINAL_REPLY_TIMEOUT_SECONDS:g} s")
+            if self.poller.poll(min(remaining, 1.0) * 1000):
+                return
+            if self.keepalive is not None:
+                self.keepalive()
 
 
 class FinalReplySMTP_SSL(FinalReplySMTP, smtplib.SMTP_SSL):
