@@ -1,10 +1,12 @@
 """The showcase's daemons: onboarding (each new customer, exactly once) and the daily digest."""
 from __future__ import annotations
 
+import queue
+import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from datetime import datetime
 
 from django.conf import settings
@@ -55,6 +57,9 @@ class MailLane:
         self.checked = False  # its session served (or was made) in this tick
         # Whose email is going through it; read by work_in_progress() from another thread.
         self.customer: Customer | None = None
+        # With several lanes, each sends from a thread of its own, handed one customer at a time.
+        self.thread: threading.Thread | None = None
+        self.inbox: queue.SimpleQueue[Customer | None] = queue.SimpleQueue()
 
     def send(self, customer: Customer, keepalive: Callable[[], object] | None) -> Exception | None:
         """Send `customer` the welcome email; return what the send raised, or None if the server took it."""
@@ -76,6 +81,23 @@ class MailLane:
         except Exception as exc:  # noqa: BLE001
             return exc
         return None
+
+    def hand(self, customer: Customer, sent: queue.SimpleQueue[tuple[MailLane, Exception | None]]) -> None:
+        """Send `customer` the welcome email from this lane's own thread; its outcome is put in `sent`."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self.serve, args=(sent,), name="onboarding-send", daemon=True)
+            self.thread.start()
+        self.inbox.put(customer)
+
+    def serve(self, sent: queue.SimpleQueue[tuple[MailLane, Exception | None]]) -> None:
+        while (customer := self.inbox.get()) is not None:
+            sent.put((self, self.send(customer, None)))
+
+    def thread_end(self) -> None:
+        if self.thread is not None:
+            self.inbox.put(None)
+            self.thread.join()
+            self.thread = None
 
     def connection(self) -> BaseEmailBackend:
         if self.mail is None:
@@ -119,9 +141,9 @@ class OnboardingDaemon(Daemon):
     def setup(self) -> None:
         concurrency = settings.ONBOARDING_SEND_CONCURRENCY
         self.lanes = [MailLane() for _ in range(concurrency)]
-        self.executor = (ThreadPoolExecutor(concurrency, thread_name_prefix="onboarding-send")
-                         if concurrency > 1 else None)
-        self.sending: dict[Future[Exception | None], MailLane] = {}
+        self.threaded = concurrency > 1
+        self.sending: set[MailLane] = set()  # the lanes with a send under way, whose outcome is not yet recorded
+        self.sent: queue.SimpleQueue[tuple[MailLane, Exception | None]] = queue.SimpleQueue()  # their outcomes
         self.outage: MailServerUnavailable | None = None  # met in this tick
         self.claimed_any = False  # this tick claimed someone: what is left is given back at its end
         self.owner = Owner.current(self.instance)
@@ -206,8 +228,8 @@ class OnboardingDaemon(Daemon):
     def sends_abandon(self) -> None:
         """After an interruption: wait for the sends still going out, and drop every session."""
         # Sends still going out end within their deadline; unrecorded, they are sent again later.
-        wait(self.sending)
-        self.sending.clear()
+        while self.sending:
+            self.sending.discard(self.sent.get()[0])
         self.mail_close()  # interrupted in the middle of a session: don't reuse it
 
     def send_start(self, lane: MailLane, customer: Customer, keeper: claims.ClaimKeeper, *,
@@ -215,27 +237,28 @@ class OnboardingDaemon(Daemon):
         """Start sending `customer` the welcome email through `lane` (`inline`: send it now, from this thread);
         `sends_collect` records it."""
         lane.customer = customer
-        if self.executor is None or inline:
+        self.sending.add(lane)
+        if not self.threaded or inline:
             # One at a time, in this thread: it keeps the claims alive itself while a reply is awaited.
-            future: Future[Exception | None] = Future()
-            future.set_result(lane.send(customer, keeper.keepalive))
+            self.sent.put((lane, lane.send(customer, keeper.keepalive)))
         else:
-            future = self.executor.submit(lane.send, customer, None)
-        self.sending[future] = lane
+            lane.hand(customer, self.sent)
 
     def sends_collect(self, keeper: claims.ClaimKeeper, counts: dict[Outcome, int]) -> list[MailLane]:
         """Wait until a send ends (the claims kept alive meanwhile), record each that ended; return their lanes."""
-        done: set[Future[Exception | None]] = set()
-        while not done:
-            done, _ = wait(self.sending, timeout=1.0, return_when=FIRST_COMPLETED)
-            if not done:
+        while True:
+            try:
+                done = [self.sent.get(timeout=1.0)]
+                break
+            except queue.Empty:
                 keeper.keepalive()
-        lanes = []
-        for future in done:
-            lane = self.sending.pop(future)
-            lanes.append(lane)
-            self.send_settle(lane, future.result(), counts)
-        return lanes
+        with suppress(queue.Empty):
+            while True:
+                done.append(self.sent.get_nowait())
+        for lane, error in done:
+            self.sending.discard(lane)
+            self.send_settle(lane, error, counts)
+        return [lane for lane, _ in done]
 
     def send_settle(self, lane: MailLane, error: Exception | None, counts: dict[Outcome, int]) -> None:
         """Record how the send through `lane` went; an outage is kept in `self.outage` for the tick to end on."""
@@ -262,9 +285,9 @@ class OnboardingDaemon(Daemon):
             lane.close()
 
     def teardown(self) -> None:
+        for lane in self.lanes:
+            lane.thread_end()
         self.mail_close()
-        if self.executor is not None:
-            self.executor.shutdown()
 
     def mail_close(self) -> None:
         """Close every SMTP connection kept across ticks; never raises."""

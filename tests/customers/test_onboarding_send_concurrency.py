@@ -95,8 +95,8 @@ def test_with_a_concurrency_of_one_a_single_connection_sends_from_the_ticking_th
     handler: GateHandler = gate_sink.handler
     customers_seed(4)
     daemon = ready_daemon()
-    assert daemon.executor is None
     assert daemon.tick(fixed_now).summary == "onboarded 4 customers"
+    assert [lane.thread for lane in daemon.lanes] == [None]
     daemon.teardown()
     assert handler.peak == 1 and handler.sessions == 1
 
