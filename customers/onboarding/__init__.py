@@ -33,6 +33,7 @@ from .claims import (
 from .failures import MailServerUnavailable, error_describe, is_mail_outage, is_permanent, is_policy_refusal
 from .mail import (
     DJANGO_SMTP_BACKEND,
+    PLAIN_ADDRESS,
     SEND_WATCH_IDLE_SECONDS,
     FinalReplySMTP,
     FinalReplySMTP_SSL,
@@ -61,7 +62,7 @@ from .welcome import QUICK_FOLD, QuickFoldPolicy, WelcomeEmail, welcome_email, w
 __all__ = [
     "BEING_ONBOARDED", "Breaker", "ClaimKeeper", "DAEMON_NAME", "DJANGO_SMTP_BACKEND", "FinalReplySMTP",
     "FinalReplySMTP_SSL", "MAIL_OUTAGE_BACKOFF_CAP", "MailServerUnavailable", "OnboardResult", "Outcome", "Owner",
-    "QUICK_FOLD", "QuickFoldPolicy", "RETRY_SKIP_REASONS", "RetryReport", "SEND_WATCH_IDLE_SECONDS",
+    "PLAIN_ADDRESS", "QUICK_FOLD", "QuickFoldPolicy", "RETRY_SKIP_REASONS", "RetryReport", "SEND_WATCH_IDLE_SECONDS",
     "SendDeadlineExceeded", "SendOutcomeUnknown", "SendWatch", "SmtpBackend", "WelcomeEmail", "boot_id",
     "claims_confirm", "claims_release", "claims_release_predecessors", "claims_renew", "completion_statements",
     "customer_onboard", "customer_onboarding_complete", "customer_onboarding_failed", "customers_claim",

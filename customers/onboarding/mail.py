@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import smtplib
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -22,6 +23,11 @@ from .failures import error_describe
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
+
+
+# An address as plain as smtplib and Django leave it unchanged: an ASCII dot-atom local part and domain.
+PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                           r"@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 
 
 class FinalReplySMTP(smtplib.SMTP):
@@ -46,6 +52,20 @@ class FinalReplySMTP(smtplib.SMTP):
         self.dot_sent = self.awaiting_final_reply = False
         self.reply_deadline = None
         return super().sendmail(*args, **kwargs)
+
+    # smtplib quotes each envelope address by parsing it (email.utils.parseaddr, about 30 us a call); a plain
+    # address, as every welcome email's are, needs only its angle brackets: the same command, sent sooner.
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        if options or not PLAIN_ADDRESS.fullmatch(sender):
+            return super().mail(sender, options)
+        self.putcmd("mail", f"from:<{sender}>")
+        return self.getreply()
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        if options or not PLAIN_ADDRESS.fullmatch(recip):
+            return super().rcpt(recip, options)
+        self.putcmd("rcpt", f"to:<{recip}>")
+        return self.getreply()
 
     def send(self, s: Buffer | str) -> None:
         super().send(s)

@@ -6,7 +6,7 @@ import re
 import secrets
 from email.message import Message
 from email.policy import Compat32
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +15,7 @@ from django.core.mail.message import RFC5322_EMAIL_LINE_LENGTH_LIMIT, sanitize_a
 from django.template.loader import get_template
 
 from ..models import Customer
-from .mail import Envelope
+from .mail import PLAIN_ADDRESS, Envelope
 
 
 def welcome_message_id(customer: Customer) -> str:
@@ -101,9 +101,6 @@ class WelcomeEmail(EmailMultiAlternatives):
         return Envelope(envelope_sender(sender, encoding), [to], data)
 
 
-# A recipient that Django's sanitize_address gives back unchanged: an ASCII dot-atom local part and domain.
-PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-                           r"@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 # Line ends as the stdlib's generator finds them, to write them as CRLF.
 LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -116,7 +113,11 @@ def header_as_is(value: str) -> bool:
 
 @functools.cache
 def envelope_sender(from_email: str, encoding: str) -> str:
-    return sanitize_address(from_email, encoding)
+    """The envelope's sender as Django's backend gives it to smtplib, or just its address where that is plain:
+    smtplib sends only the address (MAIL FROM:<address>), and a plain one it need not parse again."""
+    sanitized = sanitize_address(from_email, encoding)
+    address = parseaddr(sanitized)[1]
+    return address if PLAIN_ADDRESS.fullmatch(address) else sanitized
 
 
 def part_bytes(subtype: str, text: str) -> bytes | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from email.policy import compat32
+from smtplib import quoteaddr
 
 import pytest
 from django.core.mail import EmailMultiAlternatives
@@ -45,7 +46,9 @@ def django_sends(message: EmailMultiAlternatives) -> tuple[str, list[str], bytes
     boundary = flat.get_boundary()  # chosen as the message is flattened
     assert boundary is not None
     data = normalized(data, boundary)
-    return (sanitize_address(plain.from_email, "utf-8"), [sanitize_address(to, "utf-8") for to in plain.to], data)
+    # smtplib sends each envelope address quoted, so that is what must agree.
+    return (quoteaddr(sanitize_address(plain.from_email, "utf-8")),
+            [quoteaddr(sanitize_address(to, "utf-8")) for to in plain.to], data)
 
 
 def sent_directly(message: onboarding.WelcomeEmail) -> tuple[str, list[str], bytes] | None:
@@ -54,7 +57,9 @@ def sent_directly(message: onboarding.WelcomeEmail) -> tuple[str, list[str], byt
         return None
     match = re.search(rb'boundary="([^"]+)"', envelope.data)
     assert match
-    return envelope.sender, envelope.recipients, normalized(envelope.data, match[1].decode())
+    quoted = [f"<{address}>" if onboarding.PLAIN_ADDRESS.fullmatch(address) else quoteaddr(address)
+              for address in (envelope.sender, *envelope.recipients)]  # as FinalReplySMTP quotes them
+    return quoted[0], quoted[1:], normalized(envelope.data, match[1].decode())
 
 
 @pytest.mark.parametrize("email", ["ann@example.com", "o'brien+tag@mail.example.org", "A.B-c_d@EXAMPLE.com"])
@@ -89,3 +94,9 @@ def test_parts_are_written_as_django_writes_them_or_left_to_it(body) -> None:
     assert (direct is None) == (long_line or not body)  # Django leaves an empty body out
     if direct is not None:
         assert direct == django_sends(message)
+
+
+@pytest.mark.parametrize("address", ["ann@example.com", "o'brien+tag@mail.example.org", "a.b@c-d.e", "x@localhost"])
+def test_a_plain_address_is_quoted_as_smtplib_quotes_it(address) -> None:
+    assert onboarding.PLAIN_ADDRESS.fullmatch(address)
+    assert quoteaddr(address) == f"<{address}>"
