@@ -63,7 +63,8 @@ def sent_directly(message: onboarding.WelcomeEmail) -> tuple[str, list[str], byt
 
 
 @pytest.mark.parametrize("email", ["ann@example.com", "o'brien+tag@mail.example.org", "A.B-c_d@EXAMPLE.com"])
-@pytest.mark.parametrize("name", ["Ann Example", "Two  spaces ", "<b>Bold</b> & co", "x" * 51])
+@pytest.mark.parametrize("name", ["Ann Example", "Two  spaces ", "<b>Bold</b> & co", "x" * 51, "=?utf-8?q?hi?=",
+                                  "<evil@example.com>", "(comment), a;b"])
 def test_the_welcome_email_is_sent_directly_in_the_bytes_djangos_backend_sends(name, email) -> None:
     customer = Customer(pk=7, name=name, email=email, created_at=timezone.now())
     message = onboarding.welcome_email(customer)
