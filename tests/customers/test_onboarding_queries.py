@@ -63,22 +63,35 @@ def test_a_signups_wake_up_costs_seven_statements(db, fixed_now) -> None:
 
 # A tick of a daemon on PostgreSQL, run where the daemon would run: in a process of its own.
 PG_TICKS = """
-import json
+import json, os, socket
+from datetime import timedelta
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from customers.daemons import OnboardingDaemon
 from customers.models import Customer
+from daemons.models import Heartbeat
 daemon = OnboardingDaemon()
 daemon.setup()
+old = timezone.now() - timedelta(minutes=1)
+Heartbeat.objects.create(name="onboarding", host=socket.gethostname(), pid=os.getpid(), started_at=old,
+                         last_heartbeat=old)
 daemon.tick(timezone.now())  # the first claim compiles the statements (Django compiles FOR UPDATE in a transaction)
+
+def beat():
+    with connection.cursor() as cursor:  # xmin: the transaction that wrote the row's current version
+        cursor.execute("SELECT xmin::text, last_heartbeat > %s FROM daemons_heartbeat", [old])
+        return cursor.fetchone()
+
 runs = {}
 for name, customers in (("idle", 0), ("wake_up", 1), ("batches", 25)):
     Customer.objects.bulk_create([Customer(name=f"{name} {i}", email=f"{name}{i}@example.com")
                                   for i in range(customers)])
+    before = beat()
     with CaptureQueriesContext(connection) as captured:
         result = daemon.tick(timezone.now())
-    runs[name] = {"processed": result.processed, "sql": [q["sql"] for q in captured.captured_queries]}
+    runs[name] = {"processed": result.processed, "sql": [q["sql"] for q in captured.captured_queries],
+                  "beat": [before, beat()]}
 print(json.dumps(runs))
 """
 
@@ -92,14 +105,16 @@ def test_on_postgresql_a_claim_is_one_statement_and_a_wake_up_seven(pg_database,
     def claims(sql: list[str]) -> list[str]:
         return [q for q in sql if q.startswith('WITH "claimed" AS (UPDATE "customers_customer"')]
 
-    # Idle: the claim finds nobody, in one statement that locks and writes nothing.
+    # Idle: the claim finds nobody, in one statement that locks and writes nothing, not even our heartbeat.
     assert runs["idle"]["processed"] == 0 and runs["idle"]["sql"] == claims(runs["idle"]["sql"])
     assert len(runs["idle"]["sql"]) == 1
+    assert runs["idle"]["beat"][0] == runs["idle"]["beat"][1] == [runs["idle"]["beat"][0][0], False]
     # A wake-up: the claim; the record (BEGIN, UPDATE, INSERT, COMMIT); the claim finding nobody; the
     # release. It was 17 round trips: 3 reads, the claim's transaction of 7, the record's 4, 1 read, 3 to release.
     wake_up = runs["wake_up"]["sql"]
     assert runs["wake_up"]["processed"] == 1 and len(claims(wake_up)) == 2
     assert [q.split(" ", 1)[0] for q in wake_up] == ["WITH", "BEGIN", "UPDATE", "INSERT", "COMMIT", "WITH", "UPDATE"]
+    assert runs["wake_up"]["beat"][1][1], "the claim stamped our heartbeat"
     # Batches of 10: three claims and the empty one, a record (4) per customer, and the release.
     batches = runs["batches"]["sql"]
     assert runs["batches"]["processed"] == 25 and len(claims(batches)) == 4
