@@ -99,8 +99,8 @@ def customers_claim(*, owner: Owner, now: datetime, limit: int) -> list[Customer
         return []
     with transaction.atomic():
         rows = statements.claim.fetch(now)
-        if rows:
-            owner.touch_heartbeat()
+        if rows and statements.stamp is not None:
+            statements.stamp.fetch(now)
     return statements.customers(rows)
 
 
@@ -119,25 +119,26 @@ class Statement:
     @classmethod
     def compiled(cls, sql: str, params: Sequence[Any]) -> Statement:
         placeholder = connection.ops.adapt_datetimefield_value(_NOW)
-        now_at = tuple(i for i, param in enumerate(params) if param == placeholder)
-        assert now_at, "a claim's statement depends on `now`"
-        return cls(sql, tuple(params), now_at)
+        return cls(sql, tuple(params), tuple(i for i, param in enumerate(params) if param == placeholder))
 
     def fetch(self, now: datetime) -> list[tuple[Any, ...]]:
+        """Run the statement with `now`; return the rows it returns, if any."""
         params = list(self.params)
         for i in self.now_at:
             params[i] = connection.ops.adapt_datetimefield_value(now)
         with connection.cursor() as cursor:
             cursor.execute(self.sql, params)
-            return cursor.fetchall()
+            return cursor.fetchall() if cursor.description else []
 
 
 @dataclass(frozen=True)
 class ClaimStatements:
-    """`customers_claim`'s statements: `claim` returns the claimed rows; `anyone` (SQLite) is the read before it."""
+    """`customers_claim`'s statements: `claim` returns the claimed rows. On SQLite `anyone` is the read before it
+    and `stamp` stamps our heartbeat after it; on PostgreSQL `claim` does all three."""
 
     claim: Statement
     anyone: Statement | None
+    stamp: Statement | None
     converters: dict[int, tuple[list[Any], Any]]
 
     def customers(self, rows: list[tuple[Any, ...]]) -> list[Customer]:
@@ -174,8 +175,9 @@ def claim_statements(vendor: str, owner: Owner, limit: int, lease: timedelta, ov
         claim_sql, params = update_sql(Customer.objects.filter(id__in=candidates.values("id")[:limit]),
                                        claimed_by=str(owner), claim_expires_at=lease_end(lease))
         exists = candidates.query.exists().get_compiler(connection=connection).as_sql()
+        stamp = update_sql(owner.heartbeat_row(), last_heartbeat=Now())
         return ClaimStatements(Statement.compiled(f"{claim_sql} RETURNING {columns}", params),
-                               Statement.compiled(*exists), converters)
+                               Statement.compiled(*exists), Statement.compiled(*stamp), converters)
     # Django compiles FOR UPDATE only inside a transaction; nothing runs in this one.
     with transaction.atomic():
         locked = candidates.select_for_update(skip_locked=True).values("id")[:limit]
@@ -187,7 +189,7 @@ def claim_statements(vendor: str, owner: Owner, limit: int, lease: timedelta, ov
     touch_sql, touch_params = update_sql(owner.heartbeat_row().filter(any_claimed), last_heartbeat=Now())
     sql = (f"WITH {claimed} AS ({claim_sql} RETURNING {columns}), {quote('stamped')} AS ({touch_sql}) "
            f"SELECT {columns} FROM {claimed}")
-    return ClaimStatements(Statement.compiled(sql, (*claim_params, *touch_params)), None, converters)
+    return ClaimStatements(Statement.compiled(sql, (*claim_params, *touch_params)), None, None, converters)
 
 
 def claims_confirm(*, owner: Owner) -> set[int]:
