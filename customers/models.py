@@ -1,12 +1,11 @@
 """Customers who signed up, and the record of each one's onboarding."""
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Lower, Now
 
 
@@ -99,16 +98,21 @@ class CustomerQuerySet(models.QuerySet):
         """Held by nobody: never claimed, given back, or with a lease that ended by the database's clock."""
         return self.filter(_unclaimed())
 
-    def claimable(self, owner_prefix: str, gone_markers: Iterable[str] = ()) -> CustomerQuerySet:
+    def claimable(self, owner_prefix: str, gone_holder: Exists | None = None) -> CustomerQuerySet:
         """Free for the owner whose lock key prefix is `owner_prefix` to claim.
 
         That is: unclaimed, held under that lock key (a dead predecessor's: holding the PID
-        lock proves it dead), or held by a process whose heartbeat marker is in
-        `gone_markers` (stopped or dead; see `customers.onboarding.claims`).
+        lock proves it dead), or held by a process that `gone_holder` (a condition on the
+        row's `claimed_by`: see `customers.onboarding.claims.gone_holder`) says stopped or
+        died, with the lease the statement's snapshot holds. A locking read on PostgreSQL
+        re-checks this filter on a row changed since its statement began, but with the
+        heartbeats as they were then: a lease renewed meanwhile (`claims_confirm`, by a
+        holder back from a stop) is not the snapshot's, and keeps the claim its holder's.
         """
         free = _unclaimed() | Q(claimed_by__startswith=owner_prefix)
-        for marker in gone_markers:
-            free |= Q(claimed_by__contains=marker)
+        if gone_holder is not None:
+            as_begun = self.model._default_manager.filter(pk=OuterRef("pk")).order_by().values("claim_expires_at")
+            free |= Q(gone_holder) & Q(claim_expires_at=Subquery(as_begun))
         return self.filter(free)
 
     def held_by(self, owner: object) -> CustomerQuerySet:

@@ -7,9 +7,16 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.db.models import CharField, QuerySet, Value
+from django.db.models.functions import Cast, Concat
 
 from daemons import conf, wakeup
 from daemons.cluster import heartbeat
+
+if TYPE_CHECKING:
+    from daemons.models import Heartbeat
 
 # The onboarding daemon's registered name: signups and retries wake it by this name.
 DAEMON_NAME = "onboarding"
@@ -74,6 +81,10 @@ class Owner:
     def pid(self) -> int:
         return int(self.token.partition("-")[0])
 
+    def heartbeat_row(self) -> QuerySet[Heartbeat]:
+        """The heartbeat row of the process this owner is (see `heartbeat.process_row`)."""
+        return heartbeat.process_row(DAEMON_NAME, self.instance, host=self.host, pid=self.pid)
+
     def touch_heartbeat(self) -> None:
         """Stamp the heartbeat row of the process this owner is (see `heartbeat.touch`)."""
         heartbeat.touch(DAEMON_NAME, self.instance, host=self.host, pid=self.pid)
@@ -88,3 +99,10 @@ class Owner:
 def process_marker(host: str, instance: int, pid: int) -> str:
     """The part of `str(owner)` that names the process with this heartbeat row (see `Owner`)."""
     return f"/{host}/{instance}/{pid}-"
+
+
+def process_marker_sql() -> Concat:
+    """`process_marker` as SQL over a heartbeat row's host, instance and pid: for a subquery on the heartbeats."""
+    text = CharField()
+    return Concat(Value("/"), "host", Value("/"), Cast("instance", text), Value("/"), Cast("pid", text), Value("-"),
+                  output_field=text)

@@ -208,16 +208,25 @@ def write_busy(name: str, instance: int, *, processed: int) -> None:
     )
 
 
+def process_row(name: str, instance: int, *, host: str | None = None, pid: int | None = None) -> QuerySet[Heartbeat]:
+    """The heartbeat row of process `pid` (by default this one) running daemon `name`/`instance` on `host`.
+
+    Empty once another process of that instance wrote the row: what `touch` stamps, so a caller
+    that composes the stamp into a statement of its own stamps the same row.
+    """
+    from daemons.models import Heartbeat
+
+    return Heartbeat.objects.filter(name=name, instance=instance, host=host or socket.gethostname(),
+                                    pid=pid or os.getpid())
+
+
 def touch(name: str, instance: int, *, host: str | None = None, pid: int | None = None) -> None:
     """Stamp a heartbeat row (by default this process's) with the database's time now, and nothing else.
 
     For work that others judge by the heartbeat (a claim, say): inside the same transaction, the work is
     never seen as a gone process's. Raises DatabaseError.
     """
-    from daemons.models import Heartbeat
-
-    Heartbeat.objects.filter(name=name, instance=instance, host=host or socket.gethostname(),
-                             pid=pid or os.getpid()).update(last_heartbeat=Now())
+    process_row(name, instance, host=host, pid=pid).update(last_heartbeat=Now())
 
 
 def live_duplicate(name: str, instance: int) -> int | None:
