@@ -50,8 +50,8 @@ time.sleep(3600)
 SUPERVISOR = r"""
 import sys, django
 django.setup()
-from daemons.process import supervisor
-sys.exit(supervisor.run_foreground(supervisor.child_specs(sys.argv[1:])))
+from daemons.process import children, supervisor
+sys.exit(supervisor.run_foreground(children.child_specs(sys.argv[1:])))
 """
 
 
