@@ -209,9 +209,9 @@ def prepared(specs: list[ChildSpec]) -> Iterator[None]:
 def preload(specs: list[ChildSpec]) -> None:
     """Do in the supervisor what every child would otherwise do for itself, so the result is shared.
 
-    Imports what a child imports, and runs the reads and writes each child's start makes (the
-    twin check, a heartbeat) once here, the write rolled back: the ORM's lazily built state (field
-    maps, compilers, lookups) is then built once. Failures are left to the children, which report
+    Imports what a child imports, and runs the framework's reads and writes of a child's start
+    and first tick once here, the writes rolled back: the ORM's lazily built state (field maps,
+    compilers, lookups) is then built once. Failures are left to the children, which report
     them as their own startup errors.
     """
     import encodings.idna  # noqa: F401  (socket and smtplib encode host names with it)
@@ -241,15 +241,20 @@ class _RolledBack(Exception):
 
 
 def _rehearse_start(spec: ChildSpec) -> None:
-    """The queries a child's start makes (`DaemonService._refuse_twin`, then a heartbeat), changing nothing."""
-    from daemons.cluster import heartbeat
+    """The framework's queries in a child's start and first tick, changing nothing: the twin check
+    (`DaemonService._refuse_twin`), the pause check, the tick's history and a heartbeat, rolled back."""
+    from daemons.cluster import control, heartbeat, history
 
     name, instance = spec.daemon_cls.name, spec.instance
     heartbeat.live_duplicate(name, instance)
+    control.is_paused(name, instance)
     try:
         with transaction.atomic():
-            heartbeat.write(name, instance, counters=heartbeat.Counters(), started_at=timezone.now(),
-                            status_text="", stopped=True)
+            recorder, now = history.Recorder(name, instance), timezone.now()
+            recorder.record(now, duration_ms=0)
+            recorder.flush(now)
+            heartbeat.write(name, instance, counters=heartbeat.Counters(), started_at=now, status_text="",
+                            stopped=True)
             raise _RolledBack
     except _RolledBack:
         pass

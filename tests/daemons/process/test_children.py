@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from daemons.models import Heartbeat
+from daemons.models import Heartbeat, TickMinute
 from daemons.process import children
 
 
@@ -30,6 +30,7 @@ def test_the_first_forks_happen_warmed_with_the_collector_off_and_nothing_writte
         assert {"daemons.process.runner", "daemons.process.watch", "encodings.idna"} <= set(sys.modules)
     assert gc.isenabled(), "the supervisor collects its own garbage again once the first children are forked"
     assert not Heartbeat.objects.exists()
+    assert not TickMinute.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -39,7 +40,8 @@ def test_the_rehearsed_start_makes_its_queries_and_rolls_its_write_back() -> Non
         children._rehearse_start(spec)
     statements = [query["sql"].split()[0].upper() for query in captured.captured_queries]
     assert "SELECT" in statements and ({"INSERT", "UPDATE"} & set(statements)), statements
-    assert not Heartbeat.objects.exists()
+    assert any("daemons_tickminute" in query["sql"] for query in captured.captured_queries)
+    assert not Heartbeat.objects.exists() and not TickMinute.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
