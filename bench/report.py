@@ -104,6 +104,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "The figures above are the workers' own. Each Celery worker's Redis adds, after idling: "
                   + "; ".join(f"{label.removeprefix('Celery + Redis, ')}: {f['broker_rss_kib'][0]:.1f} MiB RSS and "
                               f"{f['broker_cpu_s_per_min'][0]:.3f} s CPU a minute" for label, f in brokers) + "."]
+    if line := django_setup_line(results, summary):
+        lines += ["", line]
     for key, reason in results.get("skipped", {}).items():
         lines.append(f"\n{key}: {reason}.")
     if OURS in summary:
@@ -124,6 +126,21 @@ def markdown(results: dict[str, Any]) -> str:
                     cells.append(f"{(a[0] / b[0]) if higher_better else (b[0] / a[0]):.2f}×")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def django_setup_line(results: dict[str, Any], summary: dict[str, dict[str, tuple]]) -> str:
+    """The reference beside ours' memory: a bare `django.setup()` of the same settings, and ours against it."""
+    measured = results.get("django_setup") or []
+    if not measured:
+        return ""
+    rss = statistics.median(m["rss_kib"] for m in measured) / 1024
+    pss = statistics.median(m["pss_kib"] for m in measured) / 1024
+    line = (f"A bare `django.setup()` of the same settings, in a process that does nothing else: {rss:.1f} MiB RSS "
+            f"and {pss:.1f} MiB PSS" + (f" (medians of {len(measured)})" if len(measured) > 1 else ""))
+    ours = summary.get(OURS, {}).get("rss_drain_kib")
+    if ours:
+        line += f"; ours' RSS after the drain is {ours[0] / rss:.2f}× that"
+    return line + "."
 
 
 def plots(results: dict[str, Any], directory: Path) -> list[Path]:

@@ -32,6 +32,8 @@ from bench.peers.counter import total as counted_queries
 
 PY = sys.executable
 SECRET_KEY = "bench-" + "k7Qz9vX2pL" * 6
+# The reference for ours' memory: a process that loads the same settings and nothing else.
+BARE_SETUP = "import django, sys; django.setup(); print('ready', flush=True); sys.stdin.read()"
 FULL = {"customers": 5000, "runs": 3, "rate": 20.0, "latency_seconds": 30.0, "idle_seconds": 60.0}
 QUICK = {"customers": 500, "runs": 1, "rate": 20.0, "latency_seconds": 10.0, "idle_seconds": 15.0}
 
@@ -122,6 +124,7 @@ class Bench:
         self.sqlite_template = workdir / "template.sqlite3"
         self.workers: list[Worker] = []
         self.records: list[dict[str, Any]] = []
+        self.django_setup: list[dict[str, Any]] = []  # a bare django.setup() of ours' settings, each repetition
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -259,6 +262,25 @@ class Bench:
             self.records.append(result)
         self.progress.done(f"{tag}: {report.one_line(result)}")
 
+    def measure_django_setup(self, run: int) -> None:
+        """RSS and PSS of a bare `django.setup()` with ours' settings and environment, read as ours' are."""
+        directory = self.workdir / f"django-setup-{run}"
+        directory.mkdir(parents=True)
+        env = self.base_env(BY_KEY[OURS], directory, f"sqlite:///{directory / 'db.sqlite3'}")
+        proc = subprocess.Popen([PY, "-c", BARE_SETUP], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all PIPE
+        try:
+            if proc.stdout.readline().strip() != "ready":
+                raise BenchError(f"a bare django.setup() failed: {proc.communicate(timeout=30)[1].strip()[-800:]}")
+            rss, pss = procstat.memory_kib(procstat.tree(proc.pid))
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+            proc.stdout.close()
+            proc.stderr.close()
+        self.django_setup.append({"run": run, "rss_kib": rss, "pss_kib": pss})
+
     def measure_idle(self, run: int) -> None:
         """Every worker of this repetition idles at once; each one's own CPU and queries are read."""
         idle = [w for w in self.workers if w.system.idle]
@@ -298,6 +320,8 @@ class Bench:
     def run(self) -> list[dict[str, Any]]:
         self.start_servers()
         for run in range(self.args.runs):
+            if any(system.ours for system in self.systems):
+                self.measure_django_setup(run)
             shift = run % len(self.systems)
             for system in self.systems[shift:] + self.systems[:shift]:
                 self.run_system(system, run)
@@ -393,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(timespec="seconds"), "machine": report.machine(), "versions": versions,
         "settings": {k: getattr(args, k) for k in ("customers", "runs", "rate", "latency_seconds", "idle_seconds")},
         "quick": args.quick, "systems": {s.key: s.label for s in systems}, "skipped": skipped, "records": records,
+        "django_setup": bench.django_setup,
         "temp_dirs": temp_dirs,  # all removed by now; a test checks that nothing runs from them
     }
     paths = report.write(results, args.out, docs=args.docs)

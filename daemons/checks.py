@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks.registry import registry as check_registry
 
 from daemons import conf, registry
 
@@ -147,6 +148,30 @@ def interval_problems() -> list[CheckMessage]:
             errors.append(Error(f"daemon {name!r}: interval must be zero or more seconds, got {seconds}",
                                 id="daemons.E003"))
     return errors
+
+
+# Django's checks of what only the web process and the other commands run. A check's imports stay in a daemon's
+# memory for its whole life, and these import the most: the URL checks the ROOT_URLCONF (every view and form, the
+# admin's URLs), the template checks every tag library, the commands check migrate's and makemigrations' autodetector.
+WEB_CHECK_TAGS = frozenset({Tags.urls, Tags.templates, Tags.staticfiles, Tags.admin, Tags.security, Tags.commands})
+# Untagged, so named: it imports every class in MIDDLEWARE.
+WEB_CHECKS = frozenset({"django.contrib.auth.checks.check_middleware"})
+
+
+def daemon_check_messages() -> list[CheckMessage]:
+    """What `rundaemon` checks before a daemon starts: every registered check but the web process's.
+
+    The framework's own, the models' and every check a project registered without tags (its mail settings, say)
+    still stop a misconfigured daemon before it starts. The database checks run only when given databases, as in
+    `manage.py check`: the daemon makes its own query before it reports ready, and says in one line what is wrong.
+    """
+    return [message for check in check_registry.get_checks()
+            if WEB_CHECK_TAGS.isdisjoint(check.tags) and _qualified_name(check) not in WEB_CHECKS
+            for message in check(app_configs=None, databases=None)]
+
+
+def _qualified_name(check: Callable[..., Any]) -> str:
+    return f"{check.__module__}.{getattr(check, '__qualname__', '')}"
 
 
 def database_problem(exc: Exception, using: str = "default") -> str:

@@ -50,12 +50,15 @@ def test_quick_harness_measures_every_figure_and_stops_what_it_started(tmp_path:
         assert ours["signups"] == 20 and 0 < ours["p50_ms"] <= ours["p99_ms"] < 10_000, ours
         assert ours["idle_cpu_s_per_min"] >= 0 and ours["idle_queries_per_min"] > 0 and ours["pss_idle_kib"] > 0
     assert "p50_ms" not in records["floor"] and "p50_ms" not in records["floor-2"]
+    [bare] = results["django_setup"]  # the reference for ours' memory, once per repetition
+    assert 0 < bare["pss_kib"] < bare["rss_kib"] < records["ours-sqlite"]["rss_drain_kib"], bare
 
     table = (tmp_path / "results.md").read_text()
     assert "| ours: rundaemon onboarding, SQLite | " in table
     assert "| floor: stdlib sqlite3 + smtplib, one connection | " in table  # in the table and in the ratios
     assert "| floor: stdlib sqlite3 + smtplib, two connections | " in table
     assert table.count("| floor:") == 4
+    assert "A bare `django.setup()` of the same settings" in table and "ours' RSS after the drain is " in table
     assert f"{results['machine']['cores']} cores" in table and "Django" in table
 
     assert not processes_using(results["temp_dirs"]), "the harness left a process behind"

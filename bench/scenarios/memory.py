@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import procstat
+from bench.harness import procstat, servers
 from bench.harness.customers import pending, seed
 from tests.support.processes import terminate
 from tests.support.waiting import wait_for
@@ -50,8 +50,8 @@ time.sleep(3600)
 SUPERVISOR = r"""
 import sys, django
 django.setup()
-from daemons.process import supervisor
-sys.exit(supervisor.run_foreground(supervisor.child_specs(sys.argv[1:])))
+from daemons.process import children, supervisor
+sys.exit(supervisor.run_foreground(children.child_specs(sys.argv[1:])))
 """
 
 
@@ -139,12 +139,14 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    # With DEBUG off the showcase refuses a mail backend that doesn't deliver (customers.E011): a real SMTP server.
+    smtp = servers.start_smtp_sink()
     try:
         db_path = tmp / "db.sqlite3"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
         env.update({"DJANGO_SETTINGS_MODULE": SETTINGS, "DATABASE_URL": f"sqlite:///{db_path}",
                     "DAEMONS_RUN_DIR": str(tmp / "run"), "DAEMONS_LOG_DIR": str(tmp / "log"),
-                    "EMAIL_URL": "dummymail://", "DEBUG": "false",
+                    "EMAIL_URL": f"smtp://127.0.0.1:{smtp.port}", "DEBUG": "false",
                     "SECRET_KEY": secrets.token_urlsafe(50), "TESTAPP_INTERVAL": "1"})
         os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DAEMONS_RUN_DIR")})
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
@@ -170,6 +172,7 @@ def main() -> None:
             pss = statistics.median(m.pss_kib for m in runs)
             print(f"{key:<40} {mib(rss):>7} {mib(pss):>7}   {', '.join(mib(m.pss_kib) for m in runs)}")
     finally:
+        smtp.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

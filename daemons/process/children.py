@@ -9,12 +9,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
+from django.utils import timezone
 
 from daemons import conf, registry
 from daemons.daemon import Daemon
@@ -100,12 +102,15 @@ def fork_child(spec: ChildSpec, *, parent: int, log_to_file: bool, debug: bool,
     sys.stdout.flush()
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
-    # Objects created since the last freeze join the permanent generation too, so the
-    # collector in the child never writes to pages it shares with us.
-    gc.collect()
+    if gc.isenabled():
+        # A restart: collect first, so the supervisor's garbage is not frozen with the rest (see `prepared`).
+        gc.collect()
+    # Everything alive joins the permanent generation, so the child's collector never writes to the pages
+    # it shares with us.
     gc.freeze()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, measured by process tests
+        gc.enable()
         code: int = Exit.CRASHED
         ready = Readiness(write_fd)
         try:
@@ -184,12 +189,33 @@ def describe(wait_status: int) -> str:
     return f"exit status {os.waitstatus_to_exitcode(wait_status)}"
 
 
-def preload() -> None:
-    """Import in the supervisor what every child would otherwise import for itself, so it is shared.
+@contextmanager
+def prepared(specs: list[ChildSpec]) -> Iterator[None]:
+    """Fork the first children in this block: the supervisor's memory is warmed for them, and stays shared.
 
-    Opening a connection loads the database backend; failures are left to the children,
-    which report them as their own startup errors.
+    As the CPython docs advise for a process that forks without exec: the collector is off from
+    before the warm-up until the children are forked, so it frees nothing that would leave holes
+    for a child's objects in pages it shares with us; `fork_child` freezes what is alive, and each
+    child turns its collector back on. The supervisor's own collector is back on after the block.
     """
+    gc.disable()
+    try:
+        preload(specs)
+        yield
+    finally:
+        gc.enable()
+
+
+def preload(specs: list[ChildSpec]) -> None:
+    """Do in the supervisor what every child would otherwise do for itself, so the result is shared.
+
+    Imports what a child imports, and runs the framework's reads and writes of a child's start
+    and first tick once here, the writes rolled back: the ORM's lazily built state (field maps,
+    compilers, lookups) is then built once. Failures are left to the children, which report
+    them as their own startup errors.
+    """
+    import encodings.idna  # noqa: F401  (socket and smtplib encode host names with it)
+
     from django.db.models.sql import compiler  # noqa: F401  (first imported by a child's first query)
 
     from daemons.cluster import wakeup  # noqa: F401
@@ -203,6 +229,32 @@ def preload() -> None:
 
     try:
         connections["default"].ensure_connection()
+        for spec in specs:
+            _rehearse_start(spec)
     except Exception:  # noqa: BLE001 - each child reports its own database errors
         pass
     connections.close_all()
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def _rehearse_start(spec: ChildSpec) -> None:
+    """The framework's queries in a child's start and first tick, changing nothing: the twin check
+    (`DaemonService._refuse_twin`), the pause check, the tick's history and a heartbeat, rolled back."""
+    from daemons.cluster import control, heartbeat, history
+
+    name, instance = spec.daemon_cls.name, spec.instance
+    heartbeat.live_duplicate(name, instance)
+    control.is_paused(name, instance)
+    try:
+        with transaction.atomic():
+            recorder, now = history.Recorder(name, instance), timezone.now()
+            recorder.record(now, duration_ms=0)
+            recorder.flush(now)
+            heartbeat.write(name, instance, counters=heartbeat.Counters(), started_at=now, status_text="",
+                            stopped=True)
+            raise _RolledBack
+    except _RolledBack:
+        pass

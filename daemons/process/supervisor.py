@@ -99,9 +99,9 @@ class Supervisor:
         try:
             logger.info("supervisor (pid %d) for %s", self.pid, ", ".join(c.label for c in self.children),
                         extra={"action": "supervising"})
-            children.preload()
-            for child in self.children:
-                self._spawn(child)
+            with children.prepared([child.spec for child in self.children]):
+                for child in self.children:
+                    self._spawn(child)
             self._loop(serving)
         finally:
             if self._control is not None:

@@ -3,9 +3,12 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.checks import CheckMessage, Error, Tags
 
 from daemons import checks, conf
 from daemons.checks import check_daemon_settings
@@ -173,3 +176,38 @@ def test_the_adopting_guide_lists_every_setting_with_its_default_and_meaning() -
     doc = (BASE_DIR / "docs" / "adopting.md").read_text()
     table = doc.split("compares it -->\n", 1)[1].split("\n<!-- end of settings table -->", 1)[0]
     assert table == settings_table(), f"update docs/adopting.md's table to:\n{settings_table()}"
+
+
+@pytest.fixture
+def registered_checks() -> Iterator[Callable[..., None]]:
+    """Register checks for one test; they are unregistered after it."""
+    from django.core.checks.registry import registry
+
+    added: list[Callable[..., Any]] = []
+
+    def add(check: Callable[..., Any], *tags: str) -> None:
+        registry.register(check, *tags)
+        added.append(check)
+
+    yield add
+    for check in added:
+        registry.registered_checks.discard(check)
+
+
+def test_rundaemon_runs_every_check_but_the_web_processs(registered_checks, settings) -> None:
+    def project_check(**kwargs: Any) -> list[CheckMessage]:  # a project's own, untagged
+        return [Error("the project's own", id="project.E001")]
+
+    def url_check(**kwargs: Any) -> list[CheckMessage]:
+        return [Error("a URL check", id="project.E002")]
+
+    def model_check(**kwargs: Any) -> list[CheckMessage]:
+        return [Error("a model check", id="project.E003")]
+
+    registered_checks(project_check)
+    registered_checks(url_check, Tags.urls)
+    registered_checks(model_check, Tags.models)
+    settings.DAEMONS_STOP_TIMEOUT = -1
+    found = {message.id for message in checks.daemon_check_messages()}
+    assert {"project.E001", "project.E003", "daemons.E004"} <= found
+    assert "project.E002" not in found

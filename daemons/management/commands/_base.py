@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from django.core.checks import CheckMessage
 from django.core.management.base import BaseCommand, CommandError, SystemCheckError
 
 import daemons
@@ -105,6 +106,8 @@ class DaemonCommand(DaemonCommandMixin, BaseCommand):
     """
 
     requires_linux: bool = True
+    # True: Django's checks of the web process are left out (`checks.daemon_check_messages`).
+    daemon_checks_only: bool = False
 
     def needs_linux(self, options: dict[str, Any]) -> bool:
         """Whether this run of the command, with these options, needs the Linux facilities."""
@@ -114,12 +117,27 @@ class DaemonCommand(DaemonCommandMixin, BaseCommand):
         """Django's system checks; the kit's own errors (a run or log directory that can't be written, a bad
         setting) come out as one line, as every other error of these commands does."""
         try:
-            super().check(*args, **kwargs)
+            if self.daemon_checks_only:
+                self.report_checks(checks.daemon_check_messages())
+            else:
+                super().check(*args, **kwargs)
         except SystemCheckError:
             ours = [problem for problem in checks.check_daemon_settings() if problem.is_serious()]
             if not ours:
                 raise
             raise CommandError("; ".join(f"{problem.msg} ({problem.id})" for problem in ours)) from None
+
+    def report_checks(self, messages: list[CheckMessage]) -> None:
+        """Report check messages as Django's `check` does: errors stop the command, warnings go to stderr."""
+        shown = [message for message in messages if not message.is_silenced()]
+        groups = [(title, sorted(str(m) for m in shown if m.is_serious() == serious))
+                  for title, serious in (("ERRORS", True), ("WARNINGS", False))]
+        text = "System check identified some issues:\n" + "".join(
+            f"\n{title}:\n" + "\n".join(lines) + "\n" for title, lines in groups if lines)
+        if any(message.is_serious() for message in shown):
+            raise SystemCheckError(text)
+        if shown:
+            self.stderr.write(text)
 
     def execute(self, *args: Any, **options: Any) -> Any:
         if self.needs_linux(options) and (missing := checks.linux_facilities_missing()):

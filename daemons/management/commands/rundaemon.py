@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import CommandError
 
 from daemons import registry
-from daemons.console import operations
-from daemons.console.operations import SupervisorStarted
 from daemons.daemon import Daemon
 from daemons.process import supervision
 from daemons.process.exits import Exit
@@ -19,6 +17,7 @@ from daemons.process.privileges import Credentials, PrivilegeError
 from ._base import DaemonCommand, registered_names
 
 if TYPE_CHECKING:
+    from daemons.console.operations import SupervisorStarted
     from daemons.process.children import ChildSpec
 
 
@@ -29,6 +28,10 @@ def supervised(names: list[str], all_daemons: bool) -> bool:
 
 class Command(DaemonCommand):
     help = "Run a registered daemon in the foreground (default), detached, or for one tick."
+    # A daemon runs none of the web process's code, and what a check imports it keeps for life (about 1 MiB):
+    # Django's URL, template, static-file, admin, security and commands checks are left out. The framework's
+    # checks (daemons/checks.py), the models' and the project's own still stop a misconfigured daemon.
+    daemon_checks_only = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME",
@@ -79,6 +82,8 @@ class Command(DaemonCommand):
             raise self.fail(name, f"exited with status {code}; see its log", returncode=code)
 
     def start_detached(self, daemon_cls: type[Daemon], instance: int, credentials: Credentials | None) -> None:
+        from daemons.console import operations  # the operator's verbs: a foreground daemon needs none of them
+
         started = operations.start(daemon_cls, instance=instance, credentials=credentials)
         label = operations.label(daemon_cls.name, instance)
         if started.already_running:
@@ -99,6 +104,8 @@ class Command(DaemonCommand):
 
     def supervise(self, names: list[str], *, every: bool, detach: bool, single: bool) -> None:
         """`rundaemon --all` and `rundaemon NAME1 NAME2 ...`: the daemons not running yet, under one supervisor."""
+        from daemons.console import operations
+
         specs = self.supervised_specs(names, every=every, single=single)
         try:
             done = operations.start_supervisor(specs, detach=detach)
