@@ -26,7 +26,6 @@ from .claims import (
     claims_release_predecessors,
     claims_renew,
     customers_claim,
-    gone_markers,
     lease_duration,
     lease_end,
 )
@@ -66,7 +65,7 @@ __all__ = [
     "SendDeadlineExceeded", "SendOutcomeUnknown", "SendWatch", "SmtpBackend", "WelcomeEmail", "boot_id",
     "claims_confirm", "claims_release", "claims_release_predecessors", "claims_renew", "completion_statements",
     "customer_onboard", "customer_onboarding_complete", "customer_onboarding_failed", "customers_claim",
-    "customers_retry_onboarding", "error_describe", "gone_markers", "instance_lock_key", "is_mail_outage",
+    "customers_retry_onboarding", "error_describe", "instance_lock_key", "is_mail_outage",
     "is_permanent", "is_policy_refusal", "lease_duration", "lease_end", "mail_close", "mail_connection",
     "mail_outage_delay", "message_send", "onboarding_wake", "process_marker", "retry_delay", "send_record",
     "send_watch_arm", "welcome_email", "welcome_message_id", "welcome_send", "welcome_templates",

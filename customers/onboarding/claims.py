@@ -20,22 +20,15 @@ from django.db.models.sql import UpdateQuery
 from daemons.cluster import heartbeat
 
 from ..models import Customer, CustomerQuerySet
-from .owner import DAEMON_NAME, Owner, process_marker, process_marker_sql
+from .owner import DAEMON_NAME, Owner, process_marker_sql
 
 
-def gone_markers(now: datetime | None = None) -> list[str]:
-    """The `process_marker`s of the onboarding processes whose heartbeat says they stopped or are dead.
+def gone_holder() -> Exists:
+    """Whether a customer's holder is a process whose heartbeat says it stopped or is dead, as SQL on its row.
 
     A dead instance (no heartbeat for three heartbeat periods: `daemons.cluster.heartbeat.instance_state`)
     crashed, hangs or is cut off: its claims are free at once rather than when their leases
     end. Should it come back, it can record nothing for them, having lost the claims.
-    """
-    gone = heartbeat.gone(DAEMON_NAME, now).values_list("host", "instance", "pid")
-    return [process_marker(host, instance, pid) for host, instance, pid in gone]
-
-
-def gone_holder() -> Exists:
-    """Whether a customer's holder is among `gone_markers`, as SQL on the customer's row.
 
     A correlated subquery on the few heartbeat rows, run only for a row held by another
     process: a read that finds nobody due reads no heartbeat.
