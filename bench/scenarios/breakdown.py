@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from email.generator import BytesGenerator
 from email.message import Message
-from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.harness import servers
-from bench.run import SECRET_KEY
+from bench.harness import in_process
 
 T = TypeVar("T")
 
@@ -33,24 +28,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=400)
     n = parser.parse_args().customers
-    tmp = Path(tempfile.mkdtemp(prefix="bench-breakdown-"))
-    sink = servers.start_smtp_sink()
-    try:
-        os.environ.update(DJANGO_SETTINGS_MODULE="bench.harness.settings", DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
-                          DEBUG="false", SECRET_KEY=SECRET_KEY, EMAIL_URL=f"smtp://127.0.0.1:{sink.port}")
+    with in_process.showcase("bench-breakdown-") as sink:
         import smtplib
 
-        import django
-
-        django.setup()
-        from django.core.management import call_command
         from django.db import connection, transaction
         from django.utils import timezone
 
         from customers import onboarding
         from customers.models import Customer, Onboarding
 
-        call_command("migrate", verbosity=0)
         Customer.objects.bulk_create(Customer(name=f"Bench {i}", email=f"bench{i}@example.com") for i in range(n))
         owner = onboarding.Owner.current(0)
         mail = onboarding.mail_connection()  # the daemon's backend, which sends the welcome email's own bytes
@@ -82,9 +68,6 @@ def main() -> int:
 
             _timed(bare, "record", record)
         smtp.quit()
-    finally:
-        sink.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"{n} customers; milliseconds per customer")
     print(f"{'step':8} {'ours':>7} {'bare':>7}")
     for step, seconds in steps.items():

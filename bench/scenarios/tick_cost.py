@@ -13,16 +13,11 @@ moves it less than a drain rate.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench.harness import servers
-from bench.run import SECRET_KEY
+from bench.harness import in_process
 
 
 def main() -> int:
@@ -31,22 +26,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-tick-cost-"))
-    sink = servers.start_smtp_sink()
-    try:
-        os.environ.update(DJANGO_SETTINGS_MODULE="bench.harness.settings", DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
-                          DEBUG="false", SECRET_KEY=SECRET_KEY, EMAIL_URL=f"smtp://127.0.0.1:{sink.port}")
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    with in_process.showcase("bench-tick-cost-"):
         from django.test.utils import override_settings
         from django.utils import timezone
 
         from customers.daemons import OnboardingDaemon
         from customers.models import Customer
 
-        call_command("migrate", verbosity=0)
         print(f"{args.customers} customers a tick, {args.runs} runs (medians); microseconds per customer")
         print(f"{'concurrency':>11} {'CPU':>7} {'wall':>7} {'per second':>11}")
         for concurrency in args.concurrency:
@@ -69,9 +55,6 @@ def main() -> int:
                 daemon.teardown()
             print(f"{concurrency:>11} {statistics.median(cpu):7.0f} {statistics.median(wall):7.0f} "
                   f"{1e6 / statistics.median(wall):11.0f}")
-    finally:
-        sink.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
