@@ -101,6 +101,9 @@ done
 
 psql() { "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d postgres "$@"; }
 psql -c "CREATE ROLE $ROLE LOGIN CREATEDB" >/dev/null || fail "could not create role $ROLE"
+# A test's database is dropped WITH (FORCE) while an autovacuum worker may still be in it; ending that
+# worker (it runs as no role at all) takes pg_signal_backend.
+psql -c "GRANT pg_signal_backend TO $ROLE" >/dev/null || fail "could not grant pg_signal_backend to $ROLE"
 psql -c "CREATE DATABASE $ROLE OWNER $ROLE" >/dev/null || fail "could not create database $ROLE"
 echo "TEST_PG_URL=postgres://$ROLE@127.0.0.1:$PORT/$ROLE" >>"$ENV_FILE"
 echo "postgres.sh: PostgreSQL ready at postgres://$ROLE@127.0.0.1:$PORT/$ROLE (data in $DATA)"
