@@ -219,7 +219,7 @@ def preload(specs: list[ChildSpec]) -> None:
     from django.db.models.sql import compiler  # noqa: F401  (first imported by a child's first query)
 
     from daemons.cluster import wakeup  # noqa: F401
-    from daemons.process import reporting, runner, watch  # noqa: F401
+    from daemons.process import memory, reporting, runner, watch  # noqa: F401
 
     if getattr(settings, "SENTRY_DSN", ""):
         # Each child starts its own Sentry client (threads don't survive a fork), but the
@@ -234,6 +234,9 @@ def preload(specs: list[ChildSpec]) -> None:
     except Exception:  # noqa: BLE001 - each child reports its own database errors
         pass
     connections.close_all()
+    # What the warm-up freed goes back before the fork, and the means of a child's own release
+    # (ctypes) is loaded once, here.
+    memory.memory_release()
 
 
 class _RolledBack(Exception):

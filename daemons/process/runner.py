@@ -19,6 +19,7 @@ from daemons.daemon import Daemon, StopEvent, TickResult
 from daemons.process import reporting
 from daemons.process.backoff import backoff
 from daemons.process.exits import Outcome
+from daemons.process.memory import MemoryReleaser
 from daemons.process.notify import Notifier
 
 # A database outage is retried with exponential backoff up to this many seconds.
@@ -121,7 +122,8 @@ class Runner:
     exception in a tick is logged with its traceback, reported to Sentry and counted;
     the loop goes on. The same error again is summarised instead of logged in full. A
     database outage is logged and reported once, then retried with exponential backoff
-    (capped at 60 s) until the database is back.
+    (capped at 60 s) until the database is back. After work, the memory it freed goes back to
+    the system (`memory`).
 
     systemd's watchdog is pinged (WATCHDOG=1) every `notifier.ping_period` while the daemon
     waits between ticks and, during a tick, as long as the tick makes progress: it started,
@@ -140,8 +142,10 @@ class Runner:
     counters: Counters = field(default_factory=Counters)
     started_at: datetime | None = None
     pulse: InitVar[Pulse | None] = None  # the one the daemon's Control reports to; a private one if None
+    memory: InitVar[MemoryReleaser | None] = None  # what gives memory back after work; one on `clock` if None
 
-    def __post_init__(self, pulse: Pulse | None) -> None:
+    def __post_init__(self, pulse: Pulse | None, memory: MemoryReleaser | None) -> None:
+        self._memory = memory or MemoryReleaser(clock=self.clock)
         self.logger = logging.getLogger(f"daemons.{self.daemon.name}")
         self._pulse = pulse or Pulse(self.notifier, self.daemon.progress_limit, clock=self.clock)
         self.units_before_tick = 0
@@ -177,6 +181,8 @@ class Runner:
                         self.write_heartbeat()
                 else:
                     result = self.tick()
+                    if not once:
+                        self._memory.tick_ended(worked=result is None or not result.idle)
                 if once:
                     return result
                 next_tick = (self.clock() + self.outage.delay()) if self.outage else (began + interval)
