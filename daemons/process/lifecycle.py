@@ -262,10 +262,6 @@ class DaemonService:
             if not self.once:
                 sock = self._bind_wake_socket(serving)
                 stop.attach(sock)
-            # The loop's modules (and ctypes, see `memory`) are imported while every file of the
-            # interpreter is still ours to read: `--user` may not be let into where Python lives.
-            import daemons.process.runner
-            import daemons.process.watch  # noqa: F401
             self._drop_privileges(serving.credentials)
             reporting.init_sentry(self.name)
             self._check_database()
@@ -358,8 +354,7 @@ class DaemonService:
     def _drop_privileges(self, credentials: Credentials | None) -> None:
         if credentials is not None:
             # The loop's modules first, while we may still read the code: the daemon's user may not.
-            import daemons.process.runner
-            import daemons.process.watch  # noqa: F401
+            from daemons.process import runner, watch  # noqa: F401
             try:
                 credentials.apply()
             except PrivilegeError as exc:
