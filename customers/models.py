@@ -111,7 +111,8 @@ class CustomerQuerySet(models.QuerySet):
         """
         free = _unclaimed() | Q(claimed_by__startswith=owner_prefix)
         if gone_holder is not None:
-            as_begun = self.model._default_manager.filter(pk=OuterRef("pk")).order_by().values("claim_expires_at")
+            # The row itself, so one value; the slice says so to Django (6.0 on refuses an unsliced one).
+            as_begun = self.model._default_manager.filter(pk=OuterRef("pk")).order_by().values("claim_expires_at")[:1]
             free |= Q(gone_holder) & Q(claim_expires_at=Subquery(as_begun))
         return self.filter(free)
 
